@@ -1,0 +1,38 @@
+"""hyperspy_partialscan: partial-scan simulation, completion and denoising for HyperSpy.
+
+Public API
+----------
+to_partial_scan, as_partial_scan, from_scan_positions
+    Create partial scans (NaN = unsampled pixels).
+complete_partial_scan
+    Fill the unsampled pixels (trained generator or classical methods).
+plot_scan_path
+    Draw the ordered probe path over an image.
+list_models, load_model
+    Shipped and user-trained networks.
+NoiseModel, generate_path, path_names
+    The scan simulator's building blocks.
+"""
+
+from ._version import __version__
+from .completion import COMPLETION_METHODS, complete_partial_scan
+from .conversion import as_partial_scan, from_scan_positions, to_partial_scan
+from .models import list_models, load_model
+from .paths import generate_path, path_names
+from .plotting import plot_scan_path
+from .simulate import NoiseModel
+
+__all__ = [
+    "__version__",
+    "to_partial_scan",
+    "as_partial_scan",
+    "from_scan_positions",
+    "complete_partial_scan",
+    "COMPLETION_METHODS",
+    "plot_scan_path",
+    "list_models",
+    "load_model",
+    "NoiseModel",
+    "generate_path",
+    "path_names",
+]

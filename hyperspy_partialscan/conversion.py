@@ -1,0 +1,303 @@
+"""Signal-level creation of partial scans: simulated, from dense acquisitions, from position lists."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import __version__
+from .engine import compute, map_frames
+from .paths import PATHS, generate_path, validate_coverage
+from .simulate import NoiseModel, frame_rng, sample_frame
+
+__all__ = ["to_partial_scan", "as_partial_scan", "from_scan_positions", "validate_signal2d", "as_partial_scan_signal"]
+
+
+def validate_signal2d(signal, what="this operation"):
+    """Raise a clear error unless ``signal`` is a real-valued HyperSpy signal with 2 signal dimensions."""
+    from hyperspy.signal import BaseSignal
+
+    if not isinstance(signal, BaseSignal):
+        raise TypeError(f"{what} needs a HyperSpy signal, not {type(signal).__name__}")
+    dim = signal.axes_manager.signal_dimension
+    if dim != 2:
+        raise ValueError(
+            f"{what} needs a signal with 2 signal dimensions (an image, Signal2D); this one has {dim}. "
+            "Use `transpose(signal_axes=2)` or `as_signal2D` to choose the image axes."
+        )
+    if np.issubdtype(signal.data.dtype, np.complexfloating):
+        raise TypeError(f"{what} needs real-valued data, got complex ({signal.data.dtype}); take .real, .amplitude or .phase first")
+    if not (np.issubdtype(signal.data.dtype, np.number) or signal.data.dtype == bool):
+        raise TypeError(f"{what} needs numeric data, got {signal.data.dtype}")
+
+
+def as_partial_scan_signal(signal, data, title=None):
+    """A PartialScan2D (lazy when ``data`` is a dask array) with ``signal``'s axes and metadata."""
+    import dask.array as da
+
+    out = signal._deepcopy_with_new_data(data)
+    out._lazy = isinstance(data, da.Array)
+    out.metadata.set_item("Signal.signal_type", "partial_scan")
+    out._assign_subclass()
+    if title is not None:
+        out.metadata.General.title = title
+    return out
+
+
+def _random_seed():
+    return int(np.random.SeedSequence().entropy % (2**63))
+
+
+class _Simulator:
+    """Picklable per-batch simulator (for dask workers)."""
+
+    def __init__(self, path, name, coverage, options, noise, seed, vary):
+        self.path, self.name, self.coverage = path, name, coverage
+        self.options, self.noise, self.seed, self.vary = options, noise, seed, vary
+
+    def __call__(self, frames, indices):
+        out = np.empty(frames.shape, np.float32)
+        for k, (f, i) in enumerate(zip(frames, indices)):
+            path = (
+                generate_path(self.name, f.shape, self.coverage, frame_rng(self.seed, i), **self.options)
+                if self.vary
+                else self.path
+            )
+            out[k] = sample_frame(f, path, self.noise, frame_rng(self.seed + 1, i))
+        return out
+
+
+def to_partial_scan(
+    signal,
+    path="spiral",
+    coverage=0.05,
+    *,
+    seed=None,
+    noise=None,
+    vary_per_frame=False,
+    batch_size=16,
+    lazy_output=None,
+    show_progressbar=None,
+    **path_options,
+):
+    """Simulate a partial scan of every frame of a signal.
+
+    Parameters
+    ----------
+    signal : hyperspy.signals.Signal2D
+        Full scan(s), lazy or not, any navigation shape.
+    path : str
+        Scan path: ``"spiral"``, ``"grid"``, ``"jittered_grid"``, ``"random"``,
+        ``"lissajous"``, ``"line_hop"`` or ``"lines"``.
+    coverage : float
+        Fraction of pixels to sample, in (0, 1].
+    seed : int, optional
+        Seed for the path and the noise; a random one is drawn and recorded in
+        the metadata when omitted, so every result can be reproduced.
+    noise : NoiseModel or dict, optional
+        Shot noise, detector noise and scan distortions; clean by default.
+    vary_per_frame : bool
+        Use a different path (independently seeded) for every frame of a stack;
+        by default all frames share one path, as a fixed scan generator would.
+    batch_size : int
+        Frames per dask block.
+    lazy_output : bool, optional
+        Return a lazy signal; default: as the input.
+    show_progressbar : bool, optional
+        Progress bar when computing (default: HyperSpy's preference).
+    **path_options
+        Options of the path function (see :mod:`hyperspy_partialscan.paths`).
+
+    Returns
+    -------
+    PartialScan2D or LazyPartialScan2D
+        float32 with NaN at unsampled pixels; axes, metadata and
+        original_metadata of the input, and the simulation recorded in
+        ``metadata.Signal.Partial_scan``.
+    """
+    validate_signal2d(signal, "to_partial_scan")
+    if path not in PATHS:
+        raise ValueError(f"unknown scan path {path!r}; choose one of {', '.join(PATHS)}")
+    coverage = validate_coverage(coverage)
+    noise = NoiseModel.coerce(noise)
+    seed = _random_seed() if seed is None else int(seed)
+    shape = signal.axes_manager.signal_shape[::-1]
+    # generate once eagerly: validates the options and gives the measured coverage
+    first = generate_path(path, shape, coverage, frame_rng(seed, 0) if vary_per_frame else seed, **path_options)
+    sim = _Simulator(first, path, coverage, path_options, noise, seed, vary_per_frame)
+    data = signal.data
+    if data.dtype == bool:
+        data = data.astype(np.float32)
+    lazy_output = signal._lazy if lazy_output is None else lazy_output
+    result = map_frames(
+        data,
+        sim,
+        batch_size=batch_size,
+        name="to-partial-scan",
+        token=(path, coverage, seed, sorted(path_options.items()), noise.as_dict(), vary_per_frame),
+        with_indices=True,
+    )
+    if not lazy_output:
+        result = compute(result, show_progressbar)
+    out = as_partial_scan_signal(signal, result)
+    record = {
+        "path": path,
+        "coverage_requested": coverage,
+        "coverage_measured": first.coverage,
+        "seed": seed,
+        "vary_per_frame": bool(vary_per_frame),
+        "path_options": dict(path_options),
+        "path_parameters": _plain(first.options),
+        "noise": noise.as_dict(),
+        "source": "simulated",
+        "package_version": __version__,
+    }
+    out.metadata.set_item("Signal.Partial_scan", record)
+    return out
+
+
+def _plain(d):
+    """JSON/HDF5-friendly copy of a parameter dictionary."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, (np.floating, np.integer)):
+            v = v.item()
+        elif isinstance(v, (list, tuple)):
+            v = [x.item() if isinstance(x, (np.floating, np.integer)) else x for x in v]
+        out[k] = v
+    return out
+
+
+def as_partial_scan(signal, mask=None, unscanned_value=0, *, lazy_output=None):
+    """Convert a real acquisition stored densely into a partial scan.
+
+    Parameters
+    ----------
+    signal : hyperspy.signals.Signal2D
+        Acquisition with unscanned positions filled with ``unscanned_value``
+        (custom-scan software typically writes zeros there).
+    mask : array-like or Signal2D, optional
+        Boolean, True where sampled; the frame shape (shared by all frames) or the
+        full data shape. Overrides ``unscanned_value``.
+    unscanned_value : float or None
+        Value marking unscanned pixels when no mask is given (NaN already marks
+        them, always).
+    lazy_output : bool, optional
+        Default: as the input.
+
+    Returns
+    -------
+    PartialScan2D or LazyPartialScan2D
+        float32 copy with NaN at unscanned positions (the input is not modified).
+    """
+    import dask.array as da
+
+    validate_signal2d(signal, "as_partial_scan")
+    data = signal.data
+    lazy = isinstance(data, da.Array)
+    xp = da if lazy else np
+    values = data.astype(np.float32)
+    if mask is not None:
+        m = getattr(mask, "data", mask)
+        m = m if isinstance(m, da.Array) else np.asarray(m)
+        if m.dtype != bool:
+            raise TypeError(f"mask must be boolean (True = sampled), got {m.dtype}")
+        sig_shape = data.shape[-2:]
+        if m.shape not in (sig_shape, data.shape):
+            raise ValueError(
+                f"mask shape {m.shape} matches neither the frame shape {sig_shape} nor the data shape {data.shape}"
+            )
+        sampled = xp.broadcast_to(m, data.shape)
+    elif unscanned_value is not None and np.isfinite(unscanned_value):
+        sampled = data != unscanned_value
+    else:
+        sampled = xp.ones(data.shape, dtype=bool)
+    values = xp.where(sampled, values, np.nan).astype(np.float32)
+    lazy_output = lazy if lazy_output is None else lazy_output
+    if lazy_output and not lazy:
+        values = da.from_array(values)
+    elif not lazy_output and lazy:
+        values = values.compute()
+    out = as_partial_scan_signal(signal, values)
+    record = {"source": "acquired", "package_version": __version__}
+    if mask is None:
+        record["unscanned_value"] = unscanned_value
+    if not lazy_output:
+        record["coverage_measured"] = float(np.isfinite(values).mean())
+    out.metadata.set_item("Signal.Partial_scan", record)
+    return out
+
+
+def from_scan_positions(positions, intensities, shape, *, axes=None, title="", metadata=None):
+    """Build a partial scan from a list of probe positions and their intensities.
+
+    Parameters
+    ----------
+    positions : array-like
+        (N, 2) probe positions (row, column) in pixels, in acquisition order
+        (e.g. read from a custom-scan coordinates file). Non-integer positions
+        are assigned to the nearest pixel.
+    intensities : array-like
+        (N,) measured intensities.
+    shape : tuple of int
+        Frame shape (rows, columns).
+    axes : list of dict, optional
+        HyperSpy axes dictionaries for (rows, columns) (scale, offset, units, name).
+    title : str
+    metadata : dict, optional
+        Extra metadata.
+
+    Returns
+    -------
+    PartialScan2D
+        Repeated hits on one pixel are averaged; the ordered positions are kept
+        in ``metadata.Signal.Partial_scan.positions`` for :meth:`plot_scan_path`.
+
+    Raises
+    ------
+    ValueError
+        Mismatched lengths, non-finite values, or positions outside the field.
+    """
+    from .signals import PartialScan2D
+
+    pos = np.asarray(positions, dtype=np.float64)
+    val = np.asarray(intensities, dtype=np.float64)
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 2 or min(shape) < 1:
+        raise ValueError(f"shape must be two positive integers, got {shape}")
+    if pos.ndim != 2 or pos.shape[1] != 2:
+        raise ValueError(f"positions must have shape (N, 2), got {pos.shape}")
+    if val.shape != (pos.shape[0],):
+        raise ValueError(f"intensities must have shape ({pos.shape[0]},) to match positions, got {val.shape}")
+    if pos.shape[0] == 0:
+        raise ValueError("no probe positions given")
+    if not (np.isfinite(pos).all() and np.isfinite(val).all()):
+        raise ValueError("positions and intensities must be finite")
+    idx = np.rint(pos).astype(np.int64)
+    bad = (idx[:, 0] < 0) | (idx[:, 0] >= shape[0]) | (idx[:, 1] < 0) | (idx[:, 1] >= shape[1])
+    if bad.any():
+        first = np.flatnonzero(bad)[0]
+        raise ValueError(
+            f"{int(bad.sum())} probe position(s) fall outside the {shape[0]}x{shape[1]} field "
+            f"(first: index {first}, position {pos[first].tolist()})"
+        )
+    flat = idx[:, 0] * shape[1] + idx[:, 1]
+    n = np.bincount(flat, minlength=shape[0] * shape[1])
+    s = np.bincount(flat, weights=val, minlength=shape[0] * shape[1])
+    data = np.full(shape[0] * shape[1], np.nan, np.float32)
+    hit = n > 0
+    data[hit] = s[hit] / n[hit]
+    sig = PartialScan2D(data.reshape(shape), axes=axes)
+    sig.metadata.General.title = title
+    if metadata:
+        sig.metadata.add_dictionary(metadata)
+    sig.metadata.set_item(
+        "Signal.Partial_scan",
+        {
+            "source": "scan_positions",
+            "positions": pos,
+            "repeated_hits": int((n > 1).sum()),
+            "coverage_measured": float(hit.mean()),
+            "package_version": __version__,
+        },
+    )
+    return sig

@@ -1,0 +1,140 @@
+"""Classical completion of partial scans (pure array functions).
+
+A partial scan is a float frame whose unsampled pixels are NaN. Every function
+here takes such a frame and returns a completed float32 frame without NaN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import interpolate, ndimage
+
+__all__ = [
+    "CLASSICAL_METHODS",
+    "BIHARMONIC_MAX_PIXELS",
+    "check_frame",
+    "nearest_fill",
+    "linear_fill",
+    "cubic_fill",
+    "biharmonic_fill",
+    "complete_frame",
+]
+
+#: Largest frame (in pixels) that biharmonic inpainting accepts: it solves a
+#: sparse linear system over all missing pixels, whose memory and time grow
+#: quickly beyond this.
+BIHARMONIC_MAX_PIXELS = 1024 * 1024
+
+
+def check_frame(frame, index=None):
+    """Raise ValueError if ``frame`` has no finite sample at all."""
+    if not np.isfinite(frame).any():
+        where = f" (frame {index})" if index is not None else ""
+        raise ValueError(
+            f"partial scan frame{where} has no sampled pixel: every value is NaN; "
+            "nothing can be completed"
+        )
+
+
+def nearest_fill(frame, return_distance=False):
+    """Fill unsampled pixels with the value of the nearest sampled pixel.
+
+    Parameters
+    ----------
+    frame : numpy.ndarray
+        2-D partial scan (NaN = unsampled).
+    return_distance : bool
+        Also return the distance (pixels) of each pixel to its nearest sample.
+    """
+    frame = np.asarray(frame, dtype=np.float32)
+    missing = ~np.isfinite(frame)
+    check_frame(frame)
+    if not missing.any():
+        filled = frame.copy()
+        dist = np.zeros(frame.shape, np.float32)
+    else:
+        dist, (ri, ci) = ndimage.distance_transform_edt(missing, return_indices=True)
+        filled = frame[ri, ci]
+        dist = dist.astype(np.float32)
+    return (filled, dist) if return_distance else filled
+
+
+def _griddata(frame, method, nearest=None):
+    frame = np.asarray(frame, dtype=np.float32)
+    check_frame(frame)
+    sampled = np.isfinite(frame)
+    if sampled.all():
+        return frame.copy()
+    pts = np.argwhere(sampled)
+    near = nearest_fill(frame) if nearest is None else nearest
+    if len(pts) < 4:
+        return near
+    missing = np.argwhere(~sampled)
+    try:
+        vals = interpolate.griddata(pts, frame[sampled], missing, method=method)
+    except Exception:  # degenerate geometry (e.g. all samples on one line): Qhull fails
+        return near
+    out = near.copy()
+    good = np.isfinite(vals)  # outside the convex hull griddata gives NaN: keep nearest
+    out[missing[good, 0], missing[good, 1]] = vals[good]
+    return out
+
+
+def linear_fill(frame, nearest=None):
+    """Piecewise-linear interpolation on the Delaunay triangulation of the samples.
+
+    Pixels outside the samples' convex hull take the nearest sample's value
+    (``nearest``: a precomputed :func:`nearest_fill` of the frame, optional).
+    """
+    return _griddata(frame, "linear", nearest)
+
+
+def cubic_fill(frame):
+    """Piecewise-cubic (Clough-Tocher) interpolation; nearest outside the hull.
+
+    It overshoots on line-like paths where samples are dense along one direction
+    and sparse across it.
+    """
+    return _griddata(frame, "cubic")
+
+
+def biharmonic_fill(frame, max_pixels=BIHARMONIC_MAX_PIXELS):
+    """Biharmonic inpainting (scikit-image) of the unsampled pixels.
+
+    Raises
+    ------
+    ValueError
+        If the frame has more than ``max_pixels`` pixels.
+    """
+    from skimage.restoration import inpaint_biharmonic
+
+    frame = np.asarray(frame, dtype=np.float32)
+    check_frame(frame)
+    if frame.size > max_pixels:
+        raise ValueError(
+            f"biharmonic inpainting solves a sparse system over every missing pixel; a "
+            f"{frame.shape[0]}x{frame.shape[1]} frame exceeds its limit of {max_pixels} pixels. "
+            "Use method='linear' or 'generator', or crop/bin the frame first."
+        )
+    missing = ~np.isfinite(frame)
+    if not missing.any():
+        return frame.copy()
+    # scikit-image reads the masked pixels too: give them a finite value
+    return inpaint_biharmonic(nearest_fill(frame), missing).astype(np.float32)
+
+
+CLASSICAL_METHODS = {
+    "nearest": nearest_fill,
+    "linear": linear_fill,
+    "cubic": cubic_fill,
+    "biharmonic": biharmonic_fill,
+}
+
+
+def complete_frame(frame, method):
+    """Complete one partial-scan frame with a classical method by name."""
+    try:
+        func = CLASSICAL_METHODS[method]
+    except KeyError:
+        raise ValueError(f"unknown classical completion method {method!r}; choose one of {', '.join(CLASSICAL_METHODS)}") from None
+    return func(frame)

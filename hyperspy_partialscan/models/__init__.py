@@ -1,0 +1,227 @@
+"""Trained models: discovery, safe loading and a thread-safe cache.
+
+A model is a pair of files with the same stem: ``NAME.safetensors`` (weights,
+loaded without unpickling anything) and ``NAME.json`` (configuration and
+provenance: task, architecture, network config, training data and iterations,
+validation figures, and the SHA-256 of the weights file, which loading checks).
+Shipped models live in this package's ``weights`` folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Model", "list_models", "load_model", "save_model", "WEIGHTS_DIR", "DEFAULT_MODELS"]
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+#: default model name per task
+DEFAULT_MODELS = {"completion": "completion_default", "denoising": "denoising_default"}
+
+
+@dataclass
+class Model:
+    """A loaded network with its configuration.
+
+    Attributes
+    ----------
+    name : str
+    task : str
+        ``"completion"`` or ``"denoising"``.
+    network : torch.nn.Module
+        In evaluation mode, on the CPU.
+    config : dict
+        The JSON configuration (architecture, network config, provenance).
+    path : pathlib.Path
+        The weights file.
+    sha256 : str
+        Hash of the weights file.
+    """
+
+    name: str
+    task: str
+    network: object
+    config: dict
+    path: Path
+    sha256: str
+    _on_device: dict = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def on(self, device):
+        """The network on ``device`` (a cached copy per device; thread-safe)."""
+        import copy
+
+        key = str(device)
+        with self._lock:
+            if key not in self._on_device:
+                net = self.network if key == "cpu" else copy.deepcopy(self.network).to(device)
+                self._on_device[key] = net.eval()
+            return self._on_device[key]
+
+    def provenance(self):
+        """Short provenance dictionary for metadata."""
+        return {"name": self.name, "sha256": self.sha256, "architecture": self.config.get("architecture")}
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _resolve(name_or_path):
+    p = Path(name_or_path)
+    if p.is_dir():
+        cands = sorted(p.glob("*.safetensors"))
+        if len(cands) != 1:
+            raise FileNotFoundError(f"model folder {p} must hold exactly one .safetensors file, found {len(cands)}")
+        p = cands[0]
+    elif p.suffix == ".json":
+        p = p.with_suffix(".safetensors")
+    elif p.suffix != ".safetensors":
+        shipped = WEIGHTS_DIR / f"{name_or_path}.safetensors"
+        if shipped.exists() and not p.exists():
+            p = shipped
+        elif not p.exists():
+            raise ValueError(
+                f"unknown model {str(name_or_path)!r}: not a shipped model ({', '.join(list_models()) or 'none'}) "
+                "nor a path to NAME.safetensors / NAME.json / a model folder"
+            )
+    if not p.exists():
+        raise FileNotFoundError(f"model weights file {p} does not exist")
+    cfg = p.with_suffix(".json")
+    if not cfg.exists():
+        raise FileNotFoundError(f"model configuration {cfg} is missing beside the weights {p.name}")
+    return p, cfg
+
+
+def list_models(task=None):
+    """Names of the models shipped with the package (optionally for one task)."""
+    names = []
+    for cfg in sorted(WEIGHTS_DIR.glob("*.json")):
+        if not cfg.with_suffix(".safetensors").exists():
+            continue
+        if task is not None:
+            try:
+                if json.loads(cfg.read_text()).get("task") != task:
+                    continue
+            except (OSError, ValueError):
+                continue
+        names.append(cfg.stem)
+    return names
+
+
+_CACHE: dict = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load_model(name_or_path=None, task=None):
+    """Load a model by shipped name or path, safely (no code is unpickled).
+
+    Parameters
+    ----------
+    name_or_path : str or pathlib.Path or Model, optional
+        A shipped model name (:func:`list_models`), a ``.safetensors`` or
+        ``.json`` path, or a folder holding one model. ``None`` loads the
+        default model of ``task``.
+    task : {"completion", "denoising"}, optional
+        Required task: a model trained for another task is rejected.
+
+    Returns
+    -------
+    Model
+
+    Raises
+    ------
+    ValueError
+        Unknown name, corrupt or tampered file (hash mismatch), a configuration
+        that doesn't match the weights, or the wrong task.
+    FileNotFoundError
+        Missing weights or configuration file.
+    """
+    if isinstance(name_or_path, Model):
+        model = name_or_path
+    else:
+        if name_or_path is None:
+            if task is None:
+                raise ValueError("give a model name or path, or a task to load its default model")
+            name_or_path = DEFAULT_MODELS[task]
+        wpath, cpath = _resolve(name_or_path)
+        digest = _sha256(wpath)
+        key = (str(wpath.resolve()), digest)
+        with _CACHE_LOCK:
+            model = _CACHE.get(key)
+            if model is None:
+                model = _load(wpath, cpath, digest)
+                _CACHE[key] = model
+    if task is not None and model.task != task:
+        raise ValueError(f"model {model.name!r} is a {model.task} model, not a {task} model")
+    return model
+
+
+def _load(wpath, cpath, digest):
+    from safetensors import SafetensorsError
+    from safetensors.torch import load_file
+
+    from .networks import build_network
+
+    try:
+        config = json.loads(cpath.read_text())
+    except ValueError as err:
+        raise ValueError(f"model configuration {cpath} is not valid JSON: {err}") from None
+    for key in ("task", "architecture", "network"):
+        if key not in config:
+            raise ValueError(f"model configuration {cpath} lacks the required key {key!r}")
+    expected = config.get("sha256")
+    if expected and expected != digest:
+        raise ValueError(
+            f"model weights {wpath} do not match the SHA-256 recorded in {cpath.name} "
+            "(file corrupt, truncated or modified)"
+        )
+    try:
+        state = load_file(str(wpath))
+    except (SafetensorsError, OSError, RuntimeError, ValueError) as err:
+        raise ValueError(f"model weights {wpath} cannot be read as safetensors (corrupt or truncated?): {err}") from None
+    net = build_network(config["architecture"], config["network"])
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"model weights {wpath} do not fit the architecture in {cpath.name}: {err}") from None
+    net.eval()
+    return Model(config.get("name", wpath.stem), config["task"], net, config, wpath, digest)
+
+
+def save_model(network, path, *, task, architecture, extra=None):
+    """Save ``network`` as ``path`` (.safetensors) with its JSON configuration.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        Must have a ``config`` dict of constructor arguments.
+    path : str or pathlib.Path
+        Output weights path; the ``.json`` is written beside it.
+    task, architecture : str
+    extra : dict, optional
+        Provenance to record (training data, iterations, validation figures...).
+
+    Returns
+    -------
+    pathlib.Path
+        The weights path.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path).with_suffix(".safetensors")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    save_file(state, str(path))
+    config = {"name": path.stem, "task": task, "architecture": architecture, "network": dict(network.config)}
+    config.update(extra or {})
+    config["sha256"] = _sha256(path)
+    path.with_suffix(".json").write_text(json.dumps(config, indent=2, default=str))
+    return path

@@ -1,0 +1,48 @@
+"""Batched network inference on numpy frames (GPU when present, CPU otherwise)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..device import autocast, select_device, to_device
+from .features import completion_inputs
+
+__all__ = ["complete_batch", "run_network"]
+
+
+def _pad_to(t, multiple):
+    h, w = t.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        t = F.pad(t, (0, pw, 0, ph), mode=mode)
+    return t, (h, w)
+
+
+def run_network(network, inputs, device=None, precision=None):
+    """Run ``network`` on a numpy batch (N, C, H, W); returns numpy (N, H, W) float32.
+
+    Frames are padded to the network's size multiple and cropped back.
+    """
+    device = select_device(device) if not isinstance(device, torch.device) else device
+    multiple = getattr(network, "multiple", 1)
+    with torch.inference_mode(), autocast(device, precision):
+        x = to_device(np.ascontiguousarray(inputs, dtype=np.float32), device)
+        x, (h, w) = _pad_to(x, multiple)
+        y = network(x)[:, 0, :h, :w]
+    return y.float().cpu().numpy()
+
+
+def complete_batch(network, frames, device=None, precision=None):
+    """Complete a batch of partial scans (N, H, W) with a generator network.
+
+    Inputs are normalised per frame from the sampled values and the output is
+    mapped back to the frame's intensity scale.
+    """
+    inputs, scales = completion_inputs(frames)
+    y = run_network(network, inputs, device, precision)
+    lo = np.array([s[0] for s in scales], np.float32)[:, None, None]
+    sc = np.array([s[1] for s in scales], np.float32)[:, None, None]
+    return y * sc + lo

@@ -1,0 +1,184 @@
+"""PyTorch networks: the two-scale partial-scan generator and its discriminators.
+
+The generator follows Ede & Beanland (2020): an *inner* generator works on the
+half-resolution input (strided convolutions down, residual blocks, transposed
+convolutions up) and has an auxiliary *trainer* head that predicts a half-size
+completion during training; an *outer* generator at full resolution merges its
+own features with the inner ones through residual blocks.
+
+Departures from the paper (documented in ``docs/model.md``):
+
+* Input channels are the nearest-neighbour fill, a linear (Delaunay) fill, the
+  scan mask and a squashed distance-to-nearest-sample map, and the network
+  predicts a *residual* over the linear fill, which trains far faster on a CPU.
+* Widths are much smaller (CPU training and inference), and the inner generator
+  goes down to 1/8 resolution with dilated residual blocks so its receptive
+  field (> 200 px) spans the arm gap of sparse scans.
+* Batch normalisation is not used (per-frame statistics vary strongly across
+  microscopes); the network is fully convolutional and works on any frame size
+  that is a multiple of :attr:`PartialScanGenerator.multiple` (inputs are padded).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["PartialScanGenerator", "MultiScaleDiscriminator", "build_network"]
+
+
+def _act():
+    return nn.LeakyReLU(0.1, inplace=True)
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 convolutions with a skip connection (optionally dilated)."""
+
+    def __init__(self, channels, dilation=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.act = _act()
+
+    def forward(self, x):
+        return x + self.conv2(self.act(self.conv1(x)))
+
+
+class PartialScanGenerator(nn.Module):
+    """Two-scale generator (inner at half resolution with a trainer head, outer at full).
+
+    Parameters
+    ----------
+    in_channels : int
+        Number of input channels (see :mod:`hyperspy_partialscan.models.features`).
+    width : int
+        Channels of the outer (full-resolution) generator; the inner generator
+        uses ``2 * width`` at 1/4 and 1/8 resolution.
+    inner_blocks : int
+        Residual blocks at 1/8 resolution (dilations cycle 1, 2, 4).
+    outer_blocks : int
+        Residual blocks at 1/2 resolution in the outer generator.
+    residual_channel : int or None
+        Input channel the output is a residual over (the linear fill); None to
+        predict the frame directly.
+    """
+
+    multiple = 16
+
+    def __init__(self, in_channels=4, width=24, inner_blocks=6, outer_blocks=2, residual_channel=1):
+        super().__init__()
+        w, w2 = width, 2 * width
+        self.config = dict(
+            in_channels=in_channels,
+            width=width,
+            inner_blocks=inner_blocks,
+            outer_blocks=outer_blocks,
+            residual_channel=residual_channel,
+        )
+        self.residual_channel = residual_channel
+        # inner generator, on the half-resolution input
+        self.inner_in = nn.Sequential(nn.Conv2d(in_channels, w, 3, padding=1), _act())
+        self.inner_down1 = nn.Sequential(nn.Conv2d(w, w2, 3, stride=2, padding=1), _act())  # 1/4
+        self.inner_down2 = nn.Sequential(nn.Conv2d(w2, w2, 3, stride=2, padding=1), _act())  # 1/8
+        self.inner_blocks = nn.Sequential(*[ResBlock(w2, dilation=(1, 2, 4)[i % 3]) for i in range(inner_blocks)])
+        self.inner_up1 = nn.Sequential(nn.ConvTranspose2d(w2, w2, 4, stride=2, padding=1), _act())  # 1/4
+        self.inner_up2 = nn.Sequential(nn.ConvTranspose2d(w2, w, 4, stride=2, padding=1), _act())  # 1/2
+        self.trainer = nn.Conv2d(w, 1, 3, padding=1)
+        # outer generator, at full resolution
+        self.outer_in = nn.Sequential(nn.Conv2d(in_channels, w, 3, padding=1), _act())
+        self.outer_down = nn.Sequential(nn.Conv2d(w, w, 3, stride=2, padding=1), _act())  # 1/2
+        self.merge = nn.Sequential(nn.Conv2d(2 * w, w, 1), _act())
+        self.outer_blocks = nn.Sequential(*[ResBlock(w) for _ in range(outer_blocks)])
+        self.outer_up = nn.Sequential(nn.ConvTranspose2d(w, w, 4, stride=2, padding=1), _act())
+        self.out = nn.Sequential(nn.Conv2d(2 * w, w, 3, padding=1), _act(), nn.Conv2d(w, 1, 3, padding=1))
+        # start as the identity over the base fill: the residual branch begins at zero
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+
+    def _base(self, x):
+        if self.residual_channel is None:
+            return 0
+        return x[:, self.residual_channel : self.residual_channel + 1]
+
+    def forward(self, x, return_trainer=False):
+        """Complete a batch ``x`` of shape (N, C, H, W) with H, W multiples of 16.
+
+        Returns the completion (N, 1, H, W) and, with ``return_trainer``, the
+        trainer head's half-size completion (N, 1, H/2, W/2).
+        """
+        half = F.avg_pool2d(x, 2)
+        i0 = self.inner_in(half)
+        i1 = self.inner_down1(i0)
+        i2 = self.inner_blocks(self.inner_down2(i1))
+        inner = self.inner_up2(self.inner_up1(i2) + i1) + i0
+        o0 = self.outer_in(x)
+        o1 = self.merge(torch.cat([self.outer_down(o0), inner], 1))
+        o1 = self.outer_blocks(o1)
+        y = self.out(torch.cat([self.outer_up(o1), o0], 1)) + self._base(x)
+        if return_trainer:
+            return y, self.trainer(inner) + self._base(half)
+        return y
+
+
+class _Discriminator(nn.Module):
+    """PatchGAN-style discriminator with spectral normalisation."""
+
+    def __init__(self, in_channels=2, width=32, depth=4):
+        super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm
+        layers, c = [], in_channels
+        for i in range(depth):
+            layers += [sn(nn.Conv2d(c, width * 2**i, 4, stride=2, padding=1)), nn.LeakyReLU(0.2, inplace=True)]
+            c = width * 2**i
+        layers.append(sn(nn.Conv2d(c, 1, 3, padding=1)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class MultiScaleDiscriminator(nn.Module):
+    """Discriminators on random crops of several sizes (Ede & Beanland: 70/140/280 px).
+
+    Each discriminator sees a random crop of its size (resized to ``crops[0]``
+    so all share the same cost), conditioned on the partial scan: its input is
+    the (real or generated) frame and the nearest-filled partial scan.
+    """
+
+    def __init__(self, crops=(70, 140, 280), width=32):
+        super().__init__()
+        self.crops = tuple(crops)
+        self.discriminators = nn.ModuleList([_Discriminator(2, width) for _ in crops])
+
+    def forward(self, image, condition, generator=None):
+        """Scores of each scale for ``image`` conditioned on ``condition``.
+
+        Crops larger than the image are clipped to it. ``generator`` is a
+        :class:`torch.Generator` for the crop positions (so real and fake see
+        the same crops when called with equally seeded generators).
+        """
+        x = torch.cat([image, condition], 1)
+        h, w = x.shape[-2:]
+        out = []
+        for size, disc in zip(self.crops, self.discriminators):
+            s = min(size, h, w)
+            r = int(torch.randint(0, h - s + 1, (1,), generator=generator))
+            c = int(torch.randint(0, w - s + 1, (1,), generator=generator))
+            crop = x[..., r : r + s, c : c + s]
+            if s != self.crops[0]:
+                crop = F.interpolate(crop, size=(self.crops[0], self.crops[0]), mode="area")
+            out.append(disc(crop))
+        return out
+
+
+NETWORKS = {"PartialScanGenerator": PartialScanGenerator}
+
+
+def build_network(architecture, config):
+    """Build a network from its architecture name and constructor config."""
+    try:
+        cls = NETWORKS[architecture]
+    except KeyError:
+        raise ValueError(f"unknown network architecture {architecture!r}; known: {', '.join(NETWORKS)}") from None
+    return cls(**config)

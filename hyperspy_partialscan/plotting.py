@@ -1,0 +1,91 @@
+"""Plots: the scan path over an image."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .paths import generate_path
+from .simulate import frame_rng
+
+__all__ = ["plot_scan_path", "scan_path_of"]
+
+
+def scan_path_of(signal, index=None):
+    """Ordered probe positions (N, 2) of a partial scan's frame.
+
+    Regenerated from the recorded path name, seed and options for simulated
+    scans, or read from ``metadata.Signal.Partial_scan.positions`` for scans
+    built with :func:`from_scan_positions`.
+
+    Parameters
+    ----------
+    signal : PartialScan2D
+    index : int, optional
+        Flat navigation index of the frame (default: the current one).
+    """
+    md = signal.metadata.get_item("Signal.Partial_scan")
+    if md is None:
+        raise ValueError(
+            "this signal records no scan path: only partial scans made by to_partial_scan or "
+            "from_scan_positions know their probe order"
+        )
+    if md.has_item("positions"):
+        return np.asarray(md.positions)
+    if md.get_item("source") != "simulated":
+        raise ValueError("this partial scan was not simulated and has no recorded probe positions")
+    am = signal.axes_manager
+    if index is None:
+        index = int(np.ravel_multi_index(am.indices[::-1], am.navigation_shape[::-1])) if am.navigation_dimension else 0
+    shape = am.signal_shape[::-1]
+    opts = md.path_options.as_dictionary() if hasattr(md.path_options, "as_dictionary") else dict(md.path_options)
+    rng = frame_rng(md.seed, index) if md.vary_per_frame else md.seed
+    return generate_path(md.path, shape, md.coverage_requested, rng, **opts).positions
+
+
+def plot_scan_path(signal, ax=None, *, max_points=20000, cmap="gray", line_color="tab:orange", **kwargs):
+    """Draw the ordered scan path over the current frame (matplotlib).
+
+    Parameters
+    ----------
+    signal : PartialScan2D
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw in (default: a new figure).
+    max_points : int
+        Draw at most this many path vertices (evenly decimated) to keep large
+        scans responsive.
+    cmap : str
+        Colormap for the image.
+    line_color : str
+        Path colour; the start is marked with a circle and the end with a cross.
+    **kwargs
+        Passed to :meth:`matplotlib.axes.Axes.plot` for the path.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    import matplotlib.pyplot as plt
+
+    pos = scan_path_of(signal)
+    frame = signal._get_current_data() if hasattr(signal, "_get_current_data") else signal.data
+    frame = np.asarray(frame.compute() if hasattr(frame, "compute") else frame)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 6))
+    sx, sy = signal.axes_manager.signal_axes
+    extent = [sx.axis[0] - sx.scale / 2, sx.axis[-1] + sx.scale / 2, sy.axis[-1] + sy.scale / 2, sy.axis[0] - sy.scale / 2]
+    ax.imshow(np.where(np.isfinite(frame), frame, np.nan), cmap=cmap, extent=extent, interpolation="nearest")
+    step = max(1, len(pos) // max_points)
+    p = pos[::step]
+    y = sy.offset + p[:, 0] * sy.scale
+    x = sx.offset + p[:, 1] * sx.scale
+    kwargs.setdefault("lw", 0.6)
+    ax.plot(x, y, color=line_color, **kwargs)
+    ax.plot(x[:1], y[:1], "o", color=line_color, ms=6, label="start")
+    ax.plot(x[-1:], y[-1:], "x", color=line_color, ms=7, label="end")
+    md = signal.metadata.Signal.Partial_scan
+    name = md.get_item("path", md.get_item("source", "scan"))
+    ax.set_title(f"{name} path, {len(pos)} positions")
+    ax.set_xlabel(f"{sx.name} ({sx.units})")
+    ax.set_ylabel(f"{sy.name} ({sy.units})")
+    ax.legend(loc="upper right", fontsize="small")
+    return ax

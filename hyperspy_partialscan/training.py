@@ -1,0 +1,489 @@
+"""Training of the completion generator (and fine-tuning of shipped models).
+
+The recipe follows Ede & Beanland (2020) where a 2-core CPU allows:
+random crops with dihedral augmentation, per-crop min/max normalisation,
+partial scans simulated on the fly with every path type of
+:mod:`hyperspy_partialscan.paths` over coverages 1/100 to 1/10 (and, for a
+fraction of crops, the shot-noise / jitter model of
+:mod:`hyperspy_partialscan.simulate`), targets Gaussian-blurred (5x5, sigma 2.5)
+or raw, Huberised MSE with adaptive learning-rate clipping (ALRC) plus the
+auxiliary trainer's loss, Adam with warm-up and cosine decay, checkpoints and
+resume, and a validation curve (CSV + PNG). An optional adversarial stage adds
+multi-scale spectrally normalised discriminators with a least-squares loss and a
+replay of hard examples.
+
+Entry points: :func:`train_completion` and the ``hyperspy-partialscan train``
+command.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch.nn import functional as F
+
+from . import __version__
+from .models import Model, load_model, save_model
+from .models.features import completion_inputs
+from .models.networks import MultiScaleDiscriminator, PartialScanGenerator
+from .paths import PATHS, generate_path
+from .simulate import NoiseModel, sample_frame
+
+__all__ = ["TrainConfig", "ALRC", "huberised_mse", "blur_target", "CropSampler", "train_completion"]
+
+log = logging.getLogger(__name__)
+
+#: paths mixed during training (all of them) and their relative frequency
+TRAIN_PATHS = {name: 1.0 for name in PATHS}
+TRAIN_PATHS.update({"spiral": 2.0, "jittered_grid": 2.0, "random": 1.5})
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a training run (all recorded in the model's JSON)."""
+
+    iterations: int = 10000
+    batch_size: int = 16
+    crop: int = 128
+    lr: float = 1e-3
+    lr_min: float = 2e-5
+    warmup: int = 200
+    coverage_range: tuple = (1 / 100, 1 / 10)
+    target: str = "blurred"  # or "raw"
+    noise_fraction: float = 0.2
+    trainer_weight: float = 0.3
+    huber_delta: float = 0.25
+    alrc_sigmas: float = 3.0
+    width: int = 32
+    inner_blocks: int = 6
+    outer_blocks: int = 2
+    path_bank: int = 192
+    virtual_sizes: tuple = (256, 512, 1024)
+    val_every: int = 250
+    checkpoint_every: int = 250
+    seed: int = 0
+    threads: int | None = None
+    adversarial: bool = False
+    adversarial_weight: float = 0.05
+    replay: int = 2
+    replay_size: int = 64
+    paths: dict = field(default_factory=lambda: dict(TRAIN_PATHS))
+
+    def __post_init__(self):
+        if self.target not in ("blurred", "raw"):
+            raise ValueError(f"target must be 'blurred' or 'raw', not {self.target!r}")
+        lo, hi = self.coverage_range
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"coverage_range must satisfy 0 < low <= high <= 1, got {self.coverage_range}")
+        if self.crop % PartialScanGenerator.multiple:
+            raise ValueError(f"crop must be a multiple of {PartialScanGenerator.multiple}")
+        unknown = set(self.paths) - set(PATHS)
+        if unknown:
+            raise ValueError(f"unknown scan path(s) {sorted(unknown)}")
+
+
+def blur_target(frame):
+    """The seeds' training target: Gaussian blur with a 5x5 kernel, sigma 2.5 px."""
+    return ndimage.gaussian_filter(frame, 2.5, truncate=0.8, mode="reflect")
+
+
+def huberised_mse(pred, target, delta):
+    """Mean squared error that grows linearly beyond ``delta`` (per pixel)."""
+    d = (pred - target).abs()
+    return torch.where(d < delta, d * d, 2 * delta * d - delta * delta).mean()
+
+
+class ALRC:
+    """Adaptive learning-rate clipping (Ede & Beanland 2020).
+
+    Keeps running estimates of the loss's first two moments; a loss above
+    ``mean + n_sigma * std`` is scaled down to that bound (its gradient shrinks
+    by the same factor) so rare, very large losses don't destabilise training.
+    """
+
+    def __init__(self, n_sigma=3.0, decay=0.999, mu=None, mu2=None):
+        self.n_sigma, self.decay = n_sigma, decay
+        self.mu, self.mu2 = mu, mu2
+
+    def __call__(self, loss):
+        value = float(loss.detach())
+        if self.mu is None:
+            self.mu, self.mu2 = value, value * value * 1.5  # generous initial spread
+            return loss
+        sigma = math.sqrt(max(self.mu2 - self.mu**2, 1e-20))
+        bound = self.mu + self.n_sigma * sigma
+        if value > bound:
+            loss = loss * (bound / value)
+        self.mu = self.decay * self.mu + (1 - self.decay) * min(value, bound)
+        self.mu2 = self.decay * self.mu2 + (1 - self.decay) * min(value, bound) ** 2
+        return loss
+
+    def state_dict(self):
+        return {"mu": self.mu, "mu2": self.mu2}
+
+
+class CropSampler:
+    """Random training crops with simulated partial scans.
+
+    Parameters
+    ----------
+    frames : list of numpy.ndarray
+        Source images (2-D, at least ``crop`` pixels in each direction).
+    config : TrainConfig
+    rng : numpy.random.Generator
+    """
+
+    def __init__(self, frames, config, rng):
+        self.config = config
+        self.rng = rng
+        self.frames = [np.asarray(f, np.float32) for f in frames if min(f.shape) >= config.crop]
+        if not self.frames:
+            raise ValueError(f"no training frame is at least {config.crop}x{config.crop} pixels")
+        area = np.array([f.size for f in self.frames], float)
+        self.weights = np.sqrt(area) / np.sqrt(area).sum()
+        names = list(config.paths)
+        p = np.array([config.paths[n] for n in names], float)
+        self.path_names, self.path_p = names, p / p.sum()
+        self.bank = [self._new_path() for _ in range(config.path_bank)]
+
+    def _new_path(self):
+        c = self.config
+        lo, hi = c.coverage_range
+        coverage = float(np.exp(self.rng.uniform(np.log(lo), np.log(hi))))
+        name = self.rng.choice(self.path_names, p=self.path_p)
+        size = int(self.rng.choice([v for v in c.virtual_sizes if v >= c.crop] or [c.crop]))
+        return generate_path(name, (size, size), coverage, self.rng)
+
+    def refresh(self, n):
+        """Replace ``n`` random paths of the bank with new ones."""
+        for i in self.rng.choice(len(self.bank), size=min(n, len(self.bank)), replace=False):
+            self.bank[i] = self._new_path()
+
+    def crop(self):
+        """One (partial scan, target) pair, both (crop, crop), normalised to [0, 1]."""
+        c, rng = self.config, self.rng
+        while True:
+            f = self.frames[rng.choice(len(self.frames), p=self.weights)]
+            r = rng.integers(0, f.shape[0] - c.crop + 1)
+            q = rng.integers(0, f.shape[1] - c.crop + 1)
+            x = f[r : r + c.crop, q : q + c.crop]
+            x = np.rot90(x, rng.integers(4))
+            if rng.uniform() < 0.5:
+                x = x[:, ::-1]
+            lo, hi = float(x.min()), float(x.max())
+            if hi - lo < 1e-6:
+                continue
+            x = np.ascontiguousarray((x - lo) / (hi - lo), dtype=np.float32)
+            path = self.bank[rng.integers(len(self.bank))]
+            if rng.uniform() < 0.5:
+                path = path.transposed()
+            top = rng.integers(0, path.shape[0] - c.crop + 1)
+            left = rng.integers(0, path.shape[1] - c.crop + 1)
+            sub = path.window(top, left, (c.crop, c.crop))
+            if len(sub.positions) < 4:
+                continue
+            noise = None
+            if rng.uniform() < c.noise_fraction:
+                noise = NoiseModel(
+                    dose=float(np.exp(rng.uniform(np.log(20), np.log(2000)))),
+                    detector_sigma=float(rng.uniform(0, 0.02)),
+                    line_jitter=float(rng.uniform(0, 0.5)),
+                )
+            partial = sample_frame(x, sub, noise, rng)
+            if np.isfinite(partial).sum() < 4:
+                continue
+            target = blur_target(x) if c.target == "blurred" else x
+            return partial, target
+
+    def batch(self, n):
+        """Network inputs (n, 4, H, W) and normalised targets (n, 1, H, W)."""
+        pairs = [self.crop() for _ in range(n)]
+        partial = np.stack([p for p, _ in pairs])
+        inputs, scales = completion_inputs(partial)
+        targets = np.stack([(t - lo) / s for (_, t), (lo, s) in zip(pairs, scales)])[:, None]
+        return torch.from_numpy(inputs), torch.from_numpy(targets.astype(np.float32))
+
+
+def _lr(it, c, time_fraction=0.0):
+    """Warm-up then cosine decay over the run's progress.
+
+    Progress is the larger of the iteration fraction and ``time_fraction`` (the
+    fraction of a wall-time budget spent), so a time-budgeted run still ends
+    with a decayed learning rate.
+    """
+    if it < c.warmup:
+        return c.lr * (it + 1) / c.warmup
+    t = max((it - c.warmup) / max(c.iterations - c.warmup, 1), time_fraction)
+    return c.lr_min + 0.5 * (c.lr - c.lr_min) * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def validation_set(frames, crop=256, per_frame=2, coverage=1 / 20, paths=("spiral", "jittered_grid", "random"), seed=1234):
+    """Fixed validation crops: per frame up to ``per_frame`` crops, each path at ``coverage``.
+
+    Returns a list of (path, partial, blurred target, raw target), crops min/max
+    normalised to [0, 1].
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for f in frames:
+        if min(f.shape) < crop:
+            continue
+        for _ in range(per_frame):
+            r = rng.integers(0, f.shape[0] - crop + 1)
+            q = rng.integers(0, f.shape[1] - crop + 1)
+            x = f[r : r + crop, q : q + crop].astype(np.float32)
+            lo, hi = float(x.min()), float(x.max())
+            if hi - lo < 1e-6:
+                continue
+            x = (x - lo) / (hi - lo)
+            for name in paths:
+                partial = sample_frame(x, generate_path(name, x.shape, coverage, rng))
+                out.append((name, partial, blur_target(x), x))
+    return out
+
+
+def _rmse_percent(a, b):
+    return float(np.sqrt(np.mean((np.asarray(a, np.float64) - b) ** 2)) * 100)
+
+
+def _evaluate(network, val, batch=8):
+    """Mean RMSE (% of range, vs blurred target) per path for the network and linear fill."""
+    from .models.inference import complete_batch
+
+    res = {}
+    for i in range(0, len(val), batch):
+        chunk = val[i : i + batch]
+        pred = complete_batch(network, np.stack([v[1] for v in chunk]), device=torch.device("cpu"))
+        inputs, scales = completion_inputs(np.stack([v[1] for v in chunk]))
+        for (name, _, blurred, _), p, inp, (lo, s) in zip(chunk, pred, inputs, scales):
+            lin = inp[1] * s + lo
+            res.setdefault(name, []).append((_rmse_percent(p, blurred), _rmse_percent(lin, blurred)))
+    return {k: tuple(np.mean(v, axis=0)) for k, v in res.items()}
+
+
+def _plot_curve(csv_path, png_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(open(csv_path)))
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    it = [int(r["iteration"]) for r in rows]
+    for key in rows[0]:
+        if key.startswith("val_") and not key.endswith("_linear"):
+            ax.plot(it, [float(r[key]) for r in rows], label=key[4:])
+            ax.axhline(float(rows[-1][key + "_linear"]), ls=":", color=ax.lines[-1].get_color())
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("val RMSE (% of range, blurred target)")
+    ax.set_title("Validation (dotted: linear interpolation)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+def train_completion(
+    frames,
+    out_dir,
+    config=None,
+    *,
+    val_frames=None,
+    init=None,
+    resume=False,
+    name="completion_model",
+    data_description=None,
+    show_progressbar=True,
+    max_seconds=None,
+):
+    """Train (or fine-tune) a completion generator.
+
+    Parameters
+    ----------
+    frames : list of numpy.ndarray
+        Training images (see :func:`hyperspy_partialscan.io.read_frames`).
+    out_dir : str or pathlib.Path
+        Run folder: ``checkpoint.pt``, ``validation.csv``/``.png``, ``train.log``
+        and the exported model ``NAME.safetensors`` + ``NAME.json``.
+    config : TrainConfig, optional
+    val_frames : list of numpy.ndarray, optional
+        Frames for the validation curve.
+    init : str or Model, optional
+        Start from this model's weights (fine-tuning); its architecture is kept.
+    resume : bool
+        Continue from ``out_dir/checkpoint.pt``.
+    name : str
+        Name of the exported model.
+    data_description : str or list, optional
+        Recorded in the model's provenance.
+    max_seconds : float, optional
+        Stop (checkpoint and export) after this wall time.
+
+    Returns
+    -------
+    pathlib.Path
+        Path of the exported ``.safetensors`` file.
+    """
+    c = config or TrainConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if c.threads:
+        torch.set_num_threads(c.threads)
+    torch.manual_seed(c.seed)
+    ckpt_path = out / "checkpoint.pt"
+    start_it = 0
+    alrc = ALRC(c.alrc_sigmas)
+    if init is not None:
+        model = init if isinstance(init, Model) else load_model(init, task="completion")
+        net = PartialScanGenerator(**model.config["network"])
+        net.load_state_dict(model.network.state_dict())
+    else:
+        net = PartialScanGenerator(width=c.width, inner_blocks=c.inner_blocks, outer_blocks=c.outer_blocks)
+    opt = torch.optim.Adam(net.parameters(), lr=c.lr)
+    disc = d_opt = None
+    if c.adversarial:
+        disc = MultiScaleDiscriminator()
+        d_opt = torch.optim.Adam(disc.parameters(), lr=c.lr * 0.5, betas=(0.5, 0.999))
+    history = []
+    if resume:
+        if not ckpt_path.exists():
+            raise FileNotFoundError(f"cannot resume: {ckpt_path} does not exist")
+        state = torch.load(ckpt_path, weights_only=True)
+        if state["network_config"] != net.config:
+            net = PartialScanGenerator(**state["network_config"])
+            opt = torch.optim.Adam(net.parameters(), lr=c.lr)
+        net.load_state_dict(state["network"])
+        opt.load_state_dict(state["optimizer"])
+        if disc is not None and "discriminator" in state:
+            disc.load_state_dict(state["discriminator"])
+            d_opt.load_state_dict(state["d_optimizer"])
+        alrc = ALRC(c.alrc_sigmas, mu=state["alrc"]["mu"], mu2=state["alrc"]["mu2"])
+        start_it = int(state["iteration"])
+        log.info("resumed from %s at iteration %d", ckpt_path, start_it)
+    rng = np.random.default_rng([c.seed, start_it])
+    sampler = CropSampler(frames, c, rng)
+    val = validation_set(val_frames) if val_frames else []
+    csv_path = out / "validation.csv"
+    replay_x = replay_y = None
+    t0 = time.time()
+    bar = None
+    if show_progressbar:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=c.iterations, initial=start_it, desc="training", unit="it")
+    it = start_it
+    running = None
+    for it in range(start_it, c.iterations):
+        frac = (time.time() - t0) / max_seconds if max_seconds else 0.0
+        lr = _lr(it, c, frac)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, y = sampler.batch(c.batch_size)
+        if replay_x is not None and c.replay:
+            k = min(c.replay, len(replay_x))
+            pick = torch.from_numpy(rng.choice(len(replay_x), size=k, replace=False))
+            x, y = torch.cat([x[: -k], replay_x[pick]]), torch.cat([y[: -k], replay_y[pick]])
+        net.train()
+        pred, aux = net(x, return_trainer=True)
+        per_item = torch.stack([huberised_mse(p, t, c.huber_delta) for p, t in zip(pred, y)])
+        loss = per_item.mean() + c.trainer_weight * huberised_mse(aux, F.avg_pool2d(y, 2), c.huber_delta)
+        if disc is not None:
+            seed = int(rng.integers(2**31))
+            fake_scores = disc(pred, x[:, :1], torch.Generator().manual_seed(seed))
+            adv = sum(((s - 1) ** 2).mean() for s in fake_scores) / len(fake_scores)
+            # conditioned on the MSE term: the adversarial loss is scaled relative to it
+            loss = loss + c.adversarial_weight * adv * (per_item.mean().detach() / (adv.detach() + 1e-8))
+        loss = alrc(loss)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        if disc is not None:
+            real = disc(y, x[:, :1], torch.Generator().manual_seed(seed))
+            fake = disc(pred.detach(), x[:, :1], torch.Generator().manual_seed(seed))
+            d_loss = sum(((r - 1) ** 2).mean() + (f**2).mean() for r, f in zip(real, fake)) / len(real)
+            d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_opt.step()
+            # replay of hard examples: keep the highest-loss crops seen
+            hard = per_item.detach().argsort(descending=True)[: c.replay]
+            hx, hy = x[hard], y[hard]
+            replay_x = hx if replay_x is None else torch.cat([replay_x, hx])[-c.replay_size :]
+            replay_y = hy if replay_y is None else torch.cat([replay_y, hy])[-c.replay_size :]
+        value = float(per_item.mean())
+        running = value if running is None else 0.98 * running + 0.02 * value
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.2e}", lr=f"{lr:.1e}")
+        if (it + 1) % 50 == 0:
+            sampler.refresh(max(1, c.path_bank // 32))
+            log.info("it %d loss %.3e lr %.2e %.1fs", it + 1, running, lr, time.time() - t0)
+        done = it + 1 == c.iterations or (max_seconds is not None and time.time() - t0 > max_seconds)
+        if val and ((it + 1) % c.val_every == 0 or done):
+            net.eval()
+            scores = _evaluate(net, val)
+            row = {"iteration": it + 1, "train_loss": running, "seconds": round(time.time() - t0, 1)}
+            for k, (g, lin) in scores.items():
+                row[f"val_{k}"] = round(g, 3)
+                row[f"val_{k}_linear"] = round(lin, 3)
+            history.append(row)
+            new = not csv_path.exists()
+            with open(csv_path, "a", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=list(row))
+                if new:
+                    w.writeheader()
+                w.writerow(row)
+            _plot_curve(csv_path, out / "validation.png")
+            log.info("validation %s", row)
+        if (it + 1) % c.checkpoint_every == 0 or done:
+            state = {
+                "network": net.state_dict(),
+                "network_config": net.config,
+                "optimizer": opt.state_dict(),
+                "alrc": alrc.state_dict(),
+                "iteration": it + 1,
+            }
+            if disc is not None:
+                state["discriminator"] = disc.state_dict()
+                state["d_optimizer"] = d_opt.state_dict()
+            tmp = ckpt_path.with_suffix(".tmp")
+            torch.save(state, tmp)
+            tmp.replace(ckpt_path)
+        if done:
+            break
+    if bar is not None:
+        bar.close()
+    cfg = asdict(c)
+    cfg["coverage_range"] = list(c.coverage_range)
+    last_val = history[-1] if history else None
+    if last_val is None and csv_path.exists():
+        rows = list(csv.DictReader(open(csv_path)))
+        last_val = rows[-1] if rows else None
+    extra = {
+        "package_version": __version__,
+        "inputs": ["nearest", "linear", "mask", "distance"],
+        "training": {
+            "iterations": it + 1,
+            "config": cfg,
+            "data": data_description,
+            "init": getattr(init, "name", init),
+            "seconds_this_run": round(time.time() - t0, 1),
+        },
+        "validation": last_val,
+    }
+    return save_model(net, out / f"{name}.safetensors", task="completion", architecture="PartialScanGenerator", extra=extra)
+
+
+def write_json(path, obj):
+    Path(path).write_text(json.dumps(obj, indent=2, default=str))
