@@ -19,7 +19,6 @@ command.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import time
@@ -38,7 +37,7 @@ from .models.networks import MultiScaleDiscriminator, PartialScanGenerator
 from .paths import PATHS, generate_path
 from .simulate import NoiseModel, sample_frame
 
-__all__ = ["TrainConfig", "ALRC", "huberised_mse", "blur_target", "CropSampler", "train_completion"]
+__all__ = ["TrainConfig", "ALRC", "huberised_mse", "blur_target", "CropSampler", "train_completion", "export_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -421,7 +420,7 @@ def train_completion(
             hx, hy = x[hard], y[hard]
             replay_x = hx if replay_x is None else torch.cat([replay_x, hx])[-c.replay_size :]
             replay_y = hy if replay_y is None else torch.cat([replay_y, hy])[-c.replay_size :]
-        value = float(per_item.mean())
+        value = float(per_item.detach().mean())
         running = value if running is None else 0.98 * running + 0.02 * value
         if bar is not None:
             bar.update(1)
@@ -485,5 +484,14 @@ def train_completion(
     return save_model(net, out / f"{name}.safetensors", task="completion", architecture="PartialScanGenerator", extra=extra)
 
 
-def write_json(path, obj):
-    Path(path).write_text(json.dumps(obj, indent=2, default=str))
+def export_checkpoint(checkpoint, path, *, task="completion", extra=None):
+    """Export a training checkpoint (``checkpoint.pt``) as a loadable model.
+
+    The checkpoint is read with ``torch.load(weights_only=True)``.
+    """
+    state = torch.load(checkpoint, weights_only=True)
+    net = PartialScanGenerator(**state["network_config"])
+    net.load_state_dict(state["network"])
+    info = {"package_version": __version__, "training": {"iterations": int(state["iteration"]), "checkpoint": str(checkpoint)}}
+    info.update(extra or {})
+    return save_model(net, path, task=task, architecture="PartialScanGenerator", extra=info)
