@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from . import __version__
 from .models import Model, load_model, save_model
-from .models.features import completion_inputs
+from .models.features import completion_inputs, frame_scale
 from .models.networks import MultiScaleDiscriminator, PartialScanGenerator
 from .paths import PATHS, generate_path
 from .simulate import NoiseModel, sample_frame
@@ -59,6 +59,7 @@ class TrainConfig:
     coverage_range: tuple = (1 / 100, 1 / 10)
     target: str = "blurred"  # or "raw"
     noise_fraction: float = 0.2
+    min_sampled_range: float = 0.2
     trainer_weight: float = 0.3
     huber_delta: float = 0.25
     alrc_sigmas: float = 3.0
@@ -199,6 +200,10 @@ class CropSampler:
                 )
             partial = sample_frame(x, sub, noise, rng)
             if np.isfinite(partial).sum() < 4:
+                continue
+            # degenerate crops whose samples miss most of the contrast would get
+            # enormous normalised targets (the frame is normalised from its samples)
+            if frame_scale(partial)[1] < c.min_sampled_range:
                 continue
             target = blur_target(x) if c.target == "blurred" else x
             return partial, target
