@@ -165,7 +165,7 @@ def load_model(name_or_path=None, task=None):
 
 
 def _load(wpath, cpath, digest):
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from .networks import build_network
@@ -185,7 +185,7 @@ def _load(wpath, cpath, digest):
         )
     try:
         state = load_file(str(wpath))
-    except (SafetensorsError, OSError, RuntimeError, ValueError) as err:
+    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
         raise ValueError(f"model weights {wpath} cannot be read as safetensors (corrupt or truncated?): {err}") from None
     net = build_network(config["architecture"], config["network"])
     try:

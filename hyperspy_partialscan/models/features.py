@@ -62,3 +62,61 @@ def completion_inputs(frames, scales=None):
         out[i, 2] = np.isfinite(f)
         out[i, 3] = np.tanh(dist / DISTANCE_SCALE)
     return out, scales
+
+
+#: multiplier of the noise-level channel (keeps it on the order of the image channel)
+NOISE_MAP_GAIN = 4.0
+
+
+def noise_map(norm, scale, variance_model=None, sigma=None):
+    """Noise-level channel (normalised units times :data:`NOISE_MAP_GAIN`) for one frame.
+
+    Parameters
+    ----------
+    norm : numpy.ndarray
+        The frame after normalisation ``(x - offset) / scale``.
+    scale : float
+        The normalisation scale (data units per normalised unit).
+    variance_model : dict, optional
+        HyperSpy's ``Noise_properties.Variance_linear_model`` in data units:
+        variance = gain_factor * signal + gain_offset (Poisson shot noise with
+        known gain, e.g. from the dose). Gives a per-pixel map.
+    sigma : float, optional
+        Known noise standard deviation in data units (a constant map).
+
+    Without either, the noise standard deviation is estimated blindly.
+    """
+    from scipy import ndimage
+
+    from ..denoising import estimate_sigma
+
+    if variance_model is not None:
+        g = float(variance_model.get("gain_factor", 1.0))
+        o = float(variance_model.get("gain_offset", 0.0))
+        offset = float(variance_model.get("offset", 0.0))  # data value of normalised zero
+        smooth = ndimage.gaussian_filter(norm, 2.0) * scale + offset
+        sd = np.sqrt(np.clip(g * np.clip(smooth, 0, None) + o, 0, None)) / scale
+    else:
+        s = estimate_sigma(norm) if sigma is None else float(sigma) / scale
+        sd = np.full(norm.shape, s)
+    return (NOISE_MAP_GAIN * sd).astype(np.float32)
+
+
+def denoising_inputs(frames, variance_model=None, sigma=None):
+    """Inputs of the denoising network for a batch of noisy frames (N, H, W).
+
+    Returns (N, 2, H, W) float32 inputs and the per-frame (offset, scale).
+    Non-finite pixels are not allowed (complete partial scans first).
+    """
+    frames = np.asarray(frames, np.float32)
+    out = np.empty((frames.shape[0], 2) + frames.shape[1:], np.float32)
+    scales = []
+    for i, f in enumerate(frames):
+        if not np.isfinite(f).all():
+            raise ValueError(f"frame {i} has NaN or infinite pixels: complete the partial scan before denoising")
+        lo, s = frame_scale(f)
+        scales.append((lo, s))
+        out[i, 0] = (f - lo) / s
+        vm = None if variance_model is None else dict(variance_model, offset=lo)
+        out[i, 1] = noise_map(out[i, 0], s, vm, sigma)
+    return out, scales

@@ -46,3 +46,14 @@ def complete_batch(network, frames, device=None, precision=None):
     lo = np.array([s[0] for s in scales], np.float32)[:, None, None]
     sc = np.array([s[1] for s in scales], np.float32)[:, None, None]
     return y * sc + lo
+
+
+def denoise_batch(network, frames, device=None, precision=None, variance_model=None, sigma=None):
+    """Denoise a batch of frames (N, H, W) with a denoising network; same intensity scale out."""
+    from .features import denoising_inputs
+
+    inputs, scales = denoising_inputs(frames, variance_model, sigma)
+    y = run_network(network, inputs, device, precision)
+    lo = np.array([s[0] for s in scales], np.float32)[:, None, None]
+    sc = np.array([s[1] for s in scales], np.float32)[:, None, None]
+    return y * sc + lo

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["PartialScanGenerator", "MultiScaleDiscriminator", "build_network"]
+__all__ = ["PartialScanGenerator", "DenoisingUNet", "MultiScaleDiscriminator", "build_network"]
 
 
 def _act():
@@ -172,7 +172,47 @@ class MultiScaleDiscriminator(nn.Module):
         return out
 
 
-NETWORKS = {"PartialScanGenerator": PartialScanGenerator}
+class DenoisingUNet(nn.Module):
+    """U-Net denoiser predicting a residual over the noisy input.
+
+    Input channels: the normalised noisy frame and a noise-level map (see
+    :mod:`hyperspy_partialscan.models.features`). Four scales (full, 1/2, 1/4,
+    1/8) with widths ``width * (1, 2, 4, 8)``; two 3x3 convolutions per scale.
+
+    Parameters
+    ----------
+    in_channels : int
+    width : int
+    """
+
+    multiple = 8
+
+    def __init__(self, in_channels=2, width=16):
+        super().__init__()
+        self.config = dict(in_channels=in_channels, width=width)
+        ws = [width * 2**i for i in range(4)]
+
+        def block(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), _act(), nn.Conv2d(cout, cout, 3, padding=1), _act())
+
+        self.enc = nn.ModuleList([block(in_channels, ws[0])] + [block(ws[i], ws[i + 1]) for i in range(3)])
+        self.up = nn.ModuleList([nn.ConvTranspose2d(ws[i + 1], ws[i], 2, stride=2) for i in range(3)])
+        self.dec = nn.ModuleList([block(2 * ws[i], ws[i]) for i in range(3)])
+        self.out = nn.Conv2d(ws[0], 1, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x):
+        skips, h = [], x
+        for i, enc in enumerate(self.enc):
+            h = enc(h if i == 0 else F.max_pool2d(h, 2))
+            skips.append(h)
+        for i in reversed(range(3)):
+            h = self.dec[i](torch.cat([self.up[i](h), skips[i]], 1))
+        return x[:, :1] + self.out(h)
+
+
+NETWORKS = {"PartialScanGenerator": PartialScanGenerator, "DenoisingUNet": DenoisingUNet}
 
 
 def build_network(architecture, config):

@@ -1,0 +1,353 @@
+"""Signal-level denoising: trained network, classical filters, PCA, and self-supervised fine-tuning.
+
+Order for noisy partial scans: complete first, then denoise
+(``s.complete_partial_scan().denoise()``). The completion generator is trained
+to reproduce the (blurred) frame from noisy samples too, so most of the noise in
+the unsampled area is already averaged away, and the denoiser expects a full
+frame. Denoising a partial scan directly would need the denoiser to handle NaN
+holes, which it does not: :func:`denoise` rejects frames with NaN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import __version__
+from .conversion import validate_signal2d
+from .denoising import CLASSICAL_DENOISERS, denoise_frame
+from .engine import Tiler, compute, map_frames
+
+__all__ = ["denoise", "fit_denoiser", "DENOISING_METHODS"]
+
+DENOISING_METHODS = ("generator",) + tuple(CLASSICAL_DENOISERS) + ("pca",)
+DENOISER_TILE = 512
+DENOISER_OVERLAP = 32
+
+
+def _variance_model(signal):
+    """HyperSpy's Poisson variance model from the metadata, if any (dose/gain known)."""
+    vm = signal.metadata.get_item("Signal.Noise_properties.Variance_linear_model")
+    if vm is None:
+        return None
+    d = vm.as_dictionary()
+    if "gain_factor" not in d:
+        return None
+    return {"gain_factor": float(d["gain_factor"]), "gain_offset": float(d.get("gain_offset", 0.0))}
+
+
+class _Classical:
+    def __init__(self, method, params):
+        self.method, self.params = method, params
+
+    def __call__(self, frames, indices):
+        out = np.empty(frames.shape, np.float32)
+        for k, (f, i) in enumerate(zip(frames, indices)):
+            _check_finite(f, i)
+            out[k] = denoise_frame(f, self.method, **self.params)
+        return out
+
+
+def _check_finite(frame, index):
+    if not np.isfinite(frame).all():
+        if not np.isfinite(frame).any():
+            raise ValueError(f"frame {int(index)} is all NaN: nothing to denoise")
+        raise ValueError(
+            f"frame {int(index)} has NaN or infinite pixels (a partial scan?): complete it first, "
+            "e.g. s.complete_partial_scan().denoise()"
+        )
+
+
+class DenoiserNetwork:
+    """Picklable batch function running a denoising network (loaded where it runs)."""
+
+    def __init__(self, model_ref, device=None, precision=None, variance_model=None, sigma=None, tile=DENOISER_TILE,
+                 overlap=DENOISER_OVERLAP):
+        self.model_ref, self.device, self.precision = model_ref, device, precision
+        self.variance_model, self.sigma = variance_model, sigma
+        self.tiler = Tiler(tile, overlap)
+
+    def __call__(self, frames, indices=None):
+        from .device import select_device
+        from .models import load_model
+        from .models.inference import denoise_batch
+
+        model = load_model(self.model_ref, task="denoising")
+        device = select_device(self.device)
+        net = model.on(device)
+        frames = np.asarray(frames, np.float32)
+        for k, f in enumerate(frames):
+            _check_finite(f, indices[k] if indices is not None else k)
+
+        def run(tiles, _scales=None):
+            return denoise_batch(net, tiles, device, self.precision, self.variance_model, self.sigma)
+
+        if max(frames.shape[-2:]) <= self.tiler.tile:
+            return run(frames)
+        return self.tiler.apply(frames, run, batch_size=4)
+
+
+def denoise(
+    signal,
+    method="generator",
+    *,
+    model=None,
+    batch_size=None,
+    device=None,
+    precision=None,
+    sigma=None,
+    n_components=None,
+    inplace=False,
+    lazy_output=None,
+    show_progressbar=None,
+    **method_params,
+):
+    """Denoise every frame of a signal.
+
+    Parameters
+    ----------
+    signal : hyperspy.signals.Signal2D
+        Full frames (lazy or not, any navigation shape). Partial scans must be
+        completed first.
+    method : str
+        ``"generator"`` (trained network, default), ``"gaussian"``,
+        ``"nl_means"``, ``"tv"`` (scikit-image, parameters estimated from the
+        data unless given in ``method_params``) or ``"pca"`` (HyperSpy's
+        decomposition of a stack; keeps ``n_components``).
+    model : str or pathlib.Path or Model, optional
+        Denoising model (default: the shipped default; see :func:`fit_denoiser`).
+    batch_size : int, optional
+        Frames per block.
+    device, precision : optional
+        Torch device and reduced precision for the network.
+    sigma : float, optional
+        Known noise standard deviation in data units (network); otherwise the
+        Poisson model in ``metadata.Signal.Noise_properties.Variance_linear_model``
+        is used when present (e.g. set by ``estimate_poissonian_noise_variance``),
+        else the noise level is estimated blindly.
+    n_components : int, optional
+        Components kept by ``"pca"`` (default: estimated from the scree plot's
+        elbow).
+    inplace : bool
+        Replace the data and return None.
+    lazy_output : bool, optional
+        Default: as the input.
+    show_progressbar : bool, optional
+    **method_params
+        Parameters of the classical filter (e.g. ``sigma`` for gaussian is
+        given as ``filter_sigma``; ``h`` for nl_means; ``weight`` for tv).
+
+    Returns
+    -------
+    Signal or None
+        Same class as the input, with ``metadata.Signal.Denoising`` recording
+        method, parameters, model and package version.
+    """
+    validate_signal2d(signal, "denoise")
+    if method not in DENOISING_METHODS:
+        raise ValueError(f"unknown denoising method {method!r}; choose one of {', '.join(DENOISING_METHODS)}")
+    lazy_output = signal._lazy if lazy_output is None else bool(lazy_output)
+    if inplace and lazy_output != signal._lazy:
+        raise ValueError("inplace=True cannot change laziness: leave lazy_output unset or use inplace=False")
+    if method != "generator" and model is not None:
+        raise ValueError(f"model= is only used by method='generator', not {method!r}")
+    data = signal.data
+    frame_shape = signal.axes_manager.signal_shape[::-1]
+    if not signal._lazy:
+        flat = data.reshape((-1,) + tuple(frame_shape))
+        bad = ~np.isfinite(flat).all(axis=(1, 2))
+        if bad.any():
+            _check_finite(flat[np.flatnonzero(bad)[0]], np.flatnonzero(bad)[0])
+    record = {"method": method, "package_version": __version__}
+    if method == "pca":
+        result = _pca(signal, n_components, record)
+    else:
+        if "filter_sigma" in method_params:
+            method_params["sigma"] = method_params.pop("filter_sigma")
+        if method == "generator":
+            from .device import select_device
+            from .models import load_model
+
+            m = load_model(model, task="denoising")
+            dev = select_device(device)
+            vm = _variance_model(signal) if sigma is None else None
+            func = DenoiserNetwork(str(m.path), str(dev), precision, vm, sigma)
+            record.update(model=m.name, model_sha256=m.sha256, device=str(dev), precision=precision or "float32",
+                          noise_level="given sigma" if sigma is not None else ("variance model" if vm else "blind"))
+            token = (method, m.sha256, str(dev), precision, vm, sigma)
+            default_batch = max(1, (8 * 512 * 512) // (frame_shape[0] * frame_shape[1]))
+        else:
+            func = _Classical(method, method_params)
+            record["parameters"] = dict(method_params) or "estimated from the data"
+            token = (method, sorted(method_params.items()))
+            default_batch = 16
+        if data.dtype.kind != "f":
+            data = data.astype(np.float32)
+        result = map_frames(data, func, batch_size=batch_size or default_batch, name=f"denoise-{method}",
+                            token=token, with_indices=True)
+        if not lazy_output:
+            result = compute(result, show_progressbar)
+    if method == "pca" and lazy_output and not hasattr(result, "dask"):
+        import dask.array as da
+
+        result = da.from_array(result)
+    title = f"Denoised {signal.metadata.General.title}".rstrip()
+    if inplace:
+        signal.data = result
+        signal.metadata.General.title = title
+        signal.metadata.set_item("Signal.Denoising", record)
+        return None
+    out = signal._deepcopy_with_new_data(result)
+    out._lazy = hasattr(result, "dask")
+    out._assign_subclass()
+    out.metadata.General.title = title
+    out.metadata.set_item("Signal.Denoising", record)
+    return out
+
+
+def _pca(signal, n_components, record):
+    """PCA denoising of a stack through HyperSpy's own decomposition."""
+    if signal.axes_manager.navigation_size < 2:
+        raise ValueError("method='pca' needs a stack (navigation size >= 2): PCA denoises across frames")
+    s = signal.deepcopy() if not signal._lazy else signal.compute_if_lazy() if hasattr(signal, "compute_if_lazy") else signal.deepcopy()
+    if s._lazy:
+        s.compute()
+    s.change_dtype("float64")
+    s.decomposition(algorithm="SVD", output_dimension=None, print_info=False)
+    if n_components is None:
+        n_components = int(s.estimate_elbow_position()) + 1
+    record["n_components"] = int(n_components)
+    return s.get_decomposition_model(int(n_components)).data.astype(np.float32)
+
+
+def fit_denoiser(signal, *, init="default", epochs=20, method="blind_spot", batch_size=8, crop=128, lr=2e-4,
+                 output=None, seed=0, show_progressbar=None):
+    """Fine-tune a denoiser on the user's own noisy data, without clean images.
+
+    Parameters
+    ----------
+    signal : hyperspy.signals.Signal2D
+        Noisy frames (a single image or a stack; computed if lazy).
+    init : str or None
+        Model to start from (``"default"``: the shipped denoiser; a name or
+        path; None: train from scratch).
+    epochs : int
+        Passes over the data; one epoch is as many crops as fit in the frames.
+    method : {"blind_spot", "noise2noise"}
+        ``"blind_spot"`` (Noise2Void/Noise2Self): a random 2 % of pixels are
+        replaced by a neighbour's value and the loss is the error at those
+        pixels only. ``"noise2noise"``: the frames must be repeated exposures of
+        the same field; the network maps one frame to another.
+    batch_size, crop, lr : optional
+        Training parameters.
+    output : str or pathlib.Path, optional
+        Where to save the model (``.safetensors`` + ``.json``); default: a
+        temporary folder.
+    seed : int
+    show_progressbar : bool, optional
+
+    Returns
+    -------
+    Model
+        Usable as ``denoise(signal, model=...)``; saved to ``output``.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from .models import load_model, save_model
+    from .models.features import denoising_inputs
+    from .models.networks import DenoisingUNet
+    from .training import fit_network
+
+    validate_signal2d(signal, "fit_denoiser")
+    if method not in ("blind_spot", "noise2noise"):
+        raise ValueError(f"unknown self-supervised method {method!r}; choose 'blind_spot' or 'noise2noise'")
+    if show_progressbar is None:
+        from hyperspy.defaults_parser import preferences
+
+        show_progressbar = preferences.General.show_progressbar
+    data = signal.data.compute() if signal._lazy else signal.data
+    frames = np.asarray(data, np.float32).reshape((-1,) + data.shape[-2:])
+    for i, f in enumerate(frames):
+        _check_finite(f, i)
+    if min(frames.shape[-2:]) < crop:
+        crop = int(min(frames.shape[-2:]) // 8 * 8)
+        if crop < 32:
+            raise ValueError(f"frames {frames.shape[-2:]} are too small to fit a denoiser (need >= 32 px)")
+    if method == "noise2noise" and len(frames) < 2:
+        raise ValueError("noise2noise needs a stack of at least two repeated frames of the same field")
+    if init is None:
+        net = DenoisingUNet()
+        base = None
+    else:
+        base = load_model(None if init == "default" else init, task="denoising")
+        net = DenoisingUNet(**base.config["network"])
+        net.load_state_dict(base.network.state_dict())
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    # frames normalised once; crops keep the whole frame's normalisation
+    inputs, _ = denoising_inputs(frames)
+    per_epoch = max(1, int(np.ceil(frames.size / crop**2 / batch_size)))
+    iterations = max(1, epochs * per_epoch)
+
+    def crops(n):
+        idx = rng.integers(0, len(frames), n)
+        r = rng.integers(0, frames.shape[1] - crop + 1, n)
+        q = rng.integers(0, frames.shape[2] - crop + 1, n)
+        k = rng.integers(0, 4, n)
+        return idx, r, q, k
+
+    def take(arr, i, r, q, k):
+        return np.rot90(arr[i, ..., r : r + crop, q : q + crop], k, axes=(-2, -1))
+
+    def blind_spot_batch(it):
+        idx, r, q, k = crops(batch_size)
+        x = np.stack([take(inputs, *a) for a in zip(idx, r, q, k)]).copy()
+        target = x[:, :1].copy()
+        mask = rng.uniform(size=target.shape) < 0.02
+        # replace masked pixels by a random neighbour (never themselves)
+        dy = rng.integers(-2, 3, mask.sum())
+        dx = rng.integers(-2, 3, mask.sum())
+        same = (dy == 0) & (dx == 0)
+        dx[same] = 1
+        n_, c_, yy, xx = np.nonzero(mask)
+        x[n_, 0, yy, xx] = x[n_, 0, np.clip(yy + dy, 0, crop - 1), np.clip(xx + dx, 0, crop - 1)]
+        return torch.from_numpy(x), torch.from_numpy(target), torch.from_numpy(mask.astype(np.float32))
+
+    def n2n_batch(it):
+        idx, r, q, k = crops(batch_size)
+        other = (idx + rng.integers(1, len(frames), batch_size)) % len(frames)
+        x = np.stack([take(inputs, *a) for a in zip(idx, r, q, k)])
+        y = np.stack([take(inputs, *a)[:1] for a in zip(other, r, q, k)])
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)), None
+
+    def loss(net_, batch):
+        x, y, m = batch
+        err = (net_(x) - y) ** 2
+        if m is None:
+            return err.mean(dim=(1, 2, 3))
+        return (err * m).sum(dim=(1, 2, 3)) / m.sum(dim=(1, 2, 3)).clamp(min=1)
+
+    history = fit_network(net, blind_spot_batch if method == "blind_spot" else n2n_batch, loss,
+                          iterations=iterations, lr=lr, warmup=min(50, iterations // 5 + 1),
+                          show_progressbar=show_progressbar, desc=f"fit_denoiser ({method})")
+    out = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="partialscan_denoiser_")) / "denoiser"
+    extra = {
+        "package_version": __version__,
+        "inputs": ["noisy", "noise_level"],
+        "training": {
+            "self_supervised": method,
+            "init": base.name if base is not None else None,
+            "init_sha256": base.sha256 if base is not None else None,
+            "epochs": epochs,
+            "iterations": iterations,
+            "frames": int(len(frames)),
+            "frame_shape": list(frames.shape[1:]),
+            "source_title": signal.metadata.General.title,
+            "first_loss": history[0]["loss"],
+            "final_running_loss": history[-1]["running_loss"],
+        },
+    }
+    path = save_model(net, out, task="denoising", architecture="DenoisingUNet", extra=extra)
+    return load_model(path, task="denoising")
