@@ -251,12 +251,11 @@ def validation_set(frames, crop=256, per_frame=2, coverage=1 / 20, paths=("spira
     rng = np.random.default_rng(seed)
     out = []
     for f in frames:
-        if min(f.shape) < crop:
-            continue
+        cs = min(crop, *f.shape)  # small frames are used whole
         for _ in range(per_frame):
-            r = rng.integers(0, f.shape[0] - crop + 1)
-            q = rng.integers(0, f.shape[1] - crop + 1)
-            x = f[r : r + crop, q : q + crop].astype(np.float32)
+            r = rng.integers(0, f.shape[0] - cs + 1)
+            q = rng.integers(0, f.shape[1] - cs + 1)
+            x = f[r : r + cs, q : q + cs].astype(np.float32)
             lo, hi = float(x.min()), float(x.max())
             if hi - lo < 1e-6:
                 continue
@@ -271,13 +270,13 @@ def _rmse_percent(a, b):
     return float(np.sqrt(np.mean((np.asarray(a, np.float64) - b) ** 2)) * 100)
 
 
-def _evaluate(network, val, batch=8):
+def _evaluate(network, val):
     """Mean RMSE (% of range, vs blurred target) per path for the network and linear fill."""
     from .models.inference import complete_batch
 
     res = {}
-    for i in range(0, len(val), batch):
-        chunk = val[i : i + batch]
+    for i in range(len(val)):
+        chunk = val[i : i + 1]
         pred = complete_batch(network, np.stack([v[1] for v in chunk]), device=torch.device("cpu"))
         inputs, scales = completion_inputs(np.stack([v[1] for v in chunk]))
         for (name, _, blurred, _), p, inp, (lo, s) in zip(chunk, pred, inputs, scales):

@@ -1,0 +1,192 @@
+"""Denoising: noise model, classical filters, network, self-supervised fine-tuning."""
+
+import numpy as np
+import pytest
+import torch
+
+import hyperspy.api as hs
+
+import hyperspy_partialscan as ps
+from hyperspy_partialscan.denoise import denoise, fit_denoiser
+from hyperspy_partialscan.denoising import ImageNoise, degrade, estimate_sigma
+from hyperspy_partialscan.models import load_model, save_model
+from hyperspy_partialscan.models.networks import DenoisingUNet
+from hyperspy_partialscan.specimens import nanoparticle_field
+from hyperspy_partialscan.training import psnr
+
+
+@pytest.fixture(scope="module")
+def small_denoiser(tmp_path_factory):
+    torch.manual_seed(0)
+    net = DenoisingUNet(width=4)
+    with torch.no_grad():
+        net.out.weight.normal_(0, 0.05)
+    return save_model(net, tmp_path_factory.mktemp("dn") / "dn.safetensors", task="denoising",
+                      architecture="DenoisingUNet")
+
+
+@pytest.fixture(scope="module")
+def clean():
+    frames = np.stack([nanoparticle_field((64, 80), seed=i) for i in range(4)])
+    return frames / frames.max()
+
+
+@pytest.fixture(scope="module")
+def noisy_signal(clean):
+    noisy = np.stack([degrade(c, ImageNoise(dose=30), i) for i, c in enumerate(clean)])
+    s = hs.signals.Signal2D(noisy)
+    s.axes_manager[-1].scale = 0.5
+    s.axes_manager[-1].units = "nm"
+    s.metadata.General.title = "noisy"
+    s.original_metadata.set_item("Microscope.voltage", 200)
+    return s
+
+
+def test_poisson_statistics():
+    frame = np.full((200, 200), 0.5, np.float32)
+    frame[0, 0] = 1.0  # full scale = 1
+    out = degrade(frame, ImageNoise(dose=40), 0)
+    counts = out[1:, 1:] * 40
+    assert abs(counts.mean() - 20) < 0.3
+    assert abs(counts.var() / counts.mean() - 1) < 0.05
+
+
+def test_detector_noise_and_estimate():
+    frame = np.zeros((256, 256), np.float32)
+    frame[0, 0] = 1.0
+    out = degrade(frame, ImageNoise(detector_sigma=0.05), 1)
+    assert abs(out[1:, 1:].std() - 0.05) < 0.003
+    assert abs(estimate_sigma(out) - 0.05) < 0.005
+
+
+def test_streaks_and_jitter_change_lines():
+    frame = np.tile(np.linspace(0, 1, 128, dtype=np.float32), (128, 1))
+    jit = degrade(frame, ImageNoise(line_jitter=2.0), 2)
+    shifts = [np.argmin(np.abs(row - 0.5)) for row in jit]
+    assert np.std(shifts) > 0.5  # lines are displaced horizontally
+    streak = degrade(frame, ImageNoise(streak_sigma=0.1), 3)
+    ratio = streak[:, 64] / frame[:, 64]
+    assert np.std(ratio) > 0.05 and np.allclose(streak[5] / streak[5, 64], frame[5] / frame[5, 64], atol=1e-5)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize("method", ["gaussian", "nl_means", "tv", "pca", "generator"])
+def test_denoise_methods_keep_axes_metadata(noisy_signal, clean, small_denoiser, lazy, method):
+    s = noisy_signal.as_lazy() if lazy else noisy_signal.deepcopy()
+    kwargs = {"model": small_denoiser} if method == "generator" else {}
+    out = denoise(s, method, show_progressbar=False, **kwargs)
+    data = out.data.compute() if out._lazy else out.data
+    assert out._lazy == lazy
+    assert data.shape == clean.shape and np.isfinite(data).all()
+    assert out.axes_manager[-1].scale == 0.5 and out.axes_manager[-1].units == "nm"
+    assert out.original_metadata.Microscope.voltage == 200
+    assert out.metadata.General.title == "Denoised noisy"
+    assert out.metadata.Signal.Denoising.method == method
+    if method in ("gaussian", "nl_means", "tv"):
+        assert psnr(data, clean) > psnr(noisy_signal.data, clean)
+
+
+def test_batch_equals_per_frame(noisy_signal, small_denoiser):
+    a = denoise(noisy_signal, model=small_denoiser, batch_size=4, show_progressbar=False).data
+    b = denoise(noisy_signal, model=small_denoiser, batch_size=1, show_progressbar=False).data
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_large_frame_tiled(small_denoiser):
+    frame = nanoparticle_field((600, 540), seed=5)
+    s = hs.signals.Signal2D(degrade(frame, ImageNoise(dose=50), 0))
+    out = denoise(s, model=small_denoiser, show_progressbar=False)
+    assert out.data.shape == (600, 540) and np.isfinite(out.data).all()
+
+
+def test_variance_model_from_metadata_used(noisy_signal, small_denoiser):
+    s = noisy_signal.deepcopy()
+    s.metadata.set_item("Signal.Noise_properties.Variance_linear_model.gain_factor", 1 / 30)
+    s.metadata.set_item("Signal.Noise_properties.Variance_linear_model.gain_offset", 0.0)
+    out = denoise(s, model=small_denoiser, show_progressbar=False)
+    assert out.metadata.Signal.Denoising.noise_level == "variance model"
+    blind = denoise(noisy_signal, model=small_denoiser, show_progressbar=False)
+    assert blind.metadata.Signal.Denoising.noise_level == "blind"
+
+
+def test_compose_with_completion(noisy_signal, small_denoiser):
+    p = ps.to_partial_scan(noisy_signal, "random", 0.3, seed=0, show_progressbar=False)
+    with pytest.raises(ValueError, match="complete it first"):
+        p.denoise(model=small_denoiser, show_progressbar=False)
+    d = p.complete_partial_scan("linear", show_progressbar=False).denoise(model=small_denoiser, show_progressbar=False)
+    assert np.isfinite(d.data).all()
+    assert "Completion" in d.metadata.Signal.Partial_scan and d.metadata.Signal.Denoising.method == "generator"
+
+
+def test_bad_inputs_fail_clearly(noisy_signal, small_denoiser, tmp_path):
+    before = noisy_signal.data.copy()
+    with pytest.raises(ValueError, match="unknown denoising method"):
+        denoise(noisy_signal, "median")
+    with pytest.raises(TypeError, match="complex"):
+        denoise(hs.signals.ComplexSignal2D(noisy_signal.data.astype(complex)))
+    nan = noisy_signal.deepcopy()
+    nan.data[1] = np.nan
+    with pytest.raises(ValueError, match="all NaN"):
+        denoise(nan, "gaussian")
+    # a completion model is not a denoising model
+    from hyperspy_partialscan.models.networks import PartialScanGenerator
+
+    comp = save_model(PartialScanGenerator(width=8, inner_blocks=1, outer_blocks=1), tmp_path / "c.safetensors",
+                      task="completion", architecture="PartialScanGenerator")
+    with pytest.raises(ValueError, match="not a denoising model"):
+        denoise(noisy_signal, model=comp)
+    with pytest.raises(ValueError, match="2 signal dimensions"):
+        denoise(hs.signals.Signal1D(np.zeros((3, 10))))
+    with pytest.raises(ValueError, match="stack"):
+        denoise(noisy_signal.inav[0], "pca")
+    np.testing.assert_array_equal(noisy_signal.data, before)
+
+
+def _blind_spot_loss(model, signal):
+    """Blind-spot loss of a model on fixed masks of the signal (lower = better fit)."""
+    from hyperspy_partialscan.models.features import denoising_inputs
+
+    x, _ = denoising_inputs(signal.data)
+    rng = np.random.default_rng(5)
+    mask = rng.uniform(size=x[:, :1].shape) < 0.05
+    xin = x.copy()
+    n, c, yy, xx = np.nonzero(mask)
+    xin[n, 0, yy, xx] = x[n, 0, np.clip(yy + 1, 0, x.shape[2] - 1), xx]
+    with torch.no_grad():
+        y = model.network(torch.from_numpy(xin)).numpy()
+    return float(((y - x[:, :1]) ** 2)[mask].mean())
+
+
+def _noise2noise_loss(model, signal):
+    """Mean squared difference between the model's output for one exposure and the next exposure."""
+    from hyperspy_partialscan.models.features import denoising_inputs
+
+    x, _ = denoising_inputs(signal.data)
+    with torch.no_grad():
+        y = model.network(torch.from_numpy(x)).numpy()
+    return float(((y[:-1] - x[1:, :1]) ** 2).mean())
+
+
+@pytest.mark.parametrize("method", ["blind_spot", "noise2noise"])
+def test_fit_denoiser_lowers_loss(noisy_signal, clean, small_denoiser, method, tmp_path):
+    if method == "noise2noise":  # repeated exposures of one field
+        rep = np.stack([degrade(clean[0], ImageNoise(dose=30), 10 + i) for i in range(4)])
+        signal, loss = hs.signals.Signal2D(rep), _noise2noise_loss
+    else:
+        signal, loss = noisy_signal, _blind_spot_loss
+    start = load_model(small_denoiser)
+    model = fit_denoiser(signal, init=small_denoiser, epochs=30, method=method, batch_size=4, crop=48,
+                         lr=2e-3, output=tmp_path / "mine", show_progressbar=False)
+    assert model.task == "denoising" and (tmp_path / "mine.safetensors").exists()
+    assert model.config["training"]["self_supervised"] == method
+    assert loss(model, signal) < loss(start, signal)
+    # usable by denoise and loadable again from disk
+    out = denoise(signal, model=tmp_path / "mine.safetensors", show_progressbar=False)
+    assert np.isfinite(out.data).all()
+
+
+def test_fit_denoiser_bad_inputs(noisy_signal, small_denoiser):
+    with pytest.raises(ValueError, match="unknown self-supervised"):
+        fit_denoiser(noisy_signal, init=small_denoiser, method="magic")
+    with pytest.raises(ValueError, match="at least two"):
+        fit_denoiser(noisy_signal.inav[0], init=small_denoiser, method="noise2noise")

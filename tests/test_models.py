@@ -1,0 +1,217 @@
+"""Generator models: safe loading, inference engine, tiling, training."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import hyperspy.api as hs
+
+import hyperspy_partialscan as ps
+from hyperspy_partialscan.models import list_models, load_model, save_model
+from hyperspy_partialscan.models.networks import PartialScanGenerator
+from hyperspy_partialscan.specimens import nanoparticle_field
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """A small generator with a non-trivial (random) residual branch."""
+    torch.manual_seed(0)
+    net = PartialScanGenerator(width=8, inner_blocks=2, outer_blocks=1)
+    with torch.no_grad():
+        net.out[-1].weight.normal_(0, 0.05)
+    path = tmp_path_factory.mktemp("model") / "small.safetensors"
+    return save_model(net, path, task="completion", architecture="PartialScanGenerator", extra={"note": "test"})
+
+
+@pytest.fixture(scope="module")
+def partial_stack():
+    frames = np.stack([nanoparticle_field((96, 128), seed=i) for i in range(5)])
+    s = hs.signals.Signal2D(frames)
+    s.axes_manager[1].scale = 0.2
+    s.axes_manager[1].units = "nm"
+    s.metadata.General.title = "particles"
+    return ps.to_partial_scan(s, "spiral", 0.1, seed=1, vary_per_frame=True, show_progressbar=False)
+
+
+def test_save_load_roundtrip(small_model):
+    m = load_model(small_model, task="completion")
+    assert m.task == "completion" and m.config["note"] == "test"
+    assert m.sha256 == json.loads(small_model.with_suffix(".json").read_text())["sha256"]
+    # the JSON path and the folder work too
+    assert load_model(small_model.with_suffix(".json")).sha256 == m.sha256
+    assert load_model(small_model.parent).sha256 == m.sha256
+
+
+def test_shipped_models_listed():
+    for name in list_models():
+        m = load_model(name)
+        assert m.task in ("completion", "denoising")
+        assert "training" in m.config
+
+
+def test_tampered_weights_rejected(small_model, tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    raw = bytearray(small_model.read_bytes())
+    raw[-10] ^= 0xFF
+    bad.write_bytes(bytes(raw))
+    bad.with_suffix(".json").write_text(small_model.with_suffix(".json").read_text())
+    with pytest.raises(ValueError, match="SHA-256"):
+        load_model(bad)
+
+
+def test_truncated_weights_rejected(small_model, tmp_path):
+    bad = tmp_path / "trunc.safetensors"
+    bad.write_bytes(small_model.read_bytes()[: 500])
+    cfg = json.loads(small_model.with_suffix(".json").read_text())
+    cfg.pop("sha256")
+    bad.with_suffix(".json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="cannot be read|corrupt"):
+        load_model(bad)
+
+
+def test_incompatible_config_rejected(small_model, tmp_path):
+    bad = tmp_path / "wrong.safetensors"
+    bad.write_bytes(small_model.read_bytes())
+    cfg = json.loads(small_model.with_suffix(".json").read_text())
+    cfg["network"]["width"] = 16
+    bad.with_suffix(".json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="do not fit"):
+        load_model(bad)
+
+
+def test_wrong_task_and_unknown_name(small_model):
+    with pytest.raises(ValueError, match="not a denoising model"):
+        load_model(small_model, task="denoising")
+    with pytest.raises(ValueError, match="unknown model"):
+        load_model("no_such_model_name")
+
+
+def test_missing_config(small_model, tmp_path):
+    lone = tmp_path / "lone.safetensors"
+    lone.write_bytes(small_model.read_bytes())
+    with pytest.raises(FileNotFoundError, match="configuration"):
+        load_model(lone)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_generator_completion(small_model, partial_stack, lazy):
+    s = partial_stack.as_lazy() if lazy else partial_stack
+    before = s.data.copy() if not lazy else None
+    c = s.complete_partial_scan("generator", model=small_model, device="cpu", show_progressbar=False)
+    assert c._lazy == lazy
+    data = c.data.compute() if lazy else c.data
+    assert data.shape == partial_stack.data.shape and data.dtype == np.float32
+    assert np.isfinite(data).all()
+    assert c.metadata.General.title == "Completed particles"
+    prov = c.metadata.Signal.Partial_scan.Completion
+    assert prov.method == "generator" and prov.device == "cpu" and prov.model_sha256 == load_model(small_model).sha256
+    assert c.axes_manager[1].scale == 0.2 and c.axes_manager[1].units == "nm"
+    if before is not None:
+        np.testing.assert_array_equal(np.isnan(before), np.isnan(partial_stack.data))
+    # deterministic
+    again = ps.complete_partial_scan(s, model=small_model, device="cpu", show_progressbar=False)
+    np.testing.assert_array_equal(data, again.data.compute() if lazy else again.data)
+
+
+def test_batch_equals_per_frame(small_model, partial_stack):
+    batched = ps.complete_partial_scan(partial_stack, model=small_model, batch_size=5, show_progressbar=False)
+    single = ps.complete_partial_scan(partial_stack, model=small_model, batch_size=1, show_progressbar=False)
+    np.testing.assert_allclose(batched.data, single.data, atol=1e-4)
+
+
+def test_keep_measured(small_model, partial_stack):
+    c = ps.complete_partial_scan(partial_stack, model=small_model, keep_measured=True, show_progressbar=False)
+    m = np.isfinite(partial_stack.data)
+    np.testing.assert_array_equal(c.data[m], partial_stack.data[m])
+    assert c.metadata.Signal.Partial_scan.Completion.keep_measured
+
+
+def test_tiling_seamless(small_model):
+    truth = nanoparticle_field((256, 256), seed=7)
+    p = ps.to_partial_scan(hs.signals.Signal2D(truth), "random", 0.1, seed=2, show_progressbar=False)
+    whole = ps.complete_partial_scan(p, model=small_model, tile_size=256, show_progressbar=False).data
+    tiled = ps.complete_partial_scan(p, model=small_model, tile_size=128, show_progressbar=False).data
+    span = np.ptp(truth)
+    assert np.abs(tiled - whole).mean() < 0.005 * span
+    assert np.abs(tiled - whole).max() < 0.1 * span
+    # no seam: the error along tile borders is no worse than elsewhere
+    err = np.abs(tiled - truth)
+    border = err[:, 100:130].mean()
+    assert border < 1.5 * err.mean()
+
+
+def test_reduced_precision_path_on_cpu(small_model, partial_stack):
+    """The autocast path used on GPUs also runs on the CPU (bfloat16)."""
+    full = ps.complete_partial_scan(partial_stack, model=small_model, show_progressbar=False).data
+    low = ps.complete_partial_scan(partial_stack, model=small_model, precision="bfloat16", show_progressbar=False)
+    assert low.metadata.Signal.Partial_scan.Completion.precision == "bfloat16"
+    assert np.abs(low.data - full).mean() < 0.02 * np.nanmax(np.abs(full))
+
+
+def test_device_selection():
+    from hyperspy_partialscan.device import select_device
+
+    assert select_device("cpu").type == "cpu"
+    assert select_device(None).type in ("cpu", "cuda", "mps")
+    with pytest.raises(ValueError, match="unknown device"):
+        select_device("not-a-device")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            select_device("cuda")
+
+
+def test_nan_inf_safe(small_model):
+    frame = nanoparticle_field((64, 64), seed=3)
+    partial = np.where(np.random.default_rng(0).uniform(size=frame.shape) < 0.2, frame, np.nan).astype(np.float32)
+    partial[0, 0] = np.inf  # treated as unsampled
+    s = ps.as_partial_scan(hs.signals.Signal2D(partial), unscanned_value=None)
+    c = ps.complete_partial_scan(s, model=small_model, show_progressbar=False)
+    assert np.isfinite(c.data).all()
+
+
+def test_training_lowers_loss_and_writes_model(tmp_path):
+    from hyperspy_partialscan.training import CropSampler, TrainConfig, huberised_mse, train_completion
+
+    frames = [nanoparticle_field((160, 160), seed=i) for i in range(3)]
+    cfg = TrainConfig(iterations=40, batch_size=4, crop=64, width=8, inner_blocks=2, outer_blocks=1, warmup=5,
+                      lr=2e-3, path_bank=16, virtual_sizes=(64, 128), val_every=40, checkpoint_every=20, seed=0)
+    x, y = CropSampler(frames, cfg, np.random.default_rng(99)).batch(8)
+    path = train_completion(frames, tmp_path, cfg, val_frames=frames[:1], name="tiny", show_progressbar=False)
+    model = load_model(path, task="completion")
+    assert model.config["training"]["iterations"] == 40
+    assert (tmp_path / "validation.csv").exists() and (tmp_path / "validation.png").exists()
+    init = PartialScanGenerator(width=8, inner_blocks=2, outer_blocks=1)  # untrained = linear fill
+    with torch.no_grad():
+        before = float(huberised_mse(init(x), y, cfg.huber_delta))
+        after = float(huberised_mse(model.network(x), y, cfg.huber_delta))
+    assert after < before
+    # resume continues from the checkpoint
+    cfg2 = TrainConfig(**{**cfg.__dict__, "iterations": 45})
+    path2 = train_completion(frames, tmp_path, cfg2, resume=True, name="tiny2", show_progressbar=False)
+    assert load_model(path2).config["training"]["iterations"] == 45
+
+
+def test_adversarial_stage_runs(tmp_path):
+    from hyperspy_partialscan.training import TrainConfig, train_completion
+
+    frames = [nanoparticle_field((160, 160), seed=i) for i in range(2)]
+    cfg = TrainConfig(iterations=6, batch_size=4, crop=96, width=8, inner_blocks=2, outer_blocks=1, warmup=2,
+                      path_bank=8, virtual_sizes=(96, 128), adversarial=True, replay=1, seed=1)
+    path = train_completion(frames, tmp_path, cfg, name="adv", show_progressbar=False)
+    import torch as _t
+
+    state = _t.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert "discriminator" in state
+    assert load_model(path).config["training"]["config"]["adversarial"] is True
+
+
+def test_fine_tune_from_init(small_model, tmp_path):
+    from hyperspy_partialscan.training import TrainConfig, train_completion
+
+    frames = [nanoparticle_field((128, 128), seed=i) for i in range(2)]
+    cfg = TrainConfig(iterations=3, batch_size=2, crop=64, warmup=1, path_bank=4, virtual_sizes=(64,), seed=2)
+    path = train_completion(frames, tmp_path, cfg, init=small_model, name="ft", show_progressbar=False)
+    m = load_model(path)
+    assert m.config["network"]["width"] == 8  # the init's architecture is kept
