@@ -6,6 +6,9 @@ to_partial_scan, as_partial_scan, from_scan_positions
     Create partial scans (NaN = unsampled pixels).
 complete_partial_scan
     Fill the unsampled pixels (trained generator or classical methods).
+denoise, fit_denoiser
+    Denoise frames (trained network, classical filters, PCA) and fine-tune the
+    denoiser on your own noisy data without clean references.
 plot_scan_path
     Draw the ordered probe path over an image.
 list_models, load_model
@@ -17,6 +20,7 @@ NoiseModel, generate_path, path_names
 from ._version import __version__
 from .completion import COMPLETION_METHODS, complete_partial_scan
 from .conversion import as_partial_scan, from_scan_positions, to_partial_scan
+from .denoise import DENOISING_METHODS, denoise, fit_denoiser
 from .models import list_models, load_model
 from .paths import generate_path, path_names
 from .plotting import plot_scan_path
@@ -29,6 +33,9 @@ __all__ = [
     "from_scan_positions",
     "complete_partial_scan",
     "COMPLETION_METHODS",
+    "denoise",
+    "fit_denoiser",
+    "DENOISING_METHODS",
     "plot_scan_path",
     "list_models",
     "load_model",

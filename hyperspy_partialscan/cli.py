@@ -1,4 +1,11 @@
-"""The ``hyperspy-partialscan`` command line."""
+"""The ``hyperspy-partialscan`` command line.
+
+Subcommands: ``simulate`` (full images to simulated partial scans), ``complete``
+(fill the unsampled pixels), ``demo`` (the main job on built-in data) and
+``train`` (train or fine-tune a completion generator). Run
+``hyperspy-partialscan SUBCOMMAND --help`` for the options. Errors are reported
+on stderr with exit status 2 (no traceback; add ``--verbose`` to see one).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,16 @@ import logging
 import sys
 from pathlib import Path
 
-__all__ = ["main", "training_frames"]
+from .completion import COMPLETION_METHODS
+from .paths import path_names
+
+__all__ = ["main", "training_frames", "load_images"]
+
+_log = logging.getLogger(__name__)
+
+
+class CLIError(Exception):
+    """An error reported to the user as ``error: <message>`` with exit status 2."""
 
 
 def training_frames(sources, *, max_frames_per_file=8, synthetic=0, seed=0):
@@ -32,46 +48,259 @@ def training_frames(sources, *, max_frames_per_file=8, synthetic=0, seed=0):
     return frames
 
 
-def _add_common_processing(p):
-    p.add_argument("--batch-size", type=int, default=None, help="frames per batch (default: automatic)")
-    p.add_argument("--device", default=None, help="torch device for network methods (default: CUDA, MPS, then CPU)")
-    p.add_argument("--no-progressbar", action="store_true", help="hide the progress bar")
+# --------------------------------------------------------------------------- file handling
+
+
+def _to_gray(signal):
+    """An RGB(A) image signal as a grey-level Signal2D (mean of the colour channels)."""
+    s = signal.deepcopy()
+    s.change_dtype("uint16" if "16" in str(s.data.dtype) else "uint8")  # -> Signal1D with a channel axis
+    gray = s.isig[:3].mean(axis=-1).transpose(signal_axes=2)
+    gray.metadata.General.title = signal.metadata.General.title
+    return gray
+
+
+def load_images(path, lazy=False):
+    """Load ``path`` with HyperSpy and return its 2-D image signals.
+
+    Files holding several signals (a survey image and a spectrum, ...) give
+    their 2-D ones; RGB(A) images are converted to grey levels.
+
+    Raises
+    ------
+    CLIError
+        Missing or unreadable file, or no 2-D signal in it.
+    """
+    import hyperspy.api as hs
+
+    p = Path(path)
+    if not p.exists():
+        raise CLIError(f"input file {str(path)!r} does not exist")
+    if p.is_dir() and p.suffix.lower() != ".zspy":
+        raise CLIError(f"input {str(path)!r} is a folder; give a file")
+    try:
+        loaded = hs.load(str(p), lazy=lazy)
+    except Exception as err:  # the readers raise anything from ValueError to struct.error
+        raise CLIError(f"cannot read {str(path)!r} with RosettaSciIO: {type(err).__name__}: {err}") from err
+    signals = loaded if isinstance(loaded, list) else [loaded]
+    images, others = [], []
+    for s in signals:
+        if s.axes_manager.signal_dimension != 2:
+            others.append(s)
+            continue
+        if s.data.dtype.names is not None:  # rgb8, rgba16, ...
+            s = _to_gray(s)
+        images.append(s)
+    if not images:
+        found = ", ".join(f"{type(s).__name__} with {s.axes_manager.signal_dimension}-D signal" for s in others)
+        raise CLIError(
+            f"{str(path)!r} holds no 2-D image signal (found: {found or 'nothing'}); "
+            "convert it first, e.g. with `s.transpose(signal_axes=2)` in HyperSpy"
+        )
+    if others:
+        _log.info("%s: using %d 2-D signal(s), skipping %d other(s)", path, len(images), len(others))
+    return images
+
+
+def _output_paths(output, n):
+    """One output path per signal: ``output`` itself, or ``stem_0.ext``, ``stem_1.ext``... for several."""
+    out = Path(output)
+    if n == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(n)]
+
+
+def _check_outputs(inp, outputs, overwrite):
+    for out in outputs:
+        if out.resolve() == Path(inp).resolve():
+            raise CLIError(f"the output {str(out)!r} is the input file; choose another output name")
+        if out.exists() and not overwrite:
+            raise CLIError(f"output {str(out)!r} exists; add --overwrite to replace it")
+        if not out.parent.exists():
+            raise CLIError(f"the output folder {str(out.parent)!r} does not exist")
+
+
+def _writer_has_progressbar(path):
+    """Whether the RosettaSciIO writer for ``path``'s extension takes ``show_progressbar`` (hspy, zspy, ...)."""
+    import importlib
+    import inspect
+
+    from rsciio import IO_PLUGINS
+
+    ext = Path(path).suffix.lstrip(".").lower() or "hspy"  # HyperSpy's default format
+    for plugin in IO_PLUGINS:
+        if plugin.get("writes") and ext in (e.lower() for e in plugin["file_extensions"]):
+            try:
+                writer = importlib.import_module(plugin["api"]).file_writer
+            except (ImportError, AttributeError):
+                return False
+            return "show_progressbar" in inspect.signature(writer).parameters
+    return False
+
+
+def _save(signal, path, overwrite, show_progressbar):
+    """Save; lazy signals are computed here, with a progress bar only if wanted."""
+    try:
+        if _writer_has_progressbar(path):  # these writers show a bar by default: pass our choice
+            signal.save(str(path), overwrite=overwrite, show_progressbar=show_progressbar)
+        elif signal._lazy and show_progressbar:
+            from dask.diagnostics import ProgressBar
+
+            with ProgressBar():
+                signal.save(str(path), overwrite=overwrite)
+        else:
+            signal.save(str(path), overwrite=overwrite)
+    except Exception as err:
+        raise CLIError(f"cannot write {str(path)!r}: {type(err).__name__}: {err}") from err
+
+
+def _describe(signal):
+    shape = "x".join(str(n) for n in signal.data.shape)
+    cov = ""
+    if not signal._lazy:
+        import numpy as np
+
+        cov = f", {100 * float(np.isfinite(signal.data).mean()):.2f}% sampled"
+    return f"{type(signal).__name__.replace('Lazy', '')} {shape}{cov}"
+
+
+# --------------------------------------------------------------------------- subcommands
+
+
+def _simulate(a):
+    from .conversion import to_partial_scan
+    from .paths import validate_coverage
+    from .simulate import NoiseModel
+
+    coverage = validate_coverage(a.coverage)
+    noise = NoiseModel(dose=a.dose) if a.dose is not None else None
+    images = load_images(a.input, lazy=a.lazy)
+    outputs = _output_paths(a.output, len(images))
+    _check_outputs(a.input, outputs, a.overwrite)
+    show = not a.no_progressbar
+    for i, (s, out) in enumerate(zip(images, outputs)):
+        seed = a.seed + i if a.seed is not None else None
+        ps = to_partial_scan(s, a.path, coverage, seed=seed, noise=noise, vary_per_frame=a.vary_per_frame,
+                             batch_size=a.batch_size or 16, show_progressbar=show)
+        _save(ps, out, a.overwrite, show)
+        md = ps.metadata.Signal.Partial_scan
+        shape = "x".join(str(n) for n in ps.data.shape)
+        print(f"wrote {out}: {type(ps).__name__.replace('Lazy', '')} {shape}, {a.path} path, "
+              f"{100 * md.coverage_measured:.2f}% of each frame sampled, seed {md.seed}")
+
+
+def _complete(a):
+    from .completion import complete_partial_scan
+    from .conversion import as_partial_scan
+    from .models import list_models
+
+    if a.method == "generator" and a.model is None and not list_models("completion"):
+        raise CLIError(
+            "no completion model is installed with this package yet, so --method generator (the default) "
+            "cannot run; use a classical method, e.g. --method linear, or give a trained model with --model PATH"
+        )
+    if a.model is not None and a.method != "generator":
+        raise CLIError(f"--model is only used by --method generator, not {a.method!r}")
+    images = load_images(a.input, lazy=a.lazy)
+    outputs = _output_paths(a.output, len(images))
+    _check_outputs(a.input, outputs, a.overwrite)
+    show = not a.no_progressbar
+    for s, out in zip(images, outputs):
+        if a.unscanned_value is not None:
+            s = as_partial_scan(s, unscanned_value=a.unscanned_value)
+        elif not s._lazy:
+            import numpy as np
+
+            if np.issubdtype(s.data.dtype, np.number) and np.isfinite(s.data).all():
+                print(f"note: {a.input} has no unsampled (NaN) pixel, so there is nothing to complete; if its "
+                      "unscanned positions hold zeros, add --unscanned-value 0", file=sys.stderr)
+        done = complete_partial_scan(s, a.method, model=a.model, batch_size=a.batch_size, device=a.device,
+                                     keep_measured=a.keep_measured, show_progressbar=show)
+        _save(done, out, a.overwrite, show)
+        print(f"wrote {out}: {_describe(done)} ({a.method})")
+
+
+def _demo(a):
+    from .demo import run_demo
+
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()] if a.methods else None
+    kwargs = {"size": a.size} if a.size is not None else {}
+    run_demo(a.output_dir, coverage=a.coverage, methods=methods, show_progressbar=not a.no_progressbar, **kwargs)
+
+
+def _train(a):
+    from .training import TrainConfig, train_completion
+
+    frames = training_frames(a.sources, max_frames_per_file=a.max_frames_per_file, synthetic=a.synthetic, seed=a.seed)
+    if not frames:
+        raise CLIError("no training frames (give sources and/or --synthetic N)")
+    val = training_frames(a.val, max_frames_per_file=1) if a.val else None
+    cfg = TrainConfig(iterations=a.iterations, batch_size=a.batch_size, crop=a.crop, lr=a.lr, width=a.width,
+                      target=a.target, threads=a.threads, seed=a.seed, adversarial=a.adversarial)
+    desc = {"sources": a.sources, "frames": len(frames), "synthetic": a.synthetic,
+            "max_frames_per_file": a.max_frames_per_file, "val": a.val}
+    path = train_completion(frames, a.out, cfg, val_frames=val, init=a.init, resume=a.resume, name=a.name,
+                            data_description=desc, show_progressbar=not a.no_progressbar,
+                            max_seconds=a.max_minutes * 60 if a.max_minutes else None)
+    print(f"model written to {path}")
+
+
+# --------------------------------------------------------------------------- parser
 
 
 def _parse(argv):
     parser = argparse.ArgumentParser(
         prog="hyperspy-partialscan",
-        description="Simulate, complete and denoise partial S/TEM scans (HyperSpy extension).",
+        description="Simulate, complete and compare partial S/TEM scans (HyperSpy extension). "
+        "Partial scans are float32 images whose unsampled pixels are NaN.",
+        epilog="Run `hyperspy-partialscan demo` for a first look; `SUBCOMMAND --help` for options.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details (and tracebacks of errors)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
 
-    p = sub.add_parser("simulate", help="turn full images into simulated partial scans")
-    p.add_argument("input", help="any RosettaSciIO-readable file")
-    p.add_argument("output", help="output file (.hspy, .zspy, ...)")
-    p.add_argument("--path", default="spiral", help="scan path name (default: spiral)")
-    p.add_argument("--coverage", type=float, default=0.05, help="fraction of sampled pixels (default 0.05)")
-    p.add_argument("--seed", type=int, default=None)
+    p = sub.add_parser("simulate", help="turn full images into simulated partial scans",
+                       description="Simulate partial scans of the 2-D images in any RosettaSciIO-readable file "
+                       "and save them (NaN = unsampled pixel). Files with several images give OUTPUT_0, OUTPUT_1, ...")
+    p.add_argument("input", help="any RosettaSciIO-readable file (.dm4, .emd, .hspy, .tif, ...)")
+    p.add_argument("output", help="output file; the extension picks the format (.hspy, .zspy, ...)")
+    p.add_argument("--path", default="spiral", choices=path_names(), help="scan path (default: spiral)")
+    p.add_argument("--coverage", type=float, default=0.05, help="fraction of sampled pixels in (0, 1] (default 0.05)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the path and noise (default: random, recorded in the metadata)")
     p.add_argument("--dose", type=float, default=None, help="electrons per probe position at full scale (Poisson noise)")
     p.add_argument("--vary-per-frame", action="store_true", help="a different path for every frame of a stack")
-    p.add_argument("--lazy", action="store_true", help="load and process lazily")
+    p.add_argument("--lazy", action="store_true", help="load and process lazily (dask), for data larger than memory")
+    p.add_argument("--batch-size", type=int, default=None, help="frames per dask block (default 16)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    p.add_argument("--no-progressbar", action="store_true", help="hide the progress bar")
 
-    p = sub.add_parser("complete", help="complete partial scans")
-    p.add_argument("input", help="a partial scan (NaN = unsampled) in any RosettaSciIO-readable file")
-    p.add_argument("output", help="output file")
-    p.add_argument("--method", default="generator", help="generator, nearest, linear, cubic or biharmonic")
-    p.add_argument("--model", default=None, help="model name or path (generator method)")
+    p = sub.add_parser("complete", help="complete partial scans (fill the unsampled pixels)",
+                       description="Complete the partial scans (NaN = unsampled) in any RosettaSciIO-readable file. "
+                       "Acquisitions that store unscanned positions as zeros need --unscanned-value 0.")
+    p.add_argument("input", help="a partial scan in any RosettaSciIO-readable file")
+    p.add_argument("output", help="output file; the extension picks the format (.hspy, .zspy, ...)")
+    p.add_argument("--method", default="generator", choices=COMPLETION_METHODS,
+                   help="completion method (default: generator, the trained network)")
+    p.add_argument("--model", default=None, help="model name or path for --method generator (default: the shipped model)")
     p.add_argument("--unscanned-value", type=float, default=None,
                    help="treat pixels equal to this value as unsampled (e.g. 0 for zero-filled acquisitions)")
     p.add_argument("--keep-measured", action="store_true", help="put the measured samples back into the completion")
-    p.add_argument("--lazy", action="store_true", help="load and process lazily")
-    _add_common_processing(p)
+    p.add_argument("--lazy", action="store_true", help="load and process lazily (dask), for data larger than memory")
+    p.add_argument("--batch-size", type=int, default=None, help="frames per batch (default: automatic)")
+    p.add_argument("--device", default=None, help="torch device for the generator (default: CUDA, MPS, then CPU)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    p.add_argument("--no-progressbar", action="store_true", help="hide the progress bar")
 
-    p = sub.add_parser("demo", help="the main job on built-in data: simulate, complete, compare")
-    p.add_argument("--output-dir", default="partialscan_demo", help="folder for the figure and table")
-    p.add_argument("--coverage", type=float, default=0.05)
+    p = sub.add_parser("demo", help="the main job on built-in data: simulate, complete, compare",
+                       description="Simulate spiral, grid and random partial scans of two built-in specimens, "
+                       "complete them with every available method and write an RMSE table (CSV, markdown) "
+                       "and a comparison figure. Needs no download.")
+    p.add_argument("--output-dir", default="partialscan_demo",
+                   help="folder for the table and figure (default: partialscan_demo)")
+    p.add_argument("--coverage", type=float, default=0.05, help="fraction of sampled pixels (default 0.05)")
     p.add_argument("--methods", default=None, help="comma-separated methods (default: all available)")
-    p.add_argument("--no-progressbar", action="store_true")
+    p.add_argument("--size", type=int, default=None, help="specimen size in pixels (default 512)")
+    p.add_argument("--no-progressbar", action="store_true", help="hide the progress bar")
 
     p = sub.add_parser("train", help="train or fine-tune a completion generator")
     p.add_argument("sources", nargs="*", help="files, folders or globs of training images")
@@ -96,38 +325,32 @@ def _parse(argv):
     return parser.parse_args(argv)
 
 
-def _train(a):
-    from .training import TrainConfig, train_completion
-
-    frames = training_frames(a.sources, max_frames_per_file=a.max_frames_per_file, synthetic=a.synthetic, seed=a.seed)
-    if not frames:
-        raise SystemExit("error: no training frames (give sources and/or --synthetic N)")
-    val = training_frames(a.val, max_frames_per_file=1) if a.val else None
-    cfg = TrainConfig(iterations=a.iterations, batch_size=a.batch_size, crop=a.crop, lr=a.lr, width=a.width,
-                      target=a.target, threads=a.threads, seed=a.seed, adversarial=a.adversarial)
-    desc = {"sources": a.sources, "frames": len(frames), "synthetic": a.synthetic,
-            "max_frames_per_file": a.max_frames_per_file, "val": a.val}
-    path = train_completion(frames, a.out, cfg, val_frames=val, init=a.init, resume=a.resume, name=a.name,
-                            data_description=desc, show_progressbar=not a.no_progressbar,
-                            max_seconds=a.max_minutes * 60 if a.max_minutes else None)
-    print(f"model written to {path}")
+_HANDLERS = {"simulate": _simulate, "complete": _complete, "demo": _demo, "train": _train}
 
 
 def main(argv=None):
-    """Run the command line (``hyperspy-partialscan --help``)."""
+    """Run the command line (``hyperspy-partialscan --help``); returns the exit status.
+
+    Errors are printed as ``error: ...`` on stderr with status 2; usage errors
+    (unknown option or choice) exit with status 2 through argparse.
+    """
     a = _parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    handlers = {"train": _train}
     try:
-        from . import cli_commands  # noqa: F401  (simulate / complete / demo)
-
-        handlers.update(cli_commands.HANDLERS)
-    except ImportError:
-        pass
-    try:
-        handlers[a.command](a)
-    except (ValueError, OSError, TypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        _HANDLERS[a.command](a)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # report, don't dump a traceback on the user
+        if a.verbose:
+            _log.exception("%s failed", a.command)
+        if isinstance(err, (CLIError, ValueError, OSError, TypeError)):
+            msg = str(err)
+        else:
+            msg = f"{type(err).__name__}: {err}"
+            if not a.verbose:
+                msg += " (run `hyperspy-partialscan -v ...` for the traceback)"
+        print(f"error: {msg}", file=sys.stderr)
         return 2
     return 0
 

@@ -50,7 +50,7 @@ class GeneratorCompleter:
                  overlap=GENERATOR_OVERLAP, tile_batch=None):
         self.model_ref, self.device, self.precision = model_ref, device, precision
         self.keep_measured = keep_measured
-        self.tiler = Tiler(tile, overlap)
+        self.tiler = Tiler(tile, min(overlap, tile // 4))
         self.tile_batch = tile_batch
 
     def __call__(self, frames, indices=None):
@@ -139,7 +139,9 @@ def complete_partial_scan(
     -------
     PartialScan2D or LazyPartialScan2D or None
         Completed signal titled ``"Completed <title>"``, with the provenance in
-        ``metadata.Signal.Partial_scan.Completion``.
+        ``metadata.Signal.Partial_scan.Completion``; the axes, metadata and
+        original_metadata of the input (``metadata.Signal.Noise_properties``
+        without its data-sized ``variance``, which no longer matches).
 
     Raises
     ------
@@ -194,6 +196,8 @@ def complete_partial_scan(
     title = f"Completed {signal.metadata.General.title}".rstrip()
     if inplace:
         signal.data = result
+        if signal.metadata.has_item("Signal.Noise_properties.variance"):  # stale for the new data
+            del signal.metadata.Signal.Noise_properties.variance
         signal.metadata.General.title = title
         signal.metadata.set_item("Signal.Partial_scan.Completion", provenance)
         if signal.metadata.Signal.get_item("signal_type") != "partial_scan":

@@ -13,7 +13,22 @@ __all__ = ["to_partial_scan", "as_partial_scan", "from_scan_positions", "validat
 
 
 def validate_signal2d(signal, what="this operation"):
-    """Raise a clear error unless ``signal`` is a real-valued HyperSpy signal with 2 signal dimensions."""
+    """Raise a clear error unless ``signal`` is a real-valued HyperSpy signal with 2 signal dimensions.
+
+    Parameters
+    ----------
+    signal : object
+        The object to check.
+    what : str
+        The operation, for the messages.
+
+    Raises
+    ------
+    TypeError
+        Not a HyperSpy signal, or complex or non-numeric data.
+    ValueError
+        Not two signal dimensions.
+    """
     from hyperspy.signal import BaseSignal
 
     if not isinstance(signal, BaseSignal):
@@ -30,11 +45,39 @@ def validate_signal2d(signal, what="this operation"):
         raise TypeError(f"{what} needs numeric data, got {signal.data.dtype}")
 
 
-def as_partial_scan_signal(signal, data, title=None):
-    """A PartialScan2D (lazy when ``data`` is a dask array) with ``signal``'s axes and metadata."""
-    import dask.array as da
+def as_partial_scan_signal(signal, data, title=None, keep_noise_model=True):
+    """A PartialScan2D (lazy when ``data`` is a dask array) with ``signal``'s axes and metadata.
 
-    out = signal._deepcopy_with_new_data(data)
+    Parameters
+    ----------
+    signal : hyperspy.signal.BaseSignal
+        Source of the axes, metadata and original_metadata (not modified).
+    data : numpy.ndarray or dask.array.Array
+        The new data, of ``signal``'s shape.
+    title : str, optional
+        New title.
+    keep_noise_model : bool
+        Keep ``metadata.Signal.Noise_properties`` (the detector's variance
+        model) except its data-sized ``variance``, which no longer matches the
+        new data. False drops it all (e.g. when new noise was simulated).
+
+    Returns
+    -------
+    PartialScan2D or LazyPartialScan2D
+    """
+    import copy
+
+    import dask.array as da
+    from hyperspy.misc.utils import DictionaryTreeBrowser
+
+    out = signal._deepcopy_with_new_data(data)  # drops Signal.Noise_properties
+    noise_properties = signal.metadata.get_item("Signal.Noise_properties")
+    if keep_noise_model and isinstance(noise_properties, DictionaryTreeBrowser):
+        for key, value in noise_properties:
+            if key == "variance":
+                continue
+            value = value.as_dictionary() if isinstance(value, DictionaryTreeBrowser) else copy.deepcopy(value)
+            out.metadata.set_item(f"Signal.Noise_properties.{key}", value)
     out._lazy = isinstance(data, da.Array)
     out.metadata.set_item("Signal.signal_type", "partial_scan")
     out._assign_subclass()
@@ -44,7 +87,18 @@ def as_partial_scan_signal(signal, data, title=None):
 
 
 def _random_seed():
+    """A fresh random seed in [0, 2**63) (fits the int64 of saved metadata)."""
     return int(np.random.SeedSequence().entropy % (2**63))
+
+
+def _check_seed(seed):
+    """``seed`` as int, or a ValueError unless it is an integer in [0, 2**63)."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be a non-negative integer or None, not {seed!r}")
+    seed = int(seed)
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be in [0, 2**63), got {seed}")
+    return seed
 
 
 class _Simulator:
@@ -62,7 +116,7 @@ class _Simulator:
                 if self.vary
                 else self.path
             )
-            out[k] = sample_frame(f, path, self.noise, frame_rng(self.seed + 1, i))
+            out[k] = sample_frame(f, path, self.noise, frame_rng(self.seed, i, stream=1))
         return out
 
 
@@ -91,8 +145,9 @@ def to_partial_scan(
     coverage : float
         Fraction of pixels to sample, in (0, 1].
     seed : int, optional
-        Seed for the path and the noise; a random one is drawn and recorded in
-        the metadata when omitted, so every result can be reproduced.
+        Seed for the path and the noise, in [0, 2**63); a random one is drawn
+        and recorded in the metadata when omitted, so every result can be
+        reproduced.
     noise : NoiseModel or dict, optional
         Shot noise, detector noise and scan distortions; clean by default.
     vary_per_frame : bool
@@ -112,14 +167,25 @@ def to_partial_scan(
     PartialScan2D or LazyPartialScan2D
         float32 with NaN at unsampled pixels; axes, metadata and
         original_metadata of the input, and the simulation recorded in
-        ``metadata.Signal.Partial_scan``.
+        ``metadata.Signal.Partial_scan`` (``coverage_measured`` is that of
+        the first frame's path). ``metadata.Signal.Noise_properties`` is kept
+        for clean simulations (without its data-sized ``variance``) and
+        dropped when noise is simulated.
+
+    Raises
+    ------
+    ValueError
+        Unknown path, invalid coverage, path options, noise parameters or
+        seed, or a signal that is not a real-valued image stack.
+    TypeError
+        Unknown path option, or not a HyperSpy signal.
     """
     validate_signal2d(signal, "to_partial_scan")
     if path not in PATHS:
         raise ValueError(f"unknown scan path {path!r}; choose one of {', '.join(PATHS)}")
     coverage = validate_coverage(coverage)
     noise = NoiseModel.coerce(noise)
-    seed = _random_seed() if seed is None else int(seed)
+    seed = _random_seed() if seed is None else _check_seed(seed)
     shape = signal.axes_manager.signal_shape[::-1]
     # generate once eagerly: validates the options and gives the measured coverage
     first = generate_path(path, shape, coverage, frame_rng(seed, 0) if vary_per_frame else seed, **path_options)
@@ -138,12 +204,14 @@ def to_partial_scan(
     )
     if not lazy_output:
         result = compute(result, show_progressbar)
-    out = as_partial_scan_signal(signal, result)
+    # simulated noise makes the detector's variance model stale
+    out = as_partial_scan_signal(signal, result, keep_noise_model=noise.is_clean)
     record = {
         "path": path,
         "coverage_requested": coverage,
         "coverage_measured": first.coverage,
         "seed": seed,
+        "frame_shape": [int(n) for n in shape],
         "vary_per_frame": bool(vary_per_frame),
         "path_options": dict(path_options),
         "path_parameters": _plain(first.options),
@@ -167,7 +235,7 @@ def _plain(d):
     return out
 
 
-def as_partial_scan(signal, mask=None, unscanned_value=0, *, lazy_output=None):
+def as_partial_scan(signal, mask=None, unscanned_value=0, *, lazy_output=None, show_progressbar=None):
     """Convert a real acquisition stored densely into a partial scan.
 
     Parameters
@@ -177,25 +245,40 @@ def as_partial_scan(signal, mask=None, unscanned_value=0, *, lazy_output=None):
         (custom-scan software typically writes zeros there).
     mask : array-like or Signal2D, optional
         Boolean, True where sampled; the frame shape (shared by all frames) or the
-        full data shape. Overrides ``unscanned_value``.
+        full data shape. Numpy or dask. Overrides ``unscanned_value``.
     unscanned_value : float or None
         Value marking unscanned pixels when no mask is given (NaN already marks
         them, always).
     lazy_output : bool, optional
         Default: as the input.
+    show_progressbar : bool, optional
+        Progress bar when a lazy input (or mask) is computed for a non-lazy
+        output (default: HyperSpy's preference).
 
     Returns
     -------
     PartialScan2D or LazyPartialScan2D
-        float32 copy with NaN at unscanned positions (the input is not modified).
+        float32 copy with NaN at unscanned positions (the input is not modified);
+        ``metadata.Signal.Partial_scan.coverage_measured`` is recorded for
+        non-lazy output. ``metadata.Signal.Noise_properties`` is kept, without
+        its data-sized ``variance``.
+
+    Raises
+    ------
+    TypeError
+        Non-boolean mask, or not a real-valued HyperSpy signal.
+    ValueError
+        Mask shape matching neither the frame nor the data, a non-numeric
+        ``unscanned_value``, or a signal that is not an image stack.
     """
     import dask.array as da
 
+    from .engine import navigation_chunks
+
     validate_signal2d(signal, "as_partial_scan")
     data = signal.data
-    lazy = isinstance(data, da.Array)
-    xp = da if lazy else np
-    values = data.astype(np.float32)
+    lazy_output = signal._lazy if lazy_output is None else bool(lazy_output)
+    m = None
     if mask is not None:
         m = getattr(mask, "data", mask)
         m = m if isinstance(m, da.Array) else np.asarray(m)
@@ -206,17 +289,25 @@ def as_partial_scan(signal, mask=None, unscanned_value=0, *, lazy_output=None):
             raise ValueError(
                 f"mask shape {m.shape} matches neither the frame shape {sig_shape} nor the data shape {data.shape}"
             )
-        sampled = xp.broadcast_to(m, data.shape)
+    elif unscanned_value is not None:
+        if isinstance(unscanned_value, (bool, np.bool_)) or not np.isscalar(unscanned_value):
+            raise ValueError(f"unscanned_value must be a number or None, not {unscanned_value!r}")
+        try:
+            unscanned_value = float(unscanned_value)
+        except (TypeError, ValueError):
+            raise ValueError(f"unscanned_value must be a number or None, not {unscanned_value!r}") from None
+    use_dask = lazy_output or isinstance(data, da.Array) or isinstance(m, da.Array)
+    xp = da if use_dask else np
+    if use_dask and not isinstance(data, da.Array):
+        data = da.from_array(data, chunks=navigation_chunks(data.shape, 16))
+    values = data.astype(np.float32)  # a copy: the input is never modified
+    nan = np.float32(np.nan)
+    if m is not None:
+        values = xp.where(xp.broadcast_to(m, data.shape), values, nan)
     elif unscanned_value is not None and np.isfinite(unscanned_value):
-        sampled = data != unscanned_value
-    else:
-        sampled = xp.ones(data.shape, dtype=bool)
-    values = xp.where(sampled, values, np.nan).astype(np.float32)
-    lazy_output = lazy if lazy_output is None else lazy_output
-    if lazy_output and not lazy:
-        values = da.from_array(values)
-    elif not lazy_output and lazy:
-        values = values.compute()
+        values = xp.where(data != unscanned_value, values, nan)
+    if not lazy_output and use_dask:
+        values = compute(values, show_progressbar)
     out = as_partial_scan_signal(signal, values)
     record = {"source": "acquired", "package_version": __version__}
     if mask is None:
@@ -255,12 +346,18 @@ def from_scan_positions(positions, intensities, shape, *, axes=None, title="", m
     Raises
     ------
     ValueError
-        Mismatched lengths, non-finite values, or positions outside the field.
+        Mismatched lengths, non-finite values, positions outside the field, or
+        ``axes`` that are not two axis dictionaries.
+    TypeError
+        Complex or non-numeric positions or intensities.
     """
     from .signals import PartialScan2D
 
-    pos = np.asarray(positions, dtype=np.float64)
-    val = np.asarray(intensities, dtype=np.float64)
+    pos, val = np.asarray(positions), np.asarray(intensities)
+    for name, a in (("positions", pos), ("intensities", val)):
+        if np.iscomplexobj(a) or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+            raise TypeError(f"{name} must be real numbers, got {a.dtype}")
+    pos, val = pos.astype(np.float64), val.astype(np.float64)
     shape = tuple(int(s) for s in shape)
     if len(shape) != 2 or min(shape) < 1:
         raise ValueError(f"shape must be two positive integers, got {shape}")
@@ -272,6 +369,8 @@ def from_scan_positions(positions, intensities, shape, *, axes=None, title="", m
         raise ValueError("no probe positions given")
     if not (np.isfinite(pos).all() and np.isfinite(val).all()):
         raise ValueError("positions and intensities must be finite")
+    if axes is not None and (len(axes) != 2 or not all(isinstance(a, dict) for a in axes)):
+        raise ValueError("axes must be a list of two axis dictionaries (rows, then columns)")
     idx = np.rint(pos).astype(np.int64)
     bad = (idx[:, 0] < 0) | (idx[:, 0] >= shape[0]) | (idx[:, 1] < 0) | (idx[:, 1] >= shape[1])
     if bad.any():
@@ -286,7 +385,7 @@ def from_scan_positions(positions, intensities, shape, *, axes=None, title="", m
     data = np.full(shape[0] * shape[1], np.nan, np.float32)
     hit = n > 0
     data[hit] = s[hit] / n[hit]
-    sig = PartialScan2D(data.reshape(shape), axes=axes)
+    sig = PartialScan2D(data.reshape(shape)) if axes is None else PartialScan2D(data.reshape(shape), axes=axes)
     sig.metadata.General.title = title
     if metadata:
         sig.metadata.add_dictionary(metadata)

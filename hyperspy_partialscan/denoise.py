@@ -64,7 +64,7 @@ class DenoiserNetwork:
                  overlap=DENOISER_OVERLAP):
         self.model_ref, self.device, self.precision = model_ref, device, precision
         self.variance_model, self.sigma = variance_model, sigma
-        self.tiler = Tiler(tile, overlap)
+        self.tiler = Tiler(tile, min(overlap, tile // 4))
 
     def __call__(self, frames, indices=None):
         from .device import select_device

@@ -25,6 +25,18 @@ def navigation_chunks(shape, batch_size):
     """Chunk sizes for the navigation dimensions so a block holds ~``batch_size`` frames.
 
     Fills the fastest (last) navigation dimension first.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Array shape ``nav + (H, W)``.
+    batch_size : int
+        Wanted number of frames per block (at least 1 is used).
+
+    Returns
+    -------
+    tuple of int
+        One chunk size per dimension; frames are never split.
     """
     nav = list(shape[:-2])
     chunks = []
@@ -130,6 +142,10 @@ class Tiler:
     """
 
     def __init__(self, tile=512, overlap=64):
+        if int(tile) != tile or tile < 1:
+            raise ValueError(f"tile must be a positive integer number of pixels, got {tile!r}")
+        if int(overlap) != overlap or overlap < 0:
+            raise ValueError(f"tile overlap must be a non-negative integer number of pixels, got {overlap!r}")
         if overlap * 2 >= tile:
             raise ValueError(f"tile overlap ({overlap}) must be less than half the tile size ({tile})")
         self.tile, self.overlap = int(tile), int(overlap)

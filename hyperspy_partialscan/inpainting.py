@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import interpolate, ndimage
+from threadpoolctl import threadpool_limits
 
 __all__ = [
     "CLASSICAL_METHODS",
@@ -27,9 +28,22 @@ BIHARMONIC_MAX_PIXELS = 1024 * 1024
 
 
 def check_frame(frame, index=None):
-    """Raise ValueError if ``frame`` has no finite sample at all."""
+    """Raise ValueError if ``frame`` has no finite sample at all.
+
+    Parameters
+    ----------
+    frame : numpy.ndarray
+        2-D partial scan (NaN = unsampled).
+    index : int, optional
+        Flat navigation index of the frame, named in the message.
+
+    Raises
+    ------
+    ValueError
+        If every value of the frame is NaN (or infinite).
+    """
     if not np.isfinite(frame).any():
-        where = f" (frame {index})" if index is not None else ""
+        where = f" {index} (flat navigation index)" if index is not None else ""
         raise ValueError(
             f"partial scan frame{where} has no sampled pixel: every value is NaN; "
             "nothing can be completed"
@@ -71,7 +85,10 @@ def _griddata(frame, method, nearest=None):
         return near
     missing = np.argwhere(~sampled)
     try:
-        vals = interpolate.griddata(pts, frame[sampled], missing, method=method)
+        # one BLAS thread: the many small BLAS calls of the triangulation thrash
+        # (10-100x slower) when BLAS threads compete for busy cores
+        with threadpool_limits(1, user_api="blas"):
+            vals = interpolate.griddata(pts, frame[sampled], missing, method=method)
     except Exception:  # degenerate geometry (e.g. all samples on one line): Qhull fails
         return near
     out = near.copy()

@@ -103,27 +103,109 @@ def _measured_coverage(positions, shape):
     return flat.size / (shape[0] * shape[1])
 
 
-def _tune(build, param0, coverage, shape, exponent=-1.0, iterations=12, rtol=0.01):
-    """Tune a scalar path parameter so that measured coverage matches ``coverage``.
+def _tune(build, param0, coverage, shape, exponent=-1.0, iterations=12, rtol=0.01, bounds=(0.0, np.inf),
+          name="path", quantum=2.0):
+    """Tune a scalar path parameter so that the measured coverage matches ``coverage``.
 
-    ``build(param)`` returns positions; coverage is assumed to scale roughly as
-    ``param ** exponent``. Secant-like multiplicative updates, then the best try.
+    Parameters
+    ----------
+    build : callable
+        ``build(param)`` returns the (N, 2) positions for a parameter value.
+    param0 : float
+        Starting value.
+    coverage : float
+        Requested coverage.
+    shape : tuple of int
+        Frame shape.
+    exponent : float
+        Coverage is assumed to scale roughly as ``param ** exponent``; the
+        updates are multiplicative (secant-like).
+    iterations : int
+        Maximum number of tries.
+    rtol : float
+        Relative coverage error at which to stop.
+    bounds : tuple of float
+        The parameter is kept within ``[low, high]``: beyond them the path is
+        degenerate or too large to hold in memory.
+    name : str
+        Path name, for the error message.
+    quantum : float
+        Coverage granularity of the path in pixels (e.g. the pixels of one scan
+        line): misses smaller than this are not errors.
+
+    Returns
+    -------
+    param : float
+        The best parameter tried.
+    positions : numpy.ndarray
+        Its positions.
+
+    Raises
+    ------
+    ValueError
+        If the requested coverage cannot be reached: the best try is off by
+        more than 25 % and by more than ``quantum`` pixels (e.g. a path step
+        too coarse for a high coverage).
     """
-    param = float(param0)
+    lo, hi = bounds
+    param = float(np.clip(param0, lo, hi))
     best = None
+    below = above = None  # parameters that gave too little / too much coverage
     for _ in range(iterations):
         pos = build(param)
         measured = _measured_coverage(pos, shape)
-        err = abs(measured / coverage - 1)
+        # symmetric (log-ratio) error: an empty path is never the best try
+        err = abs(np.log(measured / coverage)) if measured > 0 else np.inf
         if best is None or err < best[0]:
-            best = (err, param, pos)
-        if err < rtol or measured == 0:
-            if measured > 0:
-                break
-            param = param * 0.5 if exponent < 0 else param * 2
-            continue
-        param *= (coverage / measured) ** (1.0 / exponent)
-    return best[1], best[2]
+            best = (err, param, pos, measured)
+        if err < rtol:
+            break
+        if measured == 0:
+            new = param * 0.5 if exponent < 0 else param * 2
+        else:
+            new = param * (coverage / measured) ** (1.0 / exponent)
+        if measured < coverage:
+            below = param
+        else:
+            above = param
+        if below is not None and above is not None:
+            # bracketed: stay inside the bracket (bisect where the secant step leaves it)
+            a, b = sorted((below, above))
+            if not a < new < b:
+                new = float(np.sqrt(a * b))
+        new = float(np.clip(new, lo, hi))
+        if new == param:  # stuck (at a bound): the request cannot be met better
+            break
+        param = new
+    _, param, pos, measured = best
+    n_pix = shape[0] * shape[1]
+    if abs(measured / coverage - 1) > 0.25 and abs(measured - coverage) * n_pix > quantum:
+        raise ValueError(
+            f"the {name} path cannot reach coverage {coverage:.4g} on a {shape[0]}x{shape[1]} frame with these "
+            f"options (closest: {measured:.4g}); choose another coverage, path or path options"
+        )
+    return param, pos
+
+
+def _check_positive(name, value, allow_zero=False):
+    """``float(value)``, or a ValueError unless it is a finite positive (or zero) number."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, not {value!r}") from None
+    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a finite {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
+    return v
+
+
+def _check_size(name, n, shape):
+    """Refuse paths with absurdly many positions (they would exhaust memory)."""
+    limit = 64 * shape[0] * shape[1] + 10_000
+    if n > limit:
+        raise ValueError(
+            f"the {name} path would have {n:.3g} probe positions on a {shape[0]}x{shape[1]} frame (limit "
+            f"{limit}); increase its step or spacing"
+        )
 
 
 def _arc_resample(points, step=1.0):
@@ -138,6 +220,11 @@ def _arc_resample(points, step=1.0):
 # --------------------------------------------------------------------------- paths
 
 
+def _spiral_arc(theta, b):
+    """Arc length of the Archimedean spiral ``r = b theta`` from 0 to ``theta``."""
+    return 0.5 * b * (theta * np.sqrt(1 + theta * theta) + np.arcsinh(theta))
+
+
 def spiral(shape, coverage, rng, *, speed="linear", step=1.0, centre_jitter=0.1, gap=None):
     """Archimedean spiral (Ede & Beanland 2020).
 
@@ -145,20 +232,40 @@ def spiral(shape, coverage, rng, *, speed="linear", step=1.0, centre_jitter=0.1,
     measured coverage matches the request. The phase is random and the centre is
     offset randomly by up to ``centre_jitter`` of the frame size. The spiral
     extends to the farthest frame corner; positions outside the field are dropped.
+    Successive positions are ``step`` apart along the spiral's arc.
 
     Parameters
     ----------
+    shape : tuple of int
+        Frame shape (rows, columns).
+    coverage : float
+        Requested fraction of sampled pixels.
+    rng : numpy.random.Generator
+        Random generator (centre offset and phase).
     speed : {"linear", "angular"}
         ``"linear"``: constant probe speed, equal dwell per position.
         ``"angular"``: constant angular velocity; the probe moves slowly near the
         centre, so dwell per position is proportional to ``1 / r``.
     step : float
         Distance between successive positions along the path, in pixels.
+    centre_jitter : float
+        Largest random offset of the centre, as a fraction of the frame size,
+        in [0, 0.5].
     gap : float, optional
         Fix the arm gap in pixels instead of tuning it from ``coverage``.
+
+    Returns
+    -------
+    ScanPath
     """
     if speed not in ("linear", "angular"):
         raise ValueError(f"spiral speed must be 'linear' or 'angular', not {speed!r}")
+    step = _check_positive("spiral step", step)
+    centre_jitter = _check_positive("spiral centre_jitter", centre_jitter, allow_zero=True)
+    if centre_jitter > 0.5:
+        raise ValueError(f"spiral centre_jitter must be in [0, 0.5], got {centre_jitter}")
+    if gap is not None:
+        gap = _check_positive("spiral gap", gap)
     h, w = shape
     centre = np.array([(h - 1) / 2, (w - 1) / 2]) + rng.uniform(-1, 1, 2) * centre_jitter * np.array(
         [h, w]
@@ -168,20 +275,28 @@ def spiral(shape, coverage, rng, *, speed="linear", step=1.0, centre_jitter=0.1,
     r_max = np.hypot(*(corners - centre).T).max() + 1
 
     def build(g):
-        # Archimedean spiral r = g * theta / (2 pi); arc length ~ r dtheta
+        # Archimedean spiral r = b theta (arm gap g = 2 pi b), sampled at equal
+        # arc-length steps: invert the arc length s(theta) by Newton's method,
+        # starting from an upper bound (s is convex in theta: monotone convergence)
         b = g / (2 * np.pi)
         theta_max = r_max / b
-        # sample theta finely (outermost arc step <= step / 2), then resample by arc length
-        dtheta = min(0.5 * step / r_max, 0.1)
-        theta = np.arange(0, theta_max + dtheta, dtheta)
+        n = int(_spiral_arc(theta_max, b) / step)
+        _check_size("spiral", n, shape)
+        s = np.arange(n + 1) * step
+        theta = np.minimum(np.sqrt(2 * s / b), s / b)
+        for _ in range(50):
+            delta = (_spiral_arc(theta, b) - s) / (b * np.sqrt(1 + theta * theta))
+            theta -= delta
+            if not np.any(np.abs(delta) > 1e-9):
+                break
         r = b * theta
-        pts = np.stack([centre[0] + r * np.sin(theta + phase), centre[1] + r * np.cos(theta + phase)], axis=1)
-        return _arc_resample(pts, step)
+        return np.stack([centre[0] + r * np.sin(theta + phase), centre[1] + r * np.cos(theta + phase)], axis=1)
 
     if gap is None:
-        gap, pos = _tune(build, 1.0 / coverage, coverage, shape, exponent=-1.0)
+        gap, pos = _tune(build, 1.0 / coverage, coverage, shape, exponent=-1.0, bounds=(0.5, 4 * r_max),
+                         name="spiral", quantum=max(2.0, r_max))
     else:
-        pos = build(float(gap))
+        pos = build(gap)
     inside = _inside(pos, shape)
     pos = pos[inside]
     if speed == "angular":
@@ -211,23 +326,46 @@ def grid(shape, coverage, rng, *, spacing=None, serpentine=False):
     ``d = 1 / sqrt(coverage)``; a non-integer ``d`` gives a regular grid of
     sub-pixel probe positions whose rasterised spacing alternates between
     ``floor(d)`` and ``ceil(d)`` so the coverage matches the request. The grid
-    origin is random within one period.
+    origin is random within one period (within the frame if the period is
+    larger than the frame, so at least one position is scanned).
 
     Parameters
     ----------
+    shape : tuple of int
+        Frame shape (rows, columns).
+    coverage : float
+        Requested fraction of sampled pixels.
+    rng : numpy.random.Generator
+        Random generator (grid origin).
     spacing : float, optional
         Grid period in pixels (overrides ``coverage``).
     serpentine : bool
         Scan alternate rows in opposite directions.
+
+    Returns
+    -------
+    ScanPath
     """
-    d = float(spacing) if spacing is not None else 1.0 / np.sqrt(coverage)
+    d = _check_positive("grid spacing", spacing) if spacing is not None else 1.0 / np.sqrt(coverage)
     if d < 1:
         raise ValueError(f"grid spacing must be >= 1 pixel, got {d}")
-    oy, ox = rng.uniform(0, d, 2)
+    oy, ox = _origins(rng, d, shape)
     ys = np.arange(oy, shape[0] - 0.5, d)
     xs = np.arange(ox, shape[1] - 0.5, d)
     pos = _raster(ys, xs, serpentine)
     return ScanPath(pos, np.ones(len(pos)), tuple(shape), "grid", {"spacing": float(d), "origin": [float(oy), float(ox)]})
+
+
+def _origins(rng, d, sizes):
+    """Random origins of periodic lines/points along axes of ``sizes`` pixels.
+
+    Position ``o + k d`` falls in pixel ``rint(o + k d)``; pixel ``i`` spans
+    ``[i - 0.5, i + 0.5)``, so the origin is uniform in ``[-0.5, d - 0.5)``,
+    which gives every pixel the same chance of being scanned (a period of 1
+    scans every pixel). Where the period exceeds the axis the origin stays
+    within the axis, so at least one line is scanned.
+    """
+    return [float(rng.uniform(-0.5, min(d, n) - 0.5)) for n in sizes]
 
 
 def _raster(ys, xs, serpentine):
@@ -243,21 +381,33 @@ def lines(shape, coverage, rng, *, spacing=None, direction="rows"):
     ``n = 1 / coverage`` (non-integer periods alternate between neighbouring
     integers so the coverage matches); the first line is random within a period.
 
+    At least one line is scanned, even if the period exceeds the frame.
+
     Parameters
     ----------
+    shape : tuple of int
+        Frame shape (rows, columns).
+    coverage : float
+        Requested fraction of sampled pixels.
+    rng : numpy.random.Generator
+        Random generator (position of the first line).
     spacing : float, optional
         Line period in pixels (overrides ``coverage``).
     direction : {"rows", "columns"}
         Scan along rows (horizontal fast axis) or columns.
+
+    Returns
+    -------
+    ScanPath
     """
     if direction not in ("rows", "columns"):
         raise ValueError(f"direction must be 'rows' or 'columns', not {direction!r}")
-    d = float(spacing) if spacing is not None else 1.0 / coverage
+    d = _check_positive("line spacing", spacing) if spacing is not None else 1.0 / coverage
     if d < 1:
         raise ValueError(f"line spacing must be >= 1 pixel, got {d}")
     h, w = shape if direction == "rows" else shape[::-1]
-    o = rng.uniform(0, d)
-    ys = np.round(np.arange(o, h - 0.5, d))
+    (o,) = _origins(rng, d, (h,))
+    ys = np.abs(np.round(np.arange(o, h - 0.5, d)))  # abs: rint(-0.5) is -0.0
     pos = _raster(ys, np.arange(w, dtype=float), False)
     if direction == "columns":
         pos = pos[:, ::-1]
@@ -283,6 +433,12 @@ def jittered_grid(shape, coverage, rng, *, directions="both", jitter=None, corre
 
     Parameters
     ----------
+    shape : tuple of int
+        Frame shape (rows, columns).
+    coverage : float
+        Requested fraction of sampled pixels.
+    rng : numpy.random.Generator
+        Random generator (line positions and jitter).
     directions : {"both", "rows", "columns"}
         Which lines to scan.
     jitter : float, optional
@@ -292,9 +448,18 @@ def jittered_grid(shape, coverage, rng, *, directions="both", jitter=None, corre
         Correlation length of the jitter along the line, in pixels.
     spacing : float, optional
         Fix the line period in pixels instead of tuning it from ``coverage``.
+
+    Returns
+    -------
+    ScanPath
     """
     if directions not in ("both", "rows", "columns"):
         raise ValueError(f"directions must be 'both', 'rows' or 'columns', not {directions!r}")
+    if jitter is not None:
+        jitter = _check_positive("jittered_grid jitter", jitter, allow_zero=True)
+    correlation = _check_positive("jittered_grid correlation", correlation)
+    if spacing is not None:
+        spacing = _check_positive("jittered_grid spacing", spacing)
     seed = int(rng.integers(2**63))
     h, w = shape
 
@@ -303,9 +468,11 @@ def jittered_grid(shape, coverage, rng, *, directions="both", jitter=None, corre
         amp = d / 8 if jitter is None else float(jitter)
         out = []
         dirs = ["rows", "columns"] if directions == "both" else [directions]
+        n_lines = sum(((w, h) if di == "rows" else (h, w))[1] / d + 1 for di in dirs)
+        _check_size("jittered_grid", n_lines * max(h, w), shape)
         for direction in dirs:
             n_fast, n_slow = (w, h) if direction == "rows" else (h, w)
-            o = r.uniform(0, d)
+            o = r.uniform(-0.5, d - 0.5)
             for y in np.arange(o, n_slow - 0.5, d):
                 x = np.arange(n_fast, dtype=float)
                 yj = np.clip(y + _smooth_walk(r, n_fast, amp, correlation), 0, n_slow - 1)
@@ -315,9 +482,10 @@ def jittered_grid(shape, coverage, rng, *, directions="both", jitter=None, corre
 
     d0 = (2.0 if directions == "both" else 1.0) / coverage
     if spacing is None:
-        d, pos = _tune(build, d0, coverage, shape, exponent=-1.0)
+        d, pos = _tune(build, d0, coverage, shape, exponent=-1.0, bounds=(0.5, 2.0 * max(h, w)),
+                       name="jittered_grid", quantum=max(h, w))
     else:
-        d, pos = float(spacing), build(float(spacing))
+        d, pos = spacing, build(spacing)
     return ScanPath(
         pos,
         np.ones(len(pos)),
@@ -331,10 +499,22 @@ def jittered_grid(shape, coverage, rng, *, directions="both", jitter=None, corre
 def random(shape, coverage, rng, *, order="raster"):
     """Uniformly random pixels (without repetition).
 
+    At least one pixel is scanned.
+
     Parameters
     ----------
+    shape : tuple of int
+        Frame shape (rows, columns).
+    coverage : float
+        Requested fraction of sampled pixels.
+    rng : numpy.random.Generator
+        Random generator (pixel choice).
     order : {"raster", "random"}
         Acquisition order: raster order (minimal probe travel) or random.
+
+    Returns
+    -------
+    ScanPath
     """
     if order not in ("raster", "random"):
         raise ValueError(f"order must be 'raster' or 'random', not {order!r}")
@@ -355,25 +535,42 @@ def lissajous(shape, coverage, rng, *, ratio=None, step=1.0):
 
     Parameters
     ----------
+    shape : tuple of int
+        Frame shape (rows, columns).
+    coverage : float
+        Requested fraction of sampled pixels.
+    rng : numpy.random.Generator
+        Random generator (ratio perturbation and phase).
     ratio : float, optional
         Frequency ratio of the slow (row) to the fast (column) axis.
     step : float
         Distance between successive positions along the path, in pixels.
+
+    Returns
+    -------
+    ScanPath
     """
     h, w = shape
-    a = float(ratio) if ratio is not None else (1 + np.sqrt(5)) / 2 * rng.uniform(0.95, 1.05)
+    if ratio is not None:
+        ratio = _check_positive("lissajous ratio", ratio)
+    step = _check_positive("lissajous step", step)
+    a = ratio if ratio is not None else (1 + np.sqrt(5)) / 2 * rng.uniform(0.95, 1.05)
     phi = rng.uniform(0, 2 * np.pi)
     ay, ax = (h - 1) / 2, (w - 1) / 2
-    speed = np.hypot(ay * a, ax)  # upper bound of |d pos / dt|
+    # upper bound of |d pos / dt| (kept finite for single-pixel frames)
+    speed = max(np.hypot(ay * a, ax), 0.5)
 
     def build(length):
         dt = 0.5 * step / speed
-        t = np.arange(0, length / (np.hypot(ay * a, ax) * 2 / np.pi) + dt, dt)
+        t_max = length / (speed * 2 / np.pi)
+        _check_size("lissajous", t_max / dt / 4, shape)
+        t = np.arange(0, t_max + dt, dt)
         pts = np.stack([ay + ay * np.sin(a * t + phi), ax + ax * np.sin(t)], axis=1)
         return _arc_resample(pts, step)
 
     length0 = coverage * h * w
-    length, pos = _tune(build, length0, coverage, shape, exponent=1.0)
+    length, pos = _tune(build, length0, coverage, shape, exponent=1.0, bounds=(step, 20.0 * h * w),
+                        name="lissajous")
     return ScanPath(pos, np.ones(len(pos)), tuple(shape), "lissajous", {"ratio": a, "phase": float(phi),
                                                                        "length": float(length), "step": step})
 
@@ -384,20 +581,32 @@ def line_hop(shape, coverage, rng, *, segment_length=16.0, band=None):
     The frame is divided into bands of ``band`` rows (default ``1 / coverage``).
     The probe sweeps each band once along the fast axis, hopping at random to a
     new row of the band after each segment (lengths exponential with mean
-    ``segment_length`` pixels).
+    ``segment_length`` pixels). At least one segment is scanned.
 
     Parameters
     ----------
+    shape : tuple of int
+        Frame shape (rows, columns).
+    coverage : float
+        Requested fraction of sampled pixels.
+    rng : numpy.random.Generator
+        Random generator (band origin, segment lengths and rows).
     segment_length : float
         Mean segment length in pixels.
     band : float, optional
         Band height in pixels (overrides ``coverage``).
+
+    Returns
+    -------
+    ScanPath
     """
     h, w = shape
-    d = float(band) if band is not None else 1.0 / coverage
+    segment_length = _check_positive("line_hop segment_length", segment_length)
+    d = _check_positive("line_hop band", band) if band is not None else 1.0 / coverage
     if d < 1:
         raise ValueError(f"band height must be >= 1 pixel, got {d}")
     out = []
+    skipped = None
     o = rng.uniform(0, d)
     starts = np.concatenate([[0.0], np.arange(o, h, d)]) if o > 0.5 else np.arange(o, h, d)
     edges = np.append(starts, h)
@@ -414,7 +623,12 @@ def line_hop(shape, coverage, rng, *, segment_length=16.0, band=None):
             xs = np.arange(x, min(x + n, w), dtype=float)
             if rng.uniform() < frac:
                 out.append(np.stack([np.full(xs.size, float(rng.choice(rows))), xs], axis=1))
+            else:
+                skipped = (xs, rows)
             x += n
+    if not out and skipped is not None:  # very low coverage on a small frame: scan at least one segment
+        xs, rows = skipped
+        out.append(np.stack([np.full(xs.size, float(rng.choice(rows))), xs], axis=1))
     pos = np.concatenate(out) if out else np.zeros((0, 2))
     return ScanPath(pos, np.ones(len(pos)), tuple(shape), "line_hop", {"band": d, "segment_length": segment_length})
 

@@ -20,8 +20,21 @@ def scan_path_of(signal, index=None):
     Parameters
     ----------
     signal : PartialScan2D
+        A partial scan made by :func:`to_partial_scan` or
+        :func:`from_scan_positions` (or loaded from a file saved from one).
     index : int, optional
         Flat navigation index of the frame (default: the current one).
+
+    Returns
+    -------
+    numpy.ndarray
+        (N, 2) float (row, column) positions in pixels, in acquisition order.
+
+    Raises
+    ------
+    ValueError
+        If the signal records no scan path, or its frames were cropped or
+        resized after the simulation (the recorded path no longer fits).
     """
     md = signal.metadata.get_item("Signal.Partial_scan")
     if md is None:
@@ -29,14 +42,21 @@ def scan_path_of(signal, index=None):
             "this signal records no scan path: only partial scans made by to_partial_scan or "
             "from_scan_positions know their probe order"
         )
+    am = signal.axes_manager
+    shape = tuple(am.signal_shape[::-1])
+    recorded = md.get_item("frame_shape")
+    if recorded is not None and tuple(int(n) for n in np.asarray(recorded)) != shape:
+        raise ValueError(
+            f"the scan path was recorded for {int(recorded[0])}x{int(recorded[1])} frames but this signal's frames "
+            f"are {shape[0]}x{shape[1]} (cropped or resized after the scan): the recorded path does not apply"
+        )
     if md.has_item("positions"):
-        return np.asarray(md.positions)
+        pos = md.positions
+        return np.asarray(pos.compute() if hasattr(pos, "compute") else pos, dtype=np.float64)
     if md.get_item("source") != "simulated":
         raise ValueError("this partial scan was not simulated and has no recorded probe positions")
-    am = signal.axes_manager
     if index is None:
         index = int(np.ravel_multi_index(am.indices[::-1], am.navigation_shape[::-1])) if am.navigation_dimension else 0
-    shape = am.signal_shape[::-1]
     opts = md.path_options.as_dictionary() if hasattr(md.path_options, "as_dictionary") else dict(md.path_options)
     rng = frame_rng(md.seed, index) if md.vary_per_frame else md.seed
     return generate_path(md.path, shape, md.coverage_requested, rng, **opts).positions
@@ -48,24 +68,34 @@ def plot_scan_path(signal, ax=None, *, max_points=20000, cmap="gray", line_color
     Parameters
     ----------
     signal : PartialScan2D
+        A partial scan that records its path (see :func:`scan_path_of`).
     ax : matplotlib.axes.Axes, optional
         Axes to draw in (default: a new figure).
     max_points : int
         Draw at most this many path vertices (evenly decimated) to keep large
-        scans responsive.
+        scans responsive; the start and end markers are the path's true ends.
     cmap : str
         Colormap for the image.
     line_color : str
         Path colour; the start is marked with a circle and the end with a cross.
     **kwargs
-        Passed to :meth:`matplotlib.axes.Axes.plot` for the path.
+        Passed to :meth:`matplotlib.axes.Axes.plot` for the path (a ``color``
+        given here overrides ``line_color``).
 
     Returns
     -------
     matplotlib.axes.Axes
+
+    Raises
+    ------
+    ValueError
+        If the signal records no scan path (see :func:`scan_path_of`), or
+        ``max_points`` is not a positive integer.
     """
     import matplotlib.pyplot as plt
 
+    if isinstance(max_points, (bool, np.bool_)) or not isinstance(max_points, (int, np.integer)) or max_points < 1:
+        raise ValueError(f"max_points must be a positive integer, got {max_points!r}")
     pos = scan_path_of(signal)
     frame = signal._get_current_data() if hasattr(signal, "_get_current_data") else signal.data
     frame = np.asarray(frame.compute() if hasattr(frame, "compute") else frame)
@@ -74,14 +104,19 @@ def plot_scan_path(signal, ax=None, *, max_points=20000, cmap="gray", line_color
     sx, sy = signal.axes_manager.signal_axes
     extent = [sx.axis[0] - sx.scale / 2, sx.axis[-1] + sx.scale / 2, sy.axis[-1] + sy.scale / 2, sy.axis[0] - sy.scale / 2]
     ax.imshow(np.where(np.isfinite(frame), frame, np.nan), cmap=cmap, extent=extent, interpolation="nearest")
-    step = max(1, len(pos) // max_points)
-    p = pos[::step]
+    step = -(-len(pos) // max_points)  # ceil: at most max_points vertices
+    p = pos[:: max(step, 1)]
     y = sy.offset + p[:, 0] * sy.scale
     x = sx.offset + p[:, 1] * sx.scale
     kwargs.setdefault("lw", 0.6)
-    ax.plot(x, y, color=line_color, **kwargs)
-    ax.plot(x[:1], y[:1], "o", color=line_color, ms=6, label="start")
-    ax.plot(x[-1:], y[-1:], "x", color=line_color, ms=7, label="end")
+    if "c" not in kwargs:
+        kwargs.setdefault("color", line_color)
+    ax.plot(x, y, **kwargs)
+    colour = kwargs.get("color", kwargs.get("c"))
+    ends = [pos[:1], pos[-1:]]
+    for end, marker, ms, label in zip(ends, ("o", "x"), (6, 7), ("start", "end")):
+        ax.plot(sx.offset + end[:, 1] * sx.scale, sy.offset + end[:, 0] * sy.scale, marker, color=colour, ms=ms,
+                label=label)
     md = signal.metadata.Signal.Partial_scan
     name = md.get_item("path", md.get_item("source", "scan"))
     ax.set_title(f"{name} path, {len(pos)} positions")

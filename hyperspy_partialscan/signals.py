@@ -24,7 +24,9 @@ class PartialScan2D(Signal2D):
     """
 
     _signal_type = "partial_scan"
-    _alias_signal_types = []
+    # as in hyperspy_extension.yaml: HyperSpy rewrites an alias in the metadata to
+    # the signal type only when the class declares its aliases
+    _alias_signal_types = ["PartialScan", "partial scan"]
 
     @property
     def scan_mask(self):
@@ -83,6 +85,20 @@ class PartialScan2D(Signal2D):
         from .plotting import plot_scan_path
 
         return plot_scan_path(self, ax=ax, max_points=max_points, cmap=cmap, line_color=line_color, **kwargs)
+
+
+    def denoise(self, method="generator", *, model=None, batch_size=None, device=None, precision=None, sigma=None,
+                n_components=None, inplace=False, lazy_output=None, show_progressbar=None, **method_params):
+        """Denoise the (complete) frames.
+
+        See :func:`hyperspy_partialscan.denoise` for the parameters. Partial
+        scans must be completed first: ``s.complete_partial_scan().denoise()``.
+        """
+        from .denoise import denoise
+
+        return denoise(self, method, model=model, batch_size=batch_size, device=device, precision=precision,
+                       sigma=sigma, n_components=n_components, inplace=inplace, lazy_output=lazy_output,
+                       show_progressbar=show_progressbar, **method_params)
 
 
 class LazyPartialScan2D(LazySignal2D, PartialScan2D):

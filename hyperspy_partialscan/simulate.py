@@ -33,7 +33,7 @@ class NoiseModel:
         in electrons. ``None`` disables shot noise.
     detector_sigma : float
         Standard deviation of additive Gaussian detector noise, as a fraction of
-        the frame's intensity range.
+        the frame's full-scale intensity above its zero level (see ``dose``).
     position_jitter : float
         Standard deviation (pixels) of independent random probe-position errors.
     line_jitter : float
@@ -48,7 +48,8 @@ class NoiseModel:
         Fractional signal loss on pixels the probe traverses only partially or
         quickly (detector/amplifier bandwidth): a pixel whose accumulated dwell
         ``t`` is below one position's nominal dwell is read as
-        ``value * (1 - slow_pixel_attenuation * (1 - t))``.
+        ``zero + (value - zero) * (1 - slow_pixel_attenuation * (1 - t))``
+        (``zero``: the zero-signal level, see ``dose``).
 
     Notes
     -----
@@ -65,24 +66,41 @@ class NoiseModel:
     slow_pixel_attenuation: float = 0.0
 
     def __post_init__(self):
-        if self.dose is not None and not (np.isfinite(self.dose) and self.dose > 0):
-            raise ValueError(f"dose must be a positive number of electrons or None, got {self.dose!r}")
+        if self.dose is not None:
+            dose = _number("dose", self.dose, "a positive number of electrons or None")
+            if not dose > 0:
+                raise ValueError(f"dose must be a positive number of electrons or None, got {self.dose!r}")
+            object.__setattr__(self, "dose", dose)
         for name in ("detector_sigma", "position_jitter", "line_jitter", "slow_pixel_attenuation"):
-            v = getattr(self, name)
-            if not (np.isfinite(v) and v >= 0):
-                raise ValueError(f"{name} must be a non-negative number, got {v!r}")
-        if self.jitter_correlation <= 0:
-            raise ValueError("jitter_correlation must be positive")
-        if not 0 <= self.slow_pixel_attenuation <= 1:
-            raise ValueError("slow_pixel_attenuation must be in [0, 1]")
-        if len(self.drift) != 2:
-            raise ValueError("drift must be (rows, columns) in pixels")
-        object.__setattr__(self, "drift", tuple(float(d) for d in self.drift))
+            v = _number(name, getattr(self, name), "a non-negative number")
+            if not v >= 0:
+                raise ValueError(f"{name} must be a non-negative number, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, v)
+        corr = _number("jitter_correlation", self.jitter_correlation, "a positive number of probe positions")
+        if not corr > 0:
+            raise ValueError(f"jitter_correlation must be a positive number of probe positions, got {corr!r}")
+        object.__setattr__(self, "jitter_correlation", corr)
+        if not self.slow_pixel_attenuation <= 1:
+            raise ValueError(f"slow_pixel_attenuation must be in [0, 1], got {self.slow_pixel_attenuation!r}")
+        try:
+            drift = tuple(self.drift)
+        except TypeError:
+            raise ValueError(f"drift must be (rows, columns) in pixels, got {self.drift!r}") from None
+        if len(drift) != 2:
+            raise ValueError(f"drift must be (rows, columns) in pixels, got {self.drift!r}")
+        object.__setattr__(self, "drift", tuple(_number("drift", d, "(rows, columns) in pixels") for d in drift))
 
     @property
     def is_clean(self):
-        """True when the model adds no noise or distortion."""
-        return self == NoiseModel()
+        """True when the model adds no noise or distortion (``jitter_correlation`` alone has no effect)."""
+        return (
+            self.dose is None
+            and not self.detector_sigma
+            and not self.position_jitter
+            and not self.line_jitter
+            and not any(self.drift)
+            and not self.slow_pixel_attenuation
+        )
 
     def as_dict(self):
         """Parameters as a plain dictionary (for metadata)."""
@@ -105,9 +123,38 @@ class NoiseModel:
         raise TypeError(f"noise must be None, a dict or a NoiseModel, not {type(noise).__name__}")
 
 
-def frame_rng(seed, index):
-    """Independent, reproducible generator for frame ``index`` of a stack."""
-    return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(int(index),)))
+def _number(name, value, what):
+    """``float(value)``, or a ValueError naming the parameter unless it is a finite real number."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be {what}, got {value!r}") from None
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return v
+
+
+def frame_rng(seed, index, stream=0):
+    """Independent, reproducible generator for frame ``index`` of a stack.
+
+    Parameters
+    ----------
+    seed : int
+        Non-negative seed of the whole stack.
+    index : int
+        Flat navigation index of the frame.
+    stream : int
+        Independent stream for another use of the same frame (0: the scan
+        path, 1: the noise), so no two uses share random numbers.
+
+    Returns
+    -------
+    numpy.random.Generator
+    """
+    key = (int(index),) if stream == 0 else (int(index), int(stream))
+    return np.random.default_rng(np.random.SeedSequence(entropy=int(seed), spawn_key=key))
 
 
 def sample_frame(frame, path: ScanPath, noise: NoiseModel | None = None, rng=None):
@@ -158,7 +205,8 @@ def sample_frame(frame, path: ScanPath, noise: NoiseModel | None = None, rng=Non
     else:
         idx = np.clip(read.astype(np.int64), 0, np.array(frame.shape) - 1)
         values = f64[idx[:, 0], idx[:, 1]]
-    zero, full = _intensity_scale(f64)
+    if noise.dose is not None or noise.detector_sigma or noise.slow_pixel_attenuation:
+        zero, full = _intensity_scale(f64)
     if noise.dose is not None or noise.detector_sigma:
         scaled = (values - zero) / (full - zero)
         if noise.dose is not None:
@@ -187,9 +235,21 @@ def _intensity_scale(frame):
     """Intensities of zero signal and of full scale (``NoiseModel.dose`` electrons).
 
     Zero is 0 for non-negative frames (detector counts), else the frame minimum;
-    full scale is the frame maximum.
+    full scale is the frame maximum (both over the finite values).
+
+    Parameters
+    ----------
+    frame : numpy.ndarray
+        The frame.
+
+    Returns
+    -------
+    zero, full : float
     """
-    lo, hi = float(np.nanmin(frame)), float(np.nanmax(frame))
+    finite = frame[np.isfinite(frame)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(finite.min()), float(finite.max())
     zero = 0.0 if lo >= 0 else lo
     full = hi if hi > zero else zero + 1.0
     return zero, full

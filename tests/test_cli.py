@@ -1,0 +1,325 @@
+"""The ``hyperspy-partialscan`` command line and the built-in demo."""
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pshelpers import make_signal
+
+from hyperspy_partialscan import cli
+from hyperspy_partialscan.signals import PartialScan2D
+
+
+def run(args, capsys):
+    """Run the CLI in-process: (exit status, stdout, stderr). Usage errors exit through argparse."""
+    try:
+        rc = cli.main([str(a) for a in args])
+    except SystemExit as exc:  # argparse: --help, unknown choices
+        rc = exc.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def load(path):
+    import hyperspy.api as hs
+
+    return hs.load(str(path))
+
+
+@pytest.fixture
+def full_file(tmp_path):
+    """A small stack of two full 48x48 frames with named axes, saved as .hspy."""
+    path = tmp_path / "full.hspy"
+    make_signal(nav_shape=(2,), size=48).save(path)
+    return path
+
+
+@pytest.fixture
+def partial_file(tmp_path, full_file, capsys):
+    path = tmp_path / "partial.hspy"
+    rc, _, err = run(["simulate", full_file, path, "--path", "random", "--coverage", "0.1", "--seed", "1",
+                      "--no-progressbar"], capsys)
+    assert rc == 0, err
+    return path
+
+
+@pytest.fixture
+def no_models(tmp_path, monkeypatch):
+    """Pretend no completion model is shipped (an empty weights folder)."""
+    from hyperspy_partialscan import models
+
+    empty = tmp_path / "no_weights"
+    empty.mkdir()
+    monkeypatch.setattr(models, "WEIGHTS_DIR", empty)
+    return empty
+
+
+@pytest.fixture
+def tiny_model(tmp_path, monkeypatch):
+    """Ship a tiny, untrained completion generator as the default model (a temporary weights folder)."""
+    from hyperspy_partialscan import models
+    from hyperspy_partialscan.models.networks import PartialScanGenerator
+
+    weights = tmp_path / "weights"
+    net = PartialScanGenerator(width=8, inner_blocks=1, outer_blocks=1)
+    models.save_model(net, weights / f"{models.DEFAULT_MODELS['completion']}.safetensors", task="completion",
+                      architecture="PartialScanGenerator")
+    monkeypatch.setattr(models, "WEIGHTS_DIR", weights)
+    return weights
+
+
+# --------------------------------------------------------------------------- the console script
+
+
+def _console_script():
+    exe = Path(sys.executable).parent / ("hyperspy-partialscan" + (".exe" if os.name == "nt" else ""))
+    found = str(exe) if exe.exists() else shutil.which("hyperspy-partialscan")
+    if found is None:
+        pytest.fail("the hyperspy-partialscan console script is not installed (pip install the package)")
+    return found
+
+
+def test_console_script_help():
+    res = subprocess.run([_console_script(), "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    for sub in ("simulate", "complete", "demo", "train"):
+        assert sub in res.stdout
+
+
+def test_console_script_error_exit_status(tmp_path):
+    missing = tmp_path / "missing.hspy"
+    res = subprocess.run([_console_script(), "complete", str(missing), str(tmp_path / "out.hspy"), "--method", "linear"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert "missing.hspy" in res.stderr and "does not exist" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("sub", ["simulate", "complete", "demo", "train"])
+def test_subcommand_help(sub, capsys):
+    rc, out, _ = run([sub, "--help"], capsys)
+    assert rc == 0
+    assert "usage: hyperspy-partialscan " + sub in out
+
+
+# --------------------------------------------------------------------------- simulate
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_simulate(full_file, tmp_path, capsys, lazy):
+    out = tmp_path / "partial.hspy"
+    args = ["simulate", full_file, out, "--path", "spiral", "--coverage", "0.2", "--seed", "5", "--no-progressbar"]
+    rc, stdout, err = run(args + (["--lazy"] if lazy else []), capsys)
+    assert rc == 0, err
+    assert str(out) in stdout
+    s = load(out)
+    full = load(full_file)
+    assert isinstance(s, PartialScan2D)
+    assert s.data.dtype == np.float32 and s.data.shape == full.data.shape
+    sampled = np.isfinite(s.data)
+    assert 0.15 < sampled.mean() < 0.25 and not sampled.all()
+    np.testing.assert_array_equal(s.data[sampled], full.data[sampled])
+    assert s.axes_manager.signal_axes[0].units == full.axes_manager.signal_axes[0].units
+    assert s.metadata.Signal.Partial_scan.seed == 5
+    assert s.metadata.Signal.Partial_scan.path == "spiral"
+
+
+def test_simulate_lazy_matches_eager(full_file, tmp_path, capsys):
+    common = ["--path", "random", "--coverage", "0.1", "--seed", "7", "--no-progressbar", "--dose", "50"]
+    assert run(["simulate", full_file, tmp_path / "a.hspy"] + common, capsys)[0] == 0
+    assert run(["simulate", full_file, tmp_path / "b.hspy", "--lazy"] + common, capsys)[0] == 0
+    np.testing.assert_array_equal(load(tmp_path / "a.hspy").data, load(tmp_path / "b.hspy").data)
+
+
+def test_simulate_picks_the_2d_signals(tmp_path, capsys, monkeypatch):
+    """A file holding a spectrum and an image: only the image is simulated."""
+    import hyperspy.api as hs
+
+    image = make_signal(size=40)
+    spectrum = hs.signals.Signal1D(np.arange(10.0))
+    src = tmp_path / "multi.hspy"
+    src.write_bytes(b"placeholder")  # exists; the reader is faked below
+    monkeypatch.setattr(hs, "load", lambda *a, **k: [spectrum, image])
+    out = tmp_path / "out.hspy"
+    rc, _, err = run(["simulate", src, out, "--seed", "0", "--no-progressbar"], capsys)
+    monkeypatch.undo()
+    assert rc == 0, err
+    s = load(out)
+    assert isinstance(s, PartialScan2D) and s.data.shape == (40, 40)
+
+
+def test_simulate_no_image_in_file(tmp_path, capsys):
+    import hyperspy.api as hs
+
+    path = tmp_path / "spectrum.hspy"
+    hs.signals.Signal1D(np.arange(16.0)).save(path)
+    rc, _, err = run(["simulate", path, tmp_path / "out.hspy"], capsys)
+    assert rc == 2
+    assert "spectrum.hspy" in err and "no 2-D image signal" in err
+
+
+def test_overwrite(full_file, tmp_path, capsys):
+    out = tmp_path / "partial.hspy"
+    args = ["simulate", full_file, out, "--seed", "0", "--no-progressbar"]
+    assert run(args, capsys)[0] == 0
+    rc, _, err = run(args, capsys)
+    assert rc == 2 and "--overwrite" in err
+    assert run(args + ["--overwrite", "--coverage", "0.5"], capsys)[0] == 0
+    assert np.isfinite(load(out).data).mean() > 0.4
+
+
+def test_output_is_input(full_file, capsys):
+    rc, _, err = run(["simulate", full_file, full_file, "--overwrite"], capsys)
+    assert rc == 2 and "input" in err
+
+
+# --------------------------------------------------------------------------- complete
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_complete_linear(partial_file, tmp_path, capsys, lazy):
+    out = tmp_path / "completed.hspy"
+    rc, stdout, err = run(["complete", partial_file, out, "--method", "linear", "--no-progressbar"]
+                          + (["--lazy"] if lazy else []), capsys)
+    assert rc == 0, err
+    s = load(out)
+    assert isinstance(s, PartialScan2D)
+    assert not np.isnan(s.data).any()
+    assert s.metadata.General.title.startswith("Completed")
+    assert s.metadata.Signal.Partial_scan.Completion.method == "linear"
+    partial = load(partial_file)
+    sampled = np.isfinite(partial.data)
+    np.testing.assert_allclose(s.data[sampled], partial.data[sampled], rtol=1e-5, atol=1e-6)
+
+
+def test_complete_zero_filled_acquisition(tmp_path, capsys):
+    """A dense acquisition with zeros at the unscanned positions, as custom-scan software writes it."""
+    import hyperspy_partialscan as hps
+
+    full = make_signal(size=48)
+    rng = np.random.default_rng(0)
+    mask = rng.uniform(size=full.data.shape) < 0.2
+    acquired = full.deepcopy()
+    acquired.data = np.where(mask, full.data, 0).astype(np.float32)
+    src = tmp_path / "acquired.hspy"
+    acquired.save(src)
+    out = tmp_path / "completed.hspy"
+    rc, _, err = run(["complete", src, out, "--unscanned-value", "0", "--method", "nearest", "--no-progressbar"], capsys)
+    assert rc == 0, err
+    s = load(out)
+    assert not np.isnan(s.data).any()
+    assert (s.data > 0).all()  # the zeros were treated as unsampled, not as measurements
+    expected = hps.complete_partial_scan(hps.as_partial_scan(acquired, unscanned_value=0), "nearest")
+    np.testing.assert_array_equal(s.data, expected.data)
+
+
+def test_complete_without_nan_warns(full_file, tmp_path, capsys):
+    rc, _, err = run(["complete", full_file, tmp_path / "out.hspy", "--method", "nearest", "--no-progressbar"], capsys)
+    assert rc == 0
+    assert "--unscanned-value 0" in err
+
+
+def test_complete_generator_without_model(partial_file, tmp_path, capsys, no_models):
+    rc, _, err = run(["complete", partial_file, tmp_path / "out.hspy"], capsys)
+    assert rc == 2
+    assert "--method linear" in err and "Traceback" not in err
+
+
+def test_complete_generator(partial_file, tmp_path, capsys, tiny_model):
+    out = tmp_path / "out.hspy"
+    rc, _, err = run(["complete", partial_file, out, "--device", "cpu", "--no-progressbar"], capsys)
+    assert rc == 0, err
+    s = load(out)
+    assert not np.isnan(s.data).any()
+    assert s.metadata.Signal.Partial_scan.Completion.method == "generator"
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["simulate", "{tmp}/missing.hspy", "{tmp}/o.hspy"], "does not exist"),
+        (["complete", "{tmp}/missing.hspy", "{tmp}/o.hspy", "--method", "linear"], "does not exist"),
+        (["simulate", "{full}", "{tmp}/o.hspy", "--path", "zigzag"], "invalid choice: 'zigzag'"),
+        (["simulate", "{full}", "{tmp}/o.hspy", "--coverage", "2"], "coverage must be in (0, 1]"),
+        (["simulate", "{full}", "{tmp}/o.hspy", "--coverage", "0"], "coverage must be in (0, 1]"),
+        (["complete", "{full}", "{tmp}/o.hspy", "--method", "magic"], "invalid choice: 'magic'"),
+        (["complete", "{full}", "{tmp}/o.hspy", "--method", "linear", "--model", "x"], "--model is only used"),
+        (["simulate", "{full}", "{tmp}/no_such_dir/o.hspy"], "does not exist"),
+        (["simulate", "{tmp}/garbage.hspy", "{tmp}/o.hspy"], "cannot read"),
+        (["demo", "--output-dir", "{tmp}/d", "--methods", "nearest,magic"], "unknown completion method"),
+        (["demo", "--output-dir", "{tmp}/d", "--coverage", "1.5"], "coverage must be in (0, 1]"),
+        (["train", "--out", "{tmp}/run"], "no training frames"),
+    ],
+)
+def test_bad_inputs(args, message, full_file, tmp_path, capsys):
+    (tmp_path / "garbage.hspy").write_bytes(b"not an HDF5 file at all")
+    args = [a.format(tmp=tmp_path, full=full_file) for a in args]
+    rc, _, err = run(args, capsys)
+    assert rc == 2
+    assert message in err
+    assert "Traceback" not in err
+    if "missing.hspy" in args[1]:
+        assert "missing.hspy" in err  # the message names the file
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def test_run_demo(tmp_path, capsys, no_models):
+    from hyperspy_partialscan.demo import run_demo
+
+    rows = run_demo(tmp_path / "demo", size=96, show_progressbar=False)
+    out = capsys.readouterr().out
+    assert "generator" in out and "skipped" in out  # no shipped model: a note, not an error
+    files = {p.name for p in (tmp_path / "demo").iterdir()}
+    assert {"rmse_table.csv", "rmse_table.md", "comparison.png"} <= files
+    assert (tmp_path / "demo" / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(rows) == 6
+    assert {(r["specimen"], r["path"]) for r in rows} == {
+        (s, p) for s in ("atomic_columns", "nanoparticles") for p in ("spiral", "grid", "random")
+    }
+    methods = ("nearest", "linear", "cubic", "biharmonic")
+    for r in rows:
+        assert 0.04 < r["coverage"] < 0.06
+        for m in methods:
+            assert np.isfinite(r[f"rmse_{m}"]) and r[f"rmse_{m}"] > 0 and r[f"time_{m}_s"] >= 0
+        assert "rmse_generator" not in r
+        if r["specimen"] == "nanoparticles":
+            assert r["rmse_linear"] < r["rmse_nearest"]
+    with open(tmp_path / "demo" / "rmse_table.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == 6 and float(table[0]["rmse_linear"]) == rows[0]["rmse_linear"]
+    md = (tmp_path / "demo" / "rmse_table.md").read_text()
+    assert "| nanoparticles | spiral |" in md and "time per frame" in md
+    # deterministic
+    again = run_demo(tmp_path / "demo2", size=96, methods=["nearest", "linear"], show_progressbar=False,
+                     figure=False, verbose=False)
+    for a, b in zip(rows, again):
+        assert (a["rmse_nearest"], a["rmse_linear"]) == (b["rmse_nearest"], b["rmse_linear"])
+
+
+def test_run_demo_with_generator(tmp_path, tiny_model):
+    from hyperspy_partialscan.demo import available_methods, run_demo
+
+    assert "generator" in available_methods()
+    rows = run_demo(tmp_path, size=64, methods=None, paths=["spiral"], show_progressbar=False, verbose=False)
+    assert len(rows) == 2 and all(np.isfinite(r["rmse_generator"]) for r in rows)
+    assert (tmp_path / "comparison.png").exists()
+
+
+def test_demo_subcommand(tmp_path, capsys, no_models):
+    rc, out, err = run(["demo", "--output-dir", tmp_path, "--size", "64", "--methods", "nearest,linear",
+                        "--no-progressbar"], capsys)
+    assert rc == 0, err
+    assert "| nanoparticles | random |" in out
+    assert (tmp_path / "comparison.png").exists()
+    rc, _, err = run(["demo", "--output-dir", tmp_path, "--methods", "generator"], capsys)
+    assert rc == 2 and "needs a trained model" in err
