@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from .completion import COMPLETION_METHODS
+from .denoise import DENOISING_METHODS
 from .paths import path_names
 
 __all__ = ["main", "training_frames", "load_images"]
@@ -245,6 +246,48 @@ def _train(a):
     print(f"model written to {path}")
 
 
+def _denoise(a):
+    from .denoise import denoise
+
+    images = load_images(a.input, lazy=a.lazy)
+    outputs = _output_paths(a.output, len(images))
+    _check_outputs(a.input, outputs, a.overwrite)
+    show = not a.no_progressbar
+    for s, out in zip(images, outputs):
+        done = denoise(s, a.method, model=a.model, batch_size=a.batch_size, device=a.device, sigma=a.sigma,
+                       show_progressbar=show)
+        _save(done, out, a.overwrite, show)
+        print(f"wrote {out}: {_describe(done)} ({a.method})")
+
+
+def _fit_denoiser(a):
+    from .denoise import fit_denoiser
+
+    images = load_images(a.input, lazy=False)
+    if len(images) != 1:
+        raise CLIError(f"{a.input} holds {len(images)} images; fit-denoiser needs exactly one signal (a frame or a stack)")
+    init = None if a.init == "none" else a.init
+    model = fit_denoiser(images[0], init=init, epochs=a.epochs, method=a.method, output=a.output, seed=a.seed,
+                         show_progressbar=not a.no_progressbar)
+    print(f"model written to {model.path} (use: hyperspy-partialscan denoise IN OUT --model {model.path})")
+
+
+def _train_denoiser(a):
+    from .training import train_denoiser
+
+    frames = training_frames(a.sources, max_frames_per_file=a.max_frames_per_file, synthetic=a.synthetic, seed=a.seed)
+    if not frames:
+        raise CLIError("no training frames (give sources and/or --synthetic N)")
+    val = training_frames(a.val, max_frames_per_file=1) if a.val else None
+    desc = {"sources": a.sources, "frames": len(frames), "synthetic": a.synthetic,
+            "max_frames_per_file": a.max_frames_per_file, "val": a.val}
+    path = train_denoiser(frames, a.out, iterations=a.iterations, batch_size=a.batch_size, crop=a.crop,
+                          width=a.width, lr=a.lr, seed=a.seed, threads=a.threads, val_frames=val, resume=a.resume,
+                          max_seconds=a.max_minutes * 60 if a.max_minutes else None, name=a.name,
+                          data_description=desc, show_progressbar=not a.no_progressbar)
+    print(f"model written to {path}")
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -322,10 +365,54 @@ def _parse(argv):
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     p.add_argument("--adversarial", action="store_true", help="add the multi-scale adversarial stage")
     p.add_argument("--no-progressbar", action="store_true")
+
+    p = sub.add_parser("denoise", help="denoise images (trained network or classical filters)",
+                       description="Denoise the 2-D images in any RosettaSciIO-readable file. Partial scans must be "
+                       "completed first (hyperspy-partialscan complete).")
+    p.add_argument("input", help="any RosettaSciIO-readable file")
+    p.add_argument("output", help="output file; the extension picks the format")
+    p.add_argument("--method", default="generator", choices=DENOISING_METHODS,
+                   help="denoising method (default: generator, the trained network)")
+    p.add_argument("--model", default=None, help="denoising model name or path (default: the shipped model)")
+    p.add_argument("--sigma", type=float, default=None, help="known noise standard deviation in data units")
+    p.add_argument("--lazy", action="store_true", help="load and process lazily (dask)")
+    p.add_argument("--batch-size", type=int, default=None, help="frames per batch (default: automatic)")
+    p.add_argument("--device", default=None, help="torch device (default: CUDA, MPS, then CPU)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    p.add_argument("--no-progressbar", action="store_true", help="hide the progress bar")
+
+    p = sub.add_parser("fit-denoiser", help="fine-tune the denoiser on your own noisy data (no clean images needed)")
+    p.add_argument("input", help="noisy image(s) in any RosettaSciIO-readable file")
+    p.add_argument("output", help="model path to write (NAME.safetensors + NAME.json)")
+    p.add_argument("--method", default="blind_spot", choices=["blind_spot", "noise2noise"],
+                   help="blind_spot (any data) or noise2noise (repeated exposures of one field)")
+    p.add_argument("--init", default="default", help="model to start from ('default', a name or path, or 'none')")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progressbar", action="store_true")
+
+    p = sub.add_parser("train-denoiser", help="train a denoising network on clean images degraded on the fly")
+    p.add_argument("sources", nargs="*", help="files, folders or globs of clean training images")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, validation curve, model)")
+    p.add_argument("--val", nargs="*", default=None, help="files, folders or globs for the validation curve")
+    p.add_argument("--name", default="denoising_model", help="name of the exported model")
+    p.add_argument("--iterations", type=int, default=5000)
+    p.add_argument("--max-minutes", type=float, default=None, help="wall-time budget; the LR schedule follows it")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--width", type=int, default=16)
+    p.add_argument("--synthetic", type=int, default=0, help="add this many generated specimens")
+    p.add_argument("--max-frames-per-file", type=int, default=8)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    p.add_argument("--no-progressbar", action="store_true")
     return parser.parse_args(argv)
 
 
-_HANDLERS = {"simulate": _simulate, "complete": _complete, "demo": _demo, "train": _train}
+_HANDLERS = {"simulate": _simulate, "complete": _complete, "demo": _demo, "train": _train, "denoise": _denoise,
+             "fit-denoiser": _fit_denoiser, "train-denoiser": _train_denoiser}
 
 
 def main(argv=None):

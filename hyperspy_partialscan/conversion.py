@@ -87,12 +87,33 @@ def as_partial_scan_signal(signal, data, title=None, keep_noise_model=True):
 
 
 def _random_seed():
-    """A fresh random seed in [0, 2**63) (fits the int64 of saved metadata)."""
+    """A fresh random seed.
+
+    Returns
+    -------
+    int
+        In [0, 2**63), so it fits the int64 of saved metadata.
+    """
     return int(np.random.SeedSequence().entropy % (2**63))
 
 
 def _check_seed(seed):
-    """``seed`` as int, or a ValueError unless it is an integer in [0, 2**63)."""
+    """Validate a user seed.
+
+    Parameters
+    ----------
+    seed : object
+        The seed given.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ValueError
+        Unless ``seed`` is an integer in [0, 2**63).
+    """
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be a non-negative integer or None, not {seed!r}")
     seed = int(seed)

@@ -188,7 +188,27 @@ def _tune(build, param0, coverage, shape, exponent=-1.0, iterations=12, rtol=0.0
 
 
 def _check_positive(name, value, allow_zero=False):
-    """``float(value)``, or a ValueError unless it is a finite positive (or zero) number."""
+    """Validate a positive (or non-negative) finite path option.
+
+    Parameters
+    ----------
+    name : str
+        Option name, for the message.
+    value : object
+        The value given.
+    allow_zero : bool
+        Accept zero.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is not a finite number, is negative, or is zero when
+        ``allow_zero`` is False.
+    """
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -199,7 +219,22 @@ def _check_positive(name, value, allow_zero=False):
 
 
 def _check_size(name, n, shape):
-    """Refuse paths with absurdly many positions (they would exhaust memory)."""
+    """Refuse paths with absurdly many positions (they would exhaust memory).
+
+    Parameters
+    ----------
+    name : str
+        Path name, for the message.
+    n : float
+        Number of positions the path would have.
+    shape : tuple of int
+        Frame shape.
+
+    Raises
+    ------
+    ValueError
+        If ``n`` exceeds 64 positions per pixel (plus 10 000).
+    """
     limit = 64 * shape[0] * shape[1] + 10_000
     if n > limit:
         raise ValueError(
@@ -221,7 +256,19 @@ def _arc_resample(points, step=1.0):
 
 
 def _spiral_arc(theta, b):
-    """Arc length of the Archimedean spiral ``r = b theta`` from 0 to ``theta``."""
+    """Arc length of the Archimedean spiral ``r = b theta`` from 0 to ``theta``.
+
+    Parameters
+    ----------
+    theta : float or numpy.ndarray
+        Polar angle(s), radians.
+    b : float
+        Radial growth per radian.
+
+    Returns
+    -------
+    float or numpy.ndarray
+    """
     return 0.5 * b * (theta * np.sqrt(1 + theta * theta) + np.arcsinh(theta))
 
 
@@ -364,6 +411,20 @@ def _origins(rng, d, sizes):
     which gives every pixel the same chance of being scanned (a period of 1
     scans every pixel). Where the period exceeds the axis the origin stays
     within the axis, so at least one line is scanned.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Random generator (one draw per axis).
+    d : float
+        Period in pixels.
+    sizes : sequence of int
+        Axis lengths in pixels.
+
+    Returns
+    -------
+    list of float
+        One origin per axis.
     """
     return [float(rng.uniform(-0.5, min(d, n) - 0.5)) for n in sizes]
 

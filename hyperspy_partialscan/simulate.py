@@ -124,7 +124,26 @@ class NoiseModel:
 
 
 def _number(name, value, what):
-    """``float(value)``, or a ValueError naming the parameter unless it is a finite real number."""
+    """Validate a finite real parameter.
+
+    Parameters
+    ----------
+    name : str
+        Parameter name, for the message.
+    value : object
+        The value given.
+    what : str
+        What is expected, for the message.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is a bool, not a number, or not finite.
+    """
     if isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{name} must be {what}, got {value!r}")
     try:

@@ -100,7 +100,7 @@ def test_console_script_error_exit_status(tmp_path):
     assert "Traceback" not in res.stderr
 
 
-@pytest.mark.parametrize("sub", ["simulate", "complete", "demo", "train"])
+@pytest.mark.parametrize("sub", ["simulate", "complete", "demo", "train", "denoise", "fit-denoiser", "train-denoiser"])
 def test_subcommand_help(sub, capsys):
     rc, out, _ = run([sub, "--help"], capsys)
     assert rc == 0
@@ -323,3 +323,51 @@ def test_demo_subcommand(tmp_path, capsys, no_models):
     assert (tmp_path / "comparison.png").exists()
     rc, _, err = run(["demo", "--output-dir", tmp_path, "--methods", "generator"], capsys)
     assert rc == 2 and "needs a trained model" in err
+
+
+@pytest.fixture
+def tiny_denoiser(tmp_path):
+    import torch
+
+    from hyperspy_partialscan.models import save_model
+    from hyperspy_partialscan.models.networks import DenoisingUNet
+
+    torch.manual_seed(0)
+    return save_model(DenoisingUNet(width=4), tmp_path / "dn.safetensors", task="denoising", architecture="DenoisingUNet")
+
+
+@pytest.mark.parametrize("method", ["gaussian", "generator"])
+def test_denoise_subcommand(full_file, tmp_path, capsys, tiny_denoiser, method):
+    out = tmp_path / f"den_{method}.hspy"
+    args = ["denoise", full_file, out, "--method", method, "--no-progressbar"]
+    if method == "generator":
+        args += ["--model", tiny_denoiser]
+    rc, stdout, err = run(args, capsys)
+    assert rc == 0, err
+    s = load(out)
+    assert s.metadata.Signal.Denoising.method == method
+    assert s.metadata.General.title.startswith("Denoised")
+
+
+def test_denoise_partial_scan_needs_completion(partial_file, tmp_path, capsys):
+    rc, _, err = run(["denoise", partial_file, tmp_path / "d.hspy", "--method", "gaussian", "--no-progressbar"], capsys)
+    assert rc == 2 and "complete it first" in err
+
+
+def test_fit_denoiser_subcommand(full_file, tmp_path, capsys, tiny_denoiser):
+    target = tmp_path / "mine.safetensors"
+    rc, stdout, err = run(["fit-denoiser", full_file, target, "--init", tiny_denoiser, "--epochs", "1",
+                           "--no-progressbar"], capsys)
+    assert rc == 0, err
+    assert target.exists() and target.with_suffix(".json").exists()
+    rc, _, err = run(["denoise", full_file, tmp_path / "d.hspy", "--model", target, "--no-progressbar"], capsys)
+    assert rc == 0, err
+
+
+def test_train_denoiser_subcommand(tmp_path, capsys):
+    rc, stdout, err = run(["train-denoiser", "--synthetic", "2", "--iterations", "3", "--batch-size", "2", "--crop",
+                           "64", "--width", "4", "--out", tmp_path / "run", "--name", "dn", "--no-progressbar"], capsys)
+    assert rc == 0, err
+    from hyperspy_partialscan.models import load_model
+
+    assert load_model(tmp_path / "run" / "dn.safetensors").task == "denoising"
