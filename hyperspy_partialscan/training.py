@@ -309,6 +309,55 @@ def _plot_curve(csv_path, png_path):
     plt.close(fig)
 
 
+class _Adversary:
+    """The adversarial stage: multi-scale discriminators, LSGAN losses and a replay of hard examples."""
+
+    def __init__(self, config, rng):
+        self.c, self.rng = config, rng
+        self.disc = MultiScaleDiscriminator()
+        self.opt = torch.optim.Adam(self.disc.parameters(), lr=config.lr * 0.5, betas=(0.5, 0.999))
+        self.replay_x = self.replay_y = None
+        self.seed = 0
+
+    def mix_replay(self, x, y):
+        """Replace the last items of a batch by hard examples seen before."""
+        if self.replay_x is None or not self.c.replay:
+            return x, y
+        k = min(self.c.replay, len(self.replay_x))
+        pick = torch.from_numpy(self.rng.choice(len(self.replay_x), size=k, replace=False))
+        return torch.cat([x[:-k], self.replay_x[pick]]), torch.cat([y[:-k], self.replay_y[pick]])
+
+    def _scores(self, image, x):
+        return self.disc(image, x[:, :1], torch.Generator().manual_seed(self.seed))
+
+    def generator_loss(self, pred, x, mse):
+        """Least-squares adversarial loss, scaled relative to the MSE term (the seeds' conditioning)."""
+        self.seed = int(self.rng.integers(2**31))  # real and fake see the same crops
+        fake = self._scores(pred, x)
+        adv = sum(((f - 1) ** 2).mean() for f in fake) / len(fake)
+        return self.c.adversarial_weight * adv * (mse.detach() / (adv.detach() + 1e-8))
+
+    def update(self, pred, x, y, per_item):
+        """One discriminator step, then keep the batch's hardest examples for replay."""
+        real, fake = self._scores(y, x), self._scores(pred.detach(), x)
+        d_loss = sum(((r - 1) ** 2).mean() + (f**2).mean() for r, f in zip(real, fake)) / len(real)
+        self.opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt.step()
+        hard = per_item.detach().argsort(descending=True)[: self.c.replay]
+        hx, hy = x[hard], y[hard]
+        self.replay_x = hx if self.replay_x is None else torch.cat([self.replay_x, hx])[-self.c.replay_size :]
+        self.replay_y = hy if self.replay_y is None else torch.cat([self.replay_y, hy])[-self.c.replay_size :]
+
+    def state_dict(self):
+        return {"discriminator": self.disc.state_dict(), "d_optimizer": self.opt.state_dict()}
+
+    def load_state_dict(self, state):
+        if "discriminator" in state:
+            self.disc.load_state_dict(state["discriminator"])
+            self.opt.load_state_dict(state["d_optimizer"])
+
+
 def train_completion(
     frames,
     out_dir,
@@ -329,8 +378,8 @@ def train_completion(
     frames : list of numpy.ndarray
         Training images (see :func:`hyperspy_partialscan.io.read_frames`).
     out_dir : str or pathlib.Path
-        Run folder: ``checkpoint.pt``, ``validation.csv``/``.png``, ``train.log``
-        and the exported model ``NAME.safetensors`` + ``NAME.json``.
+        Run folder: ``checkpoint.pt``, ``validation.csv``/``.png`` and the
+        exported model ``NAME.safetensors`` + ``NAME.json``.
     config : TrainConfig, optional
     val_frames : list of numpy.ndarray, optional
         Frames for the validation curve.
@@ -352,152 +401,85 @@ def train_completion(
     """
     c = config or TrainConfig()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if c.threads:
         torch.set_num_threads(c.threads)
     torch.manual_seed(c.seed)
-    ckpt_path = out / "checkpoint.pt"
-    start_it = 0
-    alrc = ALRC(c.alrc_sigmas)
-    if init is not None:
+    if resume and (out / "checkpoint.pt").exists():
+        net_config = torch.load(out / "checkpoint.pt", weights_only=True)["network_config"]
+        net = PartialScanGenerator(**net_config)
+    elif init is not None:
         model = init if isinstance(init, Model) else load_model(init, task="completion")
         net = PartialScanGenerator(**model.config["network"])
         net.load_state_dict(model.network.state_dict())
     else:
         net = PartialScanGenerator(width=c.width, inner_blocks=c.inner_blocks, outer_blocks=c.outer_blocks)
-    opt = torch.optim.Adam(net.parameters(), lr=c.lr)
-    disc = d_opt = None
-    if c.adversarial:
-        disc = MultiScaleDiscriminator()
-        d_opt = torch.optim.Adam(disc.parameters(), lr=c.lr * 0.5, betas=(0.5, 0.999))
-    history = []
-    if resume:
-        if not ckpt_path.exists():
-            raise FileNotFoundError(f"cannot resume: {ckpt_path} does not exist")
-        state = torch.load(ckpt_path, weights_only=True)
-        if state["network_config"] != net.config:
-            net = PartialScanGenerator(**state["network_config"])
-            opt = torch.optim.Adam(net.parameters(), lr=c.lr)
-        net.load_state_dict(state["network"])
-        opt.load_state_dict(state["optimizer"])
-        if disc is not None and "discriminator" in state:
-            disc.load_state_dict(state["discriminator"])
-            d_opt.load_state_dict(state["d_optimizer"])
-        alrc = ALRC(c.alrc_sigmas, mu=state["alrc"]["mu"], mu2=state["alrc"]["mu2"])
-        start_it = int(state["iteration"])
-        log.info("resumed from %s at iteration %d", ckpt_path, start_it)
-    rng = np.random.default_rng([c.seed, start_it])
+    start = int(torch.load(out / "checkpoint.pt", weights_only=True)["iteration"]) if resume and (out / "checkpoint.pt").exists() else 0
+    rng = np.random.default_rng([c.seed, start])
     sampler = CropSampler(frames, c, rng)
+    adversary = _Adversary(c, rng) if c.adversarial else None
     val = validation_set(val_frames) if val_frames else []
-    csv_path = out / "validation.csv"
-    replay_x = replay_y = None
     t0 = time.time()
-    bar = None
-    if show_progressbar:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=c.iterations, initial=start_it, desc="training", unit="it")
-    it = start_it
-    running = None
-    for it in range(start_it, c.iterations):
-        frac = (time.time() - t0) / max_seconds if max_seconds else 0.0
-        lr = _lr(it, c, frac)
-        for g in opt.param_groups:
-            g["lr"] = lr
+    def next_batch(it):
+        if it % 50 == 49:
+            sampler.refresh(max(1, c.path_bank // 32))
         x, y = sampler.batch(c.batch_size)
-        if replay_x is not None and c.replay:
-            k = min(c.replay, len(replay_x))
-            pick = torch.from_numpy(rng.choice(len(replay_x), size=k, replace=False))
-            x, y = torch.cat([x[: -k], replay_x[pick]]), torch.cat([y[: -k], replay_y[pick]])
-        net.train()
-        pred, aux = net(x, return_trainer=True)
+        return adversary.mix_replay(x, y) if adversary is not None else (x, y)
+
+    def compute_loss(net_, batch):
+        x, y = batch
+        pred, aux = net_(x, return_trainer=True)
         per_item = torch.stack([huberised_mse(p, t, c.huber_delta) for p, t in zip(pred, y)])
         loss = per_item.mean() + c.trainer_weight * huberised_mse(aux, F.avg_pool2d(y, 2), c.huber_delta)
-        if disc is not None:
-            seed = int(rng.integers(2**31))
-            fake_scores = disc(pred, x[:, :1], torch.Generator().manual_seed(seed))
-            adv = sum(((s - 1) ** 2).mean() for s in fake_scores) / len(fake_scores)
-            # conditioned on the MSE term: the adversarial loss is scaled relative to it
-            loss = loss + c.adversarial_weight * adv * (per_item.mean().detach() / (adv.detach() + 1e-8))
-        loss = alrc(loss)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        if disc is not None:
-            real = disc(y, x[:, :1], torch.Generator().manual_seed(seed))
-            fake = disc(pred.detach(), x[:, :1], torch.Generator().manual_seed(seed))
-            d_loss = sum(((r - 1) ** 2).mean() + (f**2).mean() for r, f in zip(real, fake)) / len(real)
-            d_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            d_opt.step()
-            # replay of hard examples: keep the highest-loss crops seen
-            hard = per_item.detach().argsort(descending=True)[: c.replay]
-            hx, hy = x[hard], y[hard]
-            replay_x = hx if replay_x is None else torch.cat([replay_x, hx])[-c.replay_size :]
-            replay_y = hy if replay_y is None else torch.cat([replay_y, hy])[-c.replay_size :]
-        value = float(per_item.detach().mean())
-        running = value if running is None else 0.98 * running + 0.02 * value
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{running:.2e}", lr=f"{lr:.1e}")
-        if (it + 1) % 50 == 0:
-            sampler.refresh(max(1, c.path_bank // 32))
-            log.info("it %d loss %.3e lr %.2e %.1fs", it + 1, running, lr, time.time() - t0)
-        done = it + 1 == c.iterations or (max_seconds is not None and time.time() - t0 > max_seconds)
-        if val and ((it + 1) % c.val_every == 0 or done):
-            net.eval()
-            scores = _evaluate(net, val)
-            row = {"iteration": it + 1, "train_loss": running, "seconds": round(time.time() - t0, 1)}
-            for k, (g, lin) in scores.items():
-                row[f"val_{k}"] = round(g, 3)
-                row[f"val_{k}_linear"] = round(lin, 3)
-            history.append(row)
-            new = not csv_path.exists()
-            with open(csv_path, "a", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=list(row))
-                if new:
-                    w.writeheader()
-                w.writerow(row)
-            _plot_curve(csv_path, out / "validation.png")
-            log.info("validation %s", row)
-        if (it + 1) % c.checkpoint_every == 0 or done:
-            state = {
-                "network": net.state_dict(),
-                "network_config": net.config,
-                "optimizer": opt.state_dict(),
-                "alrc": alrc.state_dict(),
-                "iteration": it + 1,
-            }
-            if disc is not None:
-                state["discriminator"] = disc.state_dict()
-                state["d_optimizer"] = d_opt.state_dict()
-            tmp = ckpt_path.with_suffix(".tmp")
-            torch.save(state, tmp)
-            tmp.replace(ckpt_path)
-        if done:
-            break
-    if bar is not None:
-        bar.close()
+        if adversary is not None:
+            loss = loss + adversary.generator_loss(pred, x, per_item.mean())
+        return loss, per_item, pred
+
+    def after_step(batch, per_item, pred):
+        if adversary is not None:
+            adversary.update(pred, batch[0], batch[1], per_item)
+
+    def evaluate(net_):
+        row = {}
+        for k, (g, lin) in _evaluate(net_, val).items():
+            row[f"val_{k}"] = round(float(g), 3)
+            row[f"val_{k}_linear"] = round(float(lin), 3)
+        return row
+
+    history = fit_network(
+        net, next_batch, compute_loss, iterations=c.iterations, lr=c.lr, lr_min=c.lr_min, warmup=c.warmup,
+        alrc_sigmas=c.alrc_sigmas, out_dir=out, checkpoint_every=c.checkpoint_every, resume=resume,
+        max_seconds=max_seconds, evaluate=evaluate if val else None, val_every=c.val_every,
+        show_progressbar=show_progressbar, desc="training", after_step=after_step, extra_state=adversary,
+        plot=_plot_curve,
+    )
     cfg = asdict(c)
     cfg["coverage_range"] = list(c.coverage_range)
-    last_val = history[-1] if history else None
-    if last_val is None and csv_path.exists():
-        rows = list(csv.DictReader(open(csv_path)))
-        last_val = rows[-1] if rows else None
     extra = {
         "package_version": __version__,
         "inputs": ["nearest", "linear", "mask", "distance"],
         "training": {
-            "iterations": it + 1,
+            "iterations": history[-1]["iteration"] if history else start,
             "config": cfg,
             "data": data_description,
             "init": getattr(init, "name", init),
             "seconds_this_run": round(time.time() - t0, 1),
         },
-        "validation": last_val,
+        "validation": _last_validation(history, out),
     }
     return save_model(net, out / f"{name}.safetensors", task="completion", architecture="PartialScanGenerator", extra=extra)
+
+
+def _last_validation(history, out):
+    """The latest validation row of this run, else of the run folder's CSV."""
+    rows = [h for h in history if any(k.startswith("val_") for k in h)]
+    if rows:
+        return rows[-1]
+    path = Path(out) / "validation.csv" if out is not None else None
+    if path is not None and path.exists():
+        rows = list(csv.DictReader(open(path)))
+        return rows[-1] if rows else None
+    return None
 
 
 def export_checkpoint(checkpoint, path, *, task="completion", extra=None):
@@ -519,7 +501,7 @@ def export_checkpoint(checkpoint, path, *, task="completion", extra=None):
 def fit_network(
     net,
     next_batch,
-    per_item_loss,
+    compute_loss,
     *,
     iterations,
     lr=1e-3,
@@ -534,28 +516,55 @@ def fit_network(
     val_every=250,
     show_progressbar=True,
     desc="training",
+    after_step=None,
+    extra_state=None,
+    plot=None,
 ):
-    """Adam + warm-up/cosine schedule + ALRC loop with checkpoints and a validation CSV.
+    """The training loop shared by every network of the package.
+
+    Adam with warm-up and cosine decay (over the iterations or the wall-time
+    budget), adaptive learning-rate clipping, gradient-norm clipping,
+    checkpoints with resume, and a validation CSV.
 
     Parameters
     ----------
     net : torch.nn.Module
+        Must have a ``config`` dict (stored in checkpoints).
     next_batch : callable
-        ``next_batch(iteration)`` returns a tuple of tensors.
-    per_item_loss : callable
-        ``per_item_loss(net, batch)`` returns the (N,) loss of each batch item.
+        ``next_batch(iteration)`` returns a batch (any object).
+    compute_loss : callable
+        ``compute_loss(net, batch)`` returns the (N,) loss of each batch item,
+        or a tuple ``(loss, per_item, *extras)`` where ``loss`` is the scalar to
+        optimise; ``extras`` are passed to ``after_step``.
     iterations : int
+    lr, lr_min, warmup, alrc_sigmas : float
+        Optimiser schedule and ALRC threshold.
     out_dir : str or pathlib.Path, optional
-        Where ``checkpoint.pt`` and ``validation.csv``/``.png`` go (none if omitted).
+        Where ``checkpoint.pt`` and ``validation.csv`` go (none if omitted).
+    checkpoint_every : int
     resume : bool
         Continue from ``out_dir/checkpoint.pt``.
+    max_seconds : float, optional
+        Wall-time budget; the learning-rate schedule follows it.
     evaluate : callable, optional
         ``evaluate(net)`` returns a dict of validation figures (logged to CSV).
+    val_every : int
+    show_progressbar : bool
+    desc : str
+        Name in the progress bar and the log.
+    after_step : callable, optional
+        ``after_step(batch, per_item, *extras)`` after each optimiser step.
+    extra_state : object, optional
+        Has ``state_dict()``/``load_state_dict()``; saved in and restored from
+        checkpoints (e.g. discriminators).
+    plot : callable, optional
+        ``plot(csv_path, png_path)`` after each validation.
 
     Returns
     -------
     list of dict
-        Training history (iteration, loss, validation figures).
+        One row per iteration of this run (iteration, loss, running loss,
+        step time and, where evaluated, validation figures).
     """
     c = TrainConfig(iterations=iterations, lr=lr, lr_min=lr_min, warmup=warmup)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -572,32 +581,40 @@ def fit_network(
         net.load_state_dict(state["network"])
         opt.load_state_dict(state["optimizer"])
         alrc = ALRC(alrc_sigmas, mu=state["alrc"]["mu"], mu2=state["alrc"]["mu2"])
+        if extra_state is not None:
+            extra_state.load_state_dict(state)
         start = int(state["iteration"])
+        log.info("%s resumed from %s at iteration %d", desc, ckpt, start)
     history, running, t0 = [], None, time.time()
     bar = None
     if show_progressbar:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=iterations, initial=start, desc=desc, unit="it")
-    it = start
     for it in range(start, iterations):
+        t_step = time.time()
         lr_now = _lr(it, c, (time.time() - t0) / max_seconds if max_seconds else 0.0)
         for g in opt.param_groups:
             g["lr"] = lr_now
         net.train()
-        per_item = per_item_loss(net, next_batch(it))
-        loss = alrc(per_item.mean())
+        batch = next_batch(it)
+        res = compute_loss(net, batch)
+        loss, per_item, extras = (res[0], res[1], res[2:]) if isinstance(res, tuple) else (res.mean(), res, ())
+        loss = alrc(loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
+        if after_step is not None:
+            after_step(batch, per_item, *extras)
         value = float(per_item.detach().mean())
         running = value if running is None else 0.98 * running + 0.02 * value
-        row = {"iteration": it + 1, "loss": value, "running_loss": running}
+        row = {"iteration": it + 1, "loss": value, "running_loss": running, "step_seconds": time.time() - t_step}
         done = it + 1 == iterations or (max_seconds is not None and time.time() - t0 > max_seconds)
         if evaluate is not None and ((it + 1) % val_every == 0 or done):
             net.eval()
             row.update(evaluate(net))
+            row["seconds"] = round(time.time() - t0, 1)
             if out is not None:
                 path = out / "validation.csv"
                 new = not path.exists()
@@ -606,6 +623,8 @@ def fit_network(
                     if new:
                         w.writeheader()
                     w.writerow(row)
+                if plot is not None:
+                    plot(path, out / "validation.png")
             log.info("%s validation %s", desc, row)
         history.append(row)
         if bar is not None:
@@ -616,6 +635,8 @@ def fit_network(
         if ckpt is not None and ((it + 1) % checkpoint_every == 0 or done):
             state = {"network": net.state_dict(), "network_config": net.config, "optimizer": opt.state_dict(),
                      "alrc": alrc.state_dict(), "iteration": it + 1}
+            if extra_state is not None:
+                state.update(extra_state.state_dict())
             torch.save(state, ckpt.with_suffix(".tmp"))
             ckpt.with_suffix(".tmp").replace(ckpt)
         if done:
@@ -716,14 +737,13 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
     history = fit_network(net, lambda it: sampler.batch(batch_size), mse_per_item, iterations=iterations, lr=lr,
                           out_dir=out_dir, resume=resume, max_seconds=max_seconds, evaluate=evaluate,
                           show_progressbar=show_progressbar, desc="denoiser")
-    last = [h for h in history if any(k.startswith("val_") for k in h)]
     extra = {
         "package_version": __version__,
         "inputs": ["noisy", "noise_level"],
         "training": {"iterations": history[-1]["iteration"] if history else 0, "batch_size": batch_size, "crop": crop,
                      "lr": lr, "seed": seed, "dose_range": list(sampler.dose_range), "data": data_description,
                      "seconds_this_run": round(time.time() - t0, 1)},
-        "validation": last[-1] if last else None,
+        "validation": _last_validation(history, out_dir),
     }
     return save_model(net, Path(out_dir) / f"{name}.safetensors", task="denoising", architecture="DenoisingUNet",
                       extra=extra)
