@@ -275,7 +275,9 @@ def main(argv=None):
     print(t_bars)
     print(f"all bars met: {'yes' if all_pass else 'no'}")
     print(time_line)
-    print("written: " + ", ".join(str(p) for p in sorted(out.glob("eval_denoising*"))))
+    written = ["eval_denoising.md", "eval_denoising_summary.csv", "eval_denoising_crops.csv"]
+    written += ["eval_denoising_example.png"] if example else []
+    print("written: " + ", ".join(str(out / w) for w in written))
     return summary, bars
 
 
