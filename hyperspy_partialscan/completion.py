@@ -47,7 +47,7 @@ class GeneratorCompleter:
     """
 
     def __init__(self, model_ref, device=None, precision=None, keep_measured=False, tile=GENERATOR_TILE,
-                 overlap=GENERATOR_OVERLAP, tile_batch=None):
+                 overlap=GENERATOR_OVERLAP, tile_batch=2):
         self.model_ref, self.device, self.precision = model_ref, device, precision
         self.keep_measured = keep_measured
         self.tiler = Tiler(tile, min(overlap, tile // 4))
@@ -75,12 +75,14 @@ class GeneratorCompleter:
             return y * sc + lo
 
         if max(frames.shape[-2:]) <= self.tiler.tile:
-            out = run(frames, scales) if self.tile_batch is None else np.concatenate(
+            # the network runs a few frames at a time: its activations (~0.25 GB per
+            # 512x512 frame) would otherwise bound memory by the dask block size
+            out = np.concatenate(
                 [run(frames[i : i + self.tile_batch], scales[i : i + self.tile_batch])
                  for i in range(0, len(frames), self.tile_batch)]
             )
         else:
-            out = self.tiler.apply(frames, run, batch_size=self.tile_batch or 4, scales=scales)
+            out = self.tiler.apply(frames, run, batch_size=self.tile_batch, scales=scales)
         return _keep(frames, out) if self.keep_measured else out.astype(np.float32)
 
 

@@ -61,8 +61,9 @@ class DenoiserNetwork:
     """Picklable batch function running a denoising network (loaded where it runs)."""
 
     def __init__(self, model_ref, device=None, precision=None, variance_model=None, sigma=None, tile=DENOISER_TILE,
-                 overlap=DENOISER_OVERLAP):
+                 overlap=DENOISER_OVERLAP, tile_batch=4):
         self.model_ref, self.device, self.precision = model_ref, device, precision
+        self.tile_batch = tile_batch
         self.variance_model, self.sigma = variance_model, sigma
         self.tiler = Tiler(tile, min(overlap, tile // 4))
 
@@ -81,9 +82,9 @@ class DenoiserNetwork:
         def run(tiles, _scales=None):
             return denoise_batch(net, tiles, device, self.precision, self.variance_model, self.sigma)
 
-        if max(frames.shape[-2:]) <= self.tiler.tile:
-            return run(frames)
-        return self.tiler.apply(frames, run, batch_size=4)
+        if max(frames.shape[-2:]) <= self.tiler.tile:  # a few frames at a time bounds the activations' memory
+            return np.concatenate([run(frames[i : i + self.tile_batch]) for i in range(0, len(frames), self.tile_batch)])
+        return self.tiler.apply(frames, run, batch_size=self.tile_batch)
 
 
 def denoise(
