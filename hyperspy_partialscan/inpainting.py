@@ -6,6 +6,9 @@ here takes such a frame and returns a completed float32 frame without NaN.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import numpy as np
 from scipy import interpolate, ndimage
 from threadpoolctl import threadpool_limits
@@ -25,6 +28,40 @@ __all__ = [
 #: sparse linear system over all missing pixels, whose memory and time grow
 #: quickly beyond this.
 BIHARMONIC_MAX_PIXELS = 1024 * 1024
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limiter = None
+
+
+@contextlib.contextmanager
+def _single_blas_thread():
+    """Limit BLAS to one thread while any thread of the process is inside this context.
+
+    ``threadpool_limits`` sets a process-wide limit and restores the limits it
+    found on exit; nested in several threads at once (dask runs blocks in
+    parallel) a thread can save another thread's temporary limit and restore
+    it last, leaving BLAS single-threaded for good. Here the first thread in
+    sets the limit and the last one out restores the original.
+
+    Yields
+    ------
+    None
+    """
+    global _blas_users, _blas_limiter
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limiter = threadpool_limits(1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
 
 
 def check_frame(frame, index=None):
@@ -87,7 +124,7 @@ def _griddata(frame, method, nearest=None):
     try:
         # one BLAS thread: the many small BLAS calls of the triangulation thrash
         # (10-100x slower) when BLAS threads compete for busy cores
-        with threadpool_limits(1, user_api="blas"):
+        with _single_blas_thread():
             vals = interpolate.griddata(pts, frame[sampled], missing, method=method)
     except Exception:  # degenerate geometry (e.g. all samples on one line): Qhull fails
         return near

@@ -214,7 +214,8 @@ def _check_positive(name, value, allow_zero=False):
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, not {value!r}") from None
     if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a finite {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
+        kind = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be a finite {kind} number, got {value!r}")
     return v
 
 

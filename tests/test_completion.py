@@ -229,3 +229,52 @@ def test_deterministic_task_names():
     q = _partial(False, nav_shape=(2,), size=32)
     assert (hp.complete_partial_scan(q, "linear", lazy_output=True).data.name
             == hp.complete_partial_scan(q, "linear", lazy_output=True).data.name)
+
+
+def test_single_blas_thread_limit_is_restored_under_concurrency(monkeypatch):
+    """Overlapping uses from several threads (dask blocks): the first one in limits BLAS, the last one out restores.
+
+    (A per-call ``threadpool_limits`` would let a thread save another thread's temporary limit and restore it
+    last.) threadpoolctl is replaced by a recorder: the protocol is tested, not OpenBLAS.
+    """
+    import threading
+
+    from hyperspy_partialscan import inpainting
+
+    events = []
+
+    class FakeLimits:
+        def __init__(self, limits, user_api):
+            events.append(("limit", limits, user_api))
+
+        def restore_original_limits(self):
+            events.append(("restore",))
+
+    monkeypatch.setattr(inpainting, "threadpool_limits", FakeLimits)
+    b_in, a_out, b_out = threading.Event(), threading.Event(), threading.Event()
+
+    def b():
+        with inpainting._single_blas_thread():
+            b_in.set()
+            a_out.wait(10)  # A leaves first, while B is still inside
+        b_out.set()
+
+    ctx = inpainting._single_blas_thread()
+    ctx.__enter__()  # A enters
+    assert events == [("limit", 1, "blas")]
+    thread = threading.Thread(target=b)
+    thread.start()
+    assert b_in.wait(10)
+    assert events == [("limit", 1, "blas")]  # B does not save the temporary limit as its "original"
+    ctx.__exit__(None, None, None)  # A leaves
+    assert events == [("limit", 1, "blas")]  # B is still inside: still limited
+    a_out.set()
+    assert b_out.wait(10)
+    thread.join(10)
+    assert events == [("limit", 1, "blas"), ("restore",)]  # the last one out restores
+    # and again from scratch, with an exception inside
+    with pytest.raises(RuntimeError):
+        with inpainting._single_blas_thread():
+            raise RuntimeError
+    assert events[2:] == [("limit", 1, "blas"), ("restore",)]
+    assert inpainting._blas_users == 0
