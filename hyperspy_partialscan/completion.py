@@ -6,7 +6,7 @@ import numpy as np
 
 from . import __version__
 from .conversion import as_partial_scan_signal, validate_signal2d
-from .engine import Tiler, compute, map_frames
+from .engine import FrameNetwork, check_laziness, deliver, map_frames
 from .inpainting import CLASSICAL_METHODS, check_frame, complete_frame
 
 __all__ = ["complete_partial_scan", "COMPLETION_METHODS", "ClassicalCompleter", "GeneratorCompleter"]
@@ -38,52 +38,35 @@ def _keep(frames, out):
     return out
 
 
-class GeneratorCompleter:
-    """Picklable batch function running the completion network.
+class GeneratorCompleter(FrameNetwork):
+    """Picklable batch function running the completion network (see :class:`~.engine.FrameNetwork`).
 
-    The model is referenced by name or path and loaded (once per process, from a
-    thread-safe cache) where the block runs, so the graph can be shipped to
-    ``dask.distributed`` workers.
+    Each frame is normalised once from its sampled values, so all its tiles
+    share one intensity scale.
     """
+
+    task = "completion"
 
     def __init__(self, model_ref, device=None, precision=None, keep_measured=False, tile=GENERATOR_TILE,
                  overlap=GENERATOR_OVERLAP, tile_batch=2):
-        self.model_ref, self.device, self.precision = model_ref, device, precision
+        super().__init__(model_ref, device, precision, tile=tile, overlap=overlap, tile_batch=tile_batch)
         self.keep_measured = keep_measured
-        self.tiler = Tiler(tile, min(overlap, tile // 4))
-        self.tile_batch = tile_batch
 
-    def __call__(self, frames, indices=None):
-        from .device import select_device
-        from .models import load_model
-        from .models.features import completion_inputs, frame_scale
-        from .models.inference import run_network
+    def check(self, frame, index):
+        check_frame(frame, index)
 
-        model = load_model(self.model_ref, task="completion")
-        device = select_device(self.device)
-        net = model.on(device)
-        frames = np.asarray(frames, np.float32)
-        for k, f in enumerate(frames):
-            check_frame(f, int(indices[k]) if indices is not None else k)
-        scales = [frame_scale(f) for f in frames]
+    def scales(self, frames):
+        from .models.features import frame_scale
 
-        def run(tiles, tile_scales):
-            inputs, _ = completion_inputs(tiles, tile_scales)
-            y = run_network(net, inputs, device, self.precision)
-            lo = np.array([s[0] for s in tile_scales], np.float32)[:, None, None]
-            sc = np.array([s[1] for s in tile_scales], np.float32)[:, None, None]
-            return y * sc + lo
+        return [frame_scale(f) for f in frames]
 
-        if max(frames.shape[-2:]) <= self.tiler.tile:
-            # the network runs a few frames at a time: its activations (~0.25 GB per
-            # 512x512 frame) would otherwise bound memory by the dask block size
-            out = np.concatenate(
-                [run(frames[i : i + self.tile_batch], scales[i : i + self.tile_batch])
-                 for i in range(0, len(frames), self.tile_batch)]
-            )
-        else:
-            out = self.tiler.apply(frames, run, batch_size=self.tile_batch, scales=scales)
-        return _keep(frames, out) if self.keep_measured else out.astype(np.float32)
+    def run(self, network, device, tiles, tile_scales):
+        from .models.inference import complete_batch
+
+        return complete_batch(network, tiles, device, self.precision, scales=tile_scales)
+
+    def finish(self, frames, out):
+        return _keep(frames, out) if self.keep_measured else out
 
 
 def _default_batch(method, frame_shape):
@@ -154,9 +137,7 @@ def complete_partial_scan(
     validate_signal2d(signal, "complete_partial_scan")
     if method not in COMPLETION_METHODS:
         raise ValueError(f"unknown completion method {method!r}; choose one of {', '.join(COMPLETION_METHODS)}")
-    lazy_output = signal._lazy if lazy_output is None else bool(lazy_output)
-    if inplace and lazy_output != signal._lazy:
-        raise ValueError("inplace=True cannot change laziness: leave lazy_output unset or use inplace=False")
+    lazy_output = check_laziness(signal, inplace, lazy_output)
     frame_shape = signal.axes_manager.signal_shape[::-1]
     if method == "biharmonic":
         from .inpainting import BIHARMONIC_MAX_PIXELS
@@ -193,18 +174,12 @@ def complete_partial_scan(
     if data.dtype.kind != "f":
         data = data.astype(np.float32)
     result = map_frames(data, func, batch_size=batch_size, name=f"complete-{method}", token=token, with_indices=True)
-    if not lazy_output:
-        result = compute(result, show_progressbar)
-    title = f"Completed {signal.metadata.General.title}".rstrip()
-    if inplace:
-        signal.data = result
-        if signal.metadata.has_item("Signal.Noise_properties.variance"):  # stale for the new data
-            del signal.metadata.Signal.Noise_properties.variance
-        signal.metadata.General.title = title
-        signal.metadata.set_item("Signal.Partial_scan.Completion", provenance)
-        if signal.metadata.Signal.get_item("signal_type") != "partial_scan":
-            signal.set_signal_type("partial_scan")
-        return None
-    out = as_partial_scan_signal(signal, result, title=title)
-    out.metadata.set_item("Signal.Partial_scan.Completion", provenance)
-    return out
+    return deliver(
+        signal, result, lazy_output=lazy_output, show_progressbar=show_progressbar, inplace=inplace,
+        title=f"Completed {signal.metadata.General.title}".rstrip(), record_path="Signal.Partial_scan.Completion",
+        record=provenance, build=_partial_scan_output, signal_type="partial_scan",
+    )
+
+
+def _partial_scan_output(signal, data, title):
+    return as_partial_scan_signal(signal, data, title=title)

@@ -15,7 +15,7 @@ import numpy as np
 from . import __version__
 from .conversion import validate_signal2d
 from .denoising import CLASSICAL_DENOISERS, denoise_frame
-from .engine import Tiler, compute, map_frames
+from .engine import FrameNetwork, check_laziness, deliver, map_frames
 
 __all__ = ["denoise", "fit_denoiser", "DENOISING_METHODS"]
 
@@ -57,34 +57,23 @@ def _check_finite(frame, index):
         )
 
 
-class DenoiserNetwork:
-    """Picklable batch function running a denoising network (loaded where it runs)."""
+class DenoiserNetwork(FrameNetwork):
+    """Picklable batch function running a denoising network (see :class:`~.engine.FrameNetwork`)."""
+
+    task = "denoising"
 
     def __init__(self, model_ref, device=None, precision=None, variance_model=None, sigma=None, tile=DENOISER_TILE,
                  overlap=DENOISER_OVERLAP, tile_batch=4):
-        self.model_ref, self.device, self.precision = model_ref, device, precision
-        self.tile_batch = tile_batch
+        super().__init__(model_ref, device, precision, tile=tile, overlap=overlap, tile_batch=tile_batch)
         self.variance_model, self.sigma = variance_model, sigma
-        self.tiler = Tiler(tile, min(overlap, tile // 4))
 
-    def __call__(self, frames, indices=None):
-        from .device import select_device
-        from .models import load_model
+    def check(self, frame, index):
+        _check_finite(frame, index)
+
+    def run(self, network, device, tiles, tile_scales):
         from .models.inference import denoise_batch
 
-        model = load_model(self.model_ref, task="denoising")
-        device = select_device(self.device)
-        net = model.on(device)
-        frames = np.asarray(frames, np.float32)
-        for k, f in enumerate(frames):
-            _check_finite(f, indices[k] if indices is not None else k)
-
-        def run(tiles, _scales=None):
-            return denoise_batch(net, tiles, device, self.precision, self.variance_model, self.sigma)
-
-        if max(frames.shape[-2:]) <= self.tiler.tile:  # a few frames at a time bounds the activations' memory
-            return np.concatenate([run(frames[i : i + self.tile_batch]) for i in range(0, len(frames), self.tile_batch)])
-        return self.tiler.apply(frames, run, batch_size=self.tile_batch)
+        return denoise_batch(network, tiles, device, self.precision, self.variance_model, self.sigma)
 
 
 def denoise(
@@ -146,9 +135,7 @@ def denoise(
     validate_signal2d(signal, "denoise")
     if method not in DENOISING_METHODS:
         raise ValueError(f"unknown denoising method {method!r}; choose one of {', '.join(DENOISING_METHODS)}")
-    lazy_output = signal._lazy if lazy_output is None else bool(lazy_output)
-    if inplace and lazy_output != signal._lazy:
-        raise ValueError("inplace=True cannot change laziness: leave lazy_output unset or use inplace=False")
+    lazy_output = check_laziness(signal, inplace, lazy_output)
     if method != "generator" and model is not None:
         raise ValueError(f"model= is only used by method='generator', not {method!r}")
     data = signal.data
@@ -185,23 +172,17 @@ def denoise(
             data = data.astype(np.float32)
         result = map_frames(data, func, batch_size=batch_size or default_batch, name=f"denoise-{method}",
                             token=token, with_indices=True)
-        if not lazy_output:
-            result = compute(result, show_progressbar)
-    if method == "pca" and lazy_output and not hasattr(result, "dask"):
-        import dask.array as da
+    return deliver(
+        signal, result, lazy_output=lazy_output, show_progressbar=show_progressbar, inplace=inplace,
+        title=f"Denoised {signal.metadata.General.title}".rstrip(), record_path="Signal.Denoising", record=record,
+        build=_same_class_output,
+    )
 
-        result = da.from_array(result)
-    title = f"Denoised {signal.metadata.General.title}".rstrip()
-    if inplace:
-        signal.data = result
-        signal.metadata.General.title = title
-        signal.metadata.set_item("Signal.Denoising", record)
-        return None
-    out = signal._deepcopy_with_new_data(result)
-    out._lazy = hasattr(result, "dask")
+
+def _same_class_output(signal, data, title):
+    out = signal._deepcopy_with_new_data(data)
+    out._lazy = hasattr(data, "dask")
     out._assign_subclass()
-    out.metadata.General.title = title
-    out.metadata.set_item("Signal.Denoising", record)
     return out
 
 
@@ -209,8 +190,8 @@ def _pca(signal, n_components, record):
     """PCA denoising of a stack through HyperSpy's own decomposition."""
     if signal.axes_manager.navigation_size < 2:
         raise ValueError("method='pca' needs a stack (navigation size >= 2): PCA denoises across frames")
-    s = signal.deepcopy() if not signal._lazy else signal.compute_if_lazy() if hasattr(signal, "compute_if_lazy") else signal.deepcopy()
-    if s._lazy:
+    s = signal.deepcopy()
+    if s._lazy:  # the decomposition needs the whole stack in memory
         s.compute()
     s.change_dtype("float64")
     s.decomposition(algorithm="SVD", output_dimension=None, print_info=False)

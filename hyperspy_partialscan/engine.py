@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["map_frames", "navigation_chunks", "Tiler", "compute"]
+__all__ = ["map_frames", "navigation_chunks", "Tiler", "compute", "FrameNetwork", "check_laziness", "deliver"]
 
 
 def navigation_chunks(shape, batch_size):
@@ -213,3 +213,110 @@ class Tiler:
         out = np.concatenate([func(tiles[i : i + bs], tile_scales[i : i + bs]) for i in range(0, len(tiles), bs)])
         per = len(self.windows(shape))
         return np.stack([self.merge(out[i * per : (i + 1) * per], shape) for i in range(len(frames))])
+
+    def process(self, frames, func, batch_size=None, scales=None):
+        """Like :meth:`apply`, but frames that fit in one tile go through whole.
+
+        Whole frames are still passed ``batch_size`` at a time, which bounds a
+        network's activation memory whatever the dask block size.
+        """
+        if max(frames.shape[-2:]) > self.tile:
+            return self.apply(frames, func, batch_size=batch_size, scales=scales)
+        bs = batch_size or len(frames)
+        return np.concatenate(
+            [func(frames[i : i + bs], None if scales is None else scales[i : i + bs]) for i in range(0, len(frames), bs)]
+        )
+
+
+class FrameNetwork:
+    """Picklable batch function running a trained network over frames.
+
+    The model is referenced by name or path and loaded where the block runs
+    (once per process, from the thread-safe cache of
+    :func:`hyperspy_partialscan.load_model`), so a graph can be shipped to
+    ``dask.distributed`` workers. Frames larger than ``tile`` go through
+    overlapping, blended tiles; ``tile_batch`` frames (or tiles) run at a time.
+
+    Subclasses set :attr:`task` and implement :meth:`check` and :meth:`run`;
+    :meth:`scales` and :meth:`finish` are optional hooks.
+    """
+
+    task = None
+
+    def __init__(self, model_ref, device=None, precision=None, *, tile=512, overlap=64, tile_batch=2):
+        self.model_ref, self.device, self.precision = model_ref, device, precision
+        self.tiler = Tiler(tile, min(overlap, tile // 4))
+        self.tile_batch = tile_batch
+
+    def check(self, frame, index):
+        """Raise a clear error for a frame the network cannot process."""
+        raise NotImplementedError
+
+    def scales(self, frames):
+        """Per-frame normalisation shared by all tiles of a frame (None: per tile)."""
+        return None
+
+    def run(self, network, device, tiles, tile_scales):
+        """Process a stack of equally sized tiles or frames (n, h, w)."""
+        raise NotImplementedError
+
+    def finish(self, frames, out):
+        """Post-process the assembled output of a block."""
+        return out
+
+    def __call__(self, frames, indices=None):
+        from .device import select_device
+        from .models import load_model
+
+        model = load_model(self.model_ref, task=self.task)
+        device = select_device(self.device)
+        network = model.on(device)
+        frames = np.asarray(frames, np.float32)
+        for k, f in enumerate(frames):
+            self.check(f, int(indices[k]) if indices is not None else k)
+
+        def run(tiles, tile_scales):
+            return self.run(network, device, tiles, tile_scales)
+
+        out = self.tiler.process(frames, run, batch_size=self.tile_batch, scales=self.scales(frames))
+        return self.finish(frames, out).astype(np.float32, copy=False)
+
+
+def check_laziness(signal, inplace, lazy_output):
+    """Resolve ``lazy_output`` (default: as the input) and refuse ``inplace`` changing it."""
+    lazy_output = signal._lazy if lazy_output is None else bool(lazy_output)
+    if inplace and lazy_output != signal._lazy:
+        raise ValueError("inplace=True cannot change laziness: leave lazy_output unset or use inplace=False")
+    return lazy_output
+
+
+def deliver(signal, result, *, lazy_output, show_progressbar, inplace, title, record_path, record, build,
+            signal_type=None):
+    """Hand a processed array back as HyperSpy expects.
+
+    Computes ``result`` (with a progress bar) unless ``lazy_output``; then
+    either replaces ``signal``'s data in place (returns None) or builds a new
+    signal with ``build(signal, data, title)``. Either way the title is set and
+    the processing ``record`` is written at ``metadata.<record_path>``; the
+    data-sized ``Noise_properties.variance`` no longer matches and is dropped.
+    """
+    import dask.array as da
+
+    is_lazy = isinstance(result, da.Array)
+    if lazy_output and not is_lazy:
+        result = da.from_array(result)
+    elif not lazy_output and is_lazy:
+        result = compute(result, show_progressbar)
+    if not inplace:
+        out = build(signal, result, title)
+        out.metadata.General.title = title
+        out.metadata.set_item(record_path, record)
+        return out
+    signal.data = result
+    if signal.metadata.has_item("Signal.Noise_properties.variance"):
+        del signal.metadata.Signal.Noise_properties.variance
+    signal.metadata.General.title = title
+    signal.metadata.set_item(record_path, record)
+    if signal_type is not None and signal.metadata.Signal.get_item("signal_type") != signal_type:
+        signal.set_signal_type(signal_type)
+    return None

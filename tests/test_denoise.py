@@ -92,6 +92,22 @@ def test_batch_equals_per_frame(noisy_signal, small_denoiser):
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize("lazy", [False, True])
+def test_inplace_records_and_drops_stale_variance(noisy_signal, small_denoiser, lazy):
+    s = noisy_signal.as_lazy() if lazy else noisy_signal.deepcopy()
+    s.metadata.set_item("Signal.Noise_properties.variance", 0.1)
+    expected = denoise(s, model=small_denoiser, show_progressbar=False)
+    assert denoise(s, model=small_denoiser, inplace=True, show_progressbar=False) is None
+    assert s._lazy == lazy and s.metadata.General.title == "Denoised noisy"
+    assert s.metadata.Signal.Denoising.method == "generator"
+    assert not s.metadata.has_item("Signal.Noise_properties.variance")
+    got = s.data.compute() if lazy else s.data
+    want = expected.data.compute() if lazy else expected.data
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    with pytest.raises(ValueError, match="cannot change laziness"):
+        denoise(s, model=small_denoiser, inplace=True, lazy_output=not lazy)
+
+
 def test_large_frame_tiled(small_denoiser):
     frame = nanoparticle_field((600, 540), seed=5)
     s = hs.signals.Signal2D(degrade(frame, ImageNoise(dose=50), 0))

@@ -178,3 +178,23 @@ def test_tiler_small_frames_whole():
 def test_tiler_validation(tile, overlap):
     with pytest.raises(ValueError, match="tile"):
         Tiler(tile, overlap)
+
+
+@pytest.mark.parametrize("shape, whole", [((40, 50), True), ((150, 97), False)])
+def test_tiler_process_batches_whole_frames_or_tiles(shape, whole):
+    t = Tiler(64, 8)
+    frames = np.random.default_rng(2).random((5,) + shape).astype(np.float32)
+    calls = []
+
+    def func(tiles, scales):
+        calls.append((tiles.shape, None if scales is None else list(scales)))
+        return tiles * 2
+
+    out = t.process(frames, func, batch_size=2, scales=list("abcde"))
+    np.testing.assert_allclose(out, frames * 2, rtol=1e-6)
+    assert all(c[0][0] <= 2 for c in calls)
+    if whole:  # frames that fit go through whole, with their own scales
+        assert [c[0][1:] for c in calls] == [shape] * 3
+        assert [c[1] for c in calls] == [["a", "b"], ["c", "d"], ["e"]]
+    else:
+        assert all(c[0][1:] == (64, 64) for c in calls)

@@ -35,17 +35,22 @@ def run_network(network, inputs, device=None, precision=None):
     return y.float().cpu().numpy()
 
 
-def complete_batch(network, frames, device=None, precision=None):
-    """Complete a batch of partial scans (N, H, W) with a generator network.
-
-    Inputs are normalised per frame from the sampled values and the output is
-    mapped back to the frame's intensity scale.
-    """
-    inputs, scales = completion_inputs(frames)
-    y = run_network(network, inputs, device, precision)
+def _to_scale(y, scales):
+    """Map normalised outputs (N, H, W) back with each frame's (offset, scale)."""
     lo = np.array([s[0] for s in scales], np.float32)[:, None, None]
     sc = np.array([s[1] for s in scales], np.float32)[:, None, None]
     return y * sc + lo
+
+
+def complete_batch(network, frames, device=None, precision=None, scales=None):
+    """Complete a batch of partial scans (N, H, W) with a generator network.
+
+    Inputs are normalised per frame from the sampled values (or with the given
+    per-frame ``(offset, scale)``, e.g. the parent frame's for tiles) and the
+    output is mapped back to that intensity scale.
+    """
+    inputs, scales = completion_inputs(frames, scales)
+    return _to_scale(run_network(network, inputs, device, precision), scales)
 
 
 def denoise_batch(network, frames, device=None, precision=None, variance_model=None, sigma=None):
@@ -53,7 +58,4 @@ def denoise_batch(network, frames, device=None, precision=None, variance_model=N
     from .features import denoising_inputs
 
     inputs, scales = denoising_inputs(frames, variance_model, sigma)
-    y = run_network(network, inputs, device, precision)
-    lo = np.array([s[0] for s in scales], np.float32)[:, None, None]
-    sc = np.array([s[1] for s in scales], np.float32)[:, None, None]
-    return y * sc + lo
+    return _to_scale(run_network(network, inputs, device, precision), scales)
