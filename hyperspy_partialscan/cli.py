@@ -229,17 +229,23 @@ def _demo(a):
     run_demo(a.output_dir, coverage=a.coverage, methods=methods, show_progressbar=not a.no_progressbar, **kwargs)
 
 
-def _train(a):
-    from .training import TrainConfig, train_completion
-
+def _training_data(a):
+    """Training frames, validation frames and the data description of a training command."""
     frames = training_frames(a.sources, max_frames_per_file=a.max_frames_per_file, synthetic=a.synthetic, seed=a.seed)
     if not frames:
         raise CLIError("no training frames (give sources and/or --synthetic N)")
     val = training_frames(a.val, max_frames_per_file=1) if a.val else None
-    cfg = TrainConfig(iterations=a.iterations, batch_size=a.batch_size, crop=a.crop, lr=a.lr, width=a.width,
-                      target=a.target, threads=a.threads, seed=a.seed, adversarial=a.adversarial)
     desc = {"sources": a.sources, "frames": len(frames), "synthetic": a.synthetic,
             "max_frames_per_file": a.max_frames_per_file, "val": a.val}
+    return frames, val, desc
+
+
+def _train(a):
+    from .training import TrainConfig, train_completion
+
+    frames, val, desc = _training_data(a)
+    cfg = TrainConfig(iterations=a.iterations, batch_size=a.batch_size, crop=a.crop, lr=a.lr, width=a.width,
+                      target=a.target, threads=a.threads, seed=a.seed, adversarial=a.adversarial)
     path = train_completion(frames, a.out, cfg, val_frames=val, init=a.init, resume=a.resume, name=a.name,
                             data_description=desc, show_progressbar=not a.no_progressbar,
                             max_seconds=a.max_minutes * 60 if a.max_minutes else None)
@@ -275,12 +281,7 @@ def _fit_denoiser(a):
 def _train_denoiser(a):
     from .training import train_denoiser
 
-    frames = training_frames(a.sources, max_frames_per_file=a.max_frames_per_file, synthetic=a.synthetic, seed=a.seed)
-    if not frames:
-        raise CLIError("no training frames (give sources and/or --synthetic N)")
-    val = training_frames(a.val, max_frames_per_file=1) if a.val else None
-    desc = {"sources": a.sources, "frames": len(frames), "synthetic": a.synthetic,
-            "max_frames_per_file": a.max_frames_per_file, "val": a.val}
+    frames, val, desc = _training_data(a)
     path = train_denoiser(frames, a.out, iterations=a.iterations, batch_size=a.batch_size, crop=a.crop,
                           width=a.width, lr=a.lr, seed=a.seed, threads=a.threads, val_frames=val, resume=a.resume,
                           max_seconds=a.max_minutes * 60 if a.max_minutes else None, name=a.name,
@@ -289,6 +290,25 @@ def _train_denoiser(a):
 
 
 # --------------------------------------------------------------------------- parser
+
+
+def _add_training_args(p, *, name, iterations, batch_size, width):
+    """Options shared by the training commands (the defaults differ per network)."""
+    p.add_argument("--out", required=True, help="run folder (checkpoints, validation curve, model)")
+    p.add_argument("--val", nargs="*", default=None, help="files, folders or globs for the validation curve")
+    p.add_argument("--name", default=name, help="name of the exported model")
+    p.add_argument("--iterations", type=int, default=iterations)
+    p.add_argument("--max-minutes", type=float, default=None, help="wall-time budget; the LR schedule follows it")
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--width", type=int, default=width)
+    p.add_argument("--synthetic", type=int, default=0, help="add this many generated specimens")
+    p.add_argument("--max-frames-per-file", type=int, default=8)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    p.add_argument("--no-progressbar", action="store_true")
 
 
 def _parse(argv):
@@ -347,24 +367,10 @@ def _parse(argv):
 
     p = sub.add_parser("train", help="train or fine-tune a completion generator")
     p.add_argument("sources", nargs="*", help="files, folders or globs of training images")
-    p.add_argument("--out", required=True, help="run folder (checkpoints, validation curve, model)")
-    p.add_argument("--val", nargs="*", default=None, help="files, folders or globs for the validation curve")
-    p.add_argument("--name", default="completion_model", help="name of the exported model")
-    p.add_argument("--iterations", type=int, default=10000)
-    p.add_argument("--max-minutes", type=float, default=None, help="wall-time budget; the LR schedule follows it")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--crop", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--width", type=int, default=32)
+    _add_training_args(p, name="completion_model", iterations=10000, batch_size=16, width=32)
     p.add_argument("--target", choices=["blurred", "raw"], default="blurred")
-    p.add_argument("--synthetic", type=int, default=0, help="add this many generated specimens")
-    p.add_argument("--max-frames-per-file", type=int, default=8)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", default=None, help="fine-tune from this model (name or path)")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     p.add_argument("--adversarial", action="store_true", help="add the multi-scale adversarial stage")
-    p.add_argument("--no-progressbar", action="store_true")
 
     p = sub.add_parser("denoise", help="denoise images (trained network or classical filters)",
                        description="Denoise the 2-D images in any RosettaSciIO-readable file. Partial scans must be "
@@ -393,21 +399,7 @@ def _parse(argv):
 
     p = sub.add_parser("train-denoiser", help="train a denoising network on clean images degraded on the fly")
     p.add_argument("sources", nargs="*", help="files, folders or globs of clean training images")
-    p.add_argument("--out", required=True, help="run folder (checkpoints, validation curve, model)")
-    p.add_argument("--val", nargs="*", default=None, help="files, folders or globs for the validation curve")
-    p.add_argument("--name", default="denoising_model", help="name of the exported model")
-    p.add_argument("--iterations", type=int, default=5000)
-    p.add_argument("--max-minutes", type=float, default=None, help="wall-time budget; the LR schedule follows it")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--crop", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--width", type=int, default=16)
-    p.add_argument("--synthetic", type=int, default=0, help="add this many generated specimens")
-    p.add_argument("--max-frames-per-file", type=int, default=8)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
-    p.add_argument("--no-progressbar", action="store_true")
+    _add_training_args(p, name="denoising_model", iterations=5000, batch_size=8, width=16)
     return parser.parse_args(argv)
 
 
