@@ -8,7 +8,7 @@ import hyperspy.api as hs
 
 import hyperspy_partialscan as ps
 from hyperspy_partialscan.denoise import denoise, fit_denoiser
-from hyperspy_partialscan.denoising import ImageNoise, degrade, estimate_sigma
+from hyperspy_partialscan.denoising import ImageNoise, degrade, estimate_noise_model, estimate_sigma
 from hyperspy_partialscan.models import load_model, save_model
 from hyperspy_partialscan.models.networks import DenoisingUNet
 from hyperspy_partialscan.specimens import nanoparticle_field
@@ -57,6 +57,25 @@ def test_detector_noise_and_estimate():
     out = degrade(frame, ImageNoise(detector_sigma=0.05), 1)
     assert abs(out[1:, 1:].std() - 0.05) < 0.003
     assert abs(estimate_sigma(out) - 0.05) < 0.005
+
+
+@pytest.mark.parametrize("dose", [10, 50, 200])
+def test_blind_noise_model_recovers_poisson_gain(dose):
+    clean = nanoparticle_field((384, 384), seed=3)
+    clean = (clean - clean.min()) / (clean.max() - clean.min())
+    gain, offset = estimate_noise_model(degrade(clean, ImageNoise(dose=dose), 7))
+    assert gain == pytest.approx(1 / dose, rel=0.15)  # variance = signal / dose
+    assert abs(offset) < 0.1 / dose
+
+
+def test_blind_noise_model_of_constant_noise():
+    clean = nanoparticle_field((256, 256), seed=4) * 0.5 + 0.2
+    noisy = degrade(clean, ImageNoise(detector_sigma=0.04), 1)  # sigma: 0.04 of the maximum
+    truth = 0.04 * clean.max()
+    assert np.std(noisy - clean) == pytest.approx(truth, rel=0.02)
+    gain, offset = estimate_noise_model(noisy)
+    for level in (clean.min(), clean.mean(), clean.max()):  # the same sigma at every level
+        assert np.sqrt(gain * level + offset) == pytest.approx(truth, rel=0.12)
 
 
 def test_streaks_and_jitter_change_lines():

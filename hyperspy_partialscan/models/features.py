@@ -84,12 +84,17 @@ def noise_map(norm, scale, variance_model=None, sigma=None):
     sigma : float, optional
         Known noise standard deviation in data units (a constant map).
 
-    Without either, the noise standard deviation is estimated blindly.
+    Without either, the signal-dependent noise model is estimated blindly from
+    the frame (:func:`~hyperspy_partialscan.denoising.estimate_noise_model`)
+    and gives a per-pixel map as a known model does.
     """
     from scipy import ndimage
 
-    from ..denoising import estimate_sigma
+    from ..denoising import estimate_noise_model
 
+    if variance_model is None and sigma is None:
+        gain, base = estimate_noise_model(norm)  # in normalised units: data scale 1, offset 0
+        variance_model, scale = {"gain_factor": gain, "gain_offset": base, "offset": 0.0}, 1.0
     if variance_model is not None:
         g = float(variance_model.get("gain_factor", 1.0))
         o = float(variance_model.get("gain_offset", 0.0))
@@ -97,8 +102,7 @@ def noise_map(norm, scale, variance_model=None, sigma=None):
         smooth = ndimage.gaussian_filter(norm, 2.0) * scale + offset
         sd = np.sqrt(np.clip(g * np.clip(smooth, 0, None) + o, 0, None)) / scale
     else:
-        s = estimate_sigma(norm) if sigma is None else float(sigma) / scale
-        sd = np.full(norm.shape, s)
+        sd = np.full(norm.shape, float(sigma) / scale)
     return (NOISE_MAP_GAIN * sd).astype(np.float32)
 
 
