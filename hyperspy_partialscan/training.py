@@ -404,13 +404,13 @@ def train_completion(
     if c.threads:
         torch.set_num_threads(c.threads)
     torch.manual_seed(c.seed)
+    init_model = None if init is None else init if isinstance(init, Model) else load_model(init, task="completion")
     if resume and (out / "checkpoint.pt").exists():
         net_config = torch.load(out / "checkpoint.pt", weights_only=True)["network_config"]
         net = PartialScanGenerator(**net_config)
-    elif init is not None:
-        model = init if isinstance(init, Model) else load_model(init, task="completion")
-        net = PartialScanGenerator(**model.config["network"])
-        net.load_state_dict(model.network.state_dict())
+    elif init_model is not None:
+        net = PartialScanGenerator(**init_model.config["network"])
+        net.load_state_dict(init_model.network.state_dict())
     else:
         net = PartialScanGenerator(width=c.width, inner_blocks=c.inner_blocks, outer_blocks=c.outer_blocks)
     start = int(torch.load(out / "checkpoint.pt", weights_only=True)["iteration"]) if resume and (out / "checkpoint.pt").exists() else 0
@@ -462,7 +462,9 @@ def train_completion(
             "iterations": history[-1]["iteration"] if history else start,
             "config": cfg,
             "data": data_description,
-            "init": getattr(init, "name", init),
+            "init": None if init_model is None else {"name": init_model.name, "sha256": init_model.sha256},
+            # provenance chain: how the starting model itself was trained
+            "init_training": None if init_model is None else init_model.config.get("training"),
             "seconds_this_run": round(time.time() - t0, 1),
         },
         "validation": _last_validation(history, out),

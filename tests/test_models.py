@@ -215,3 +215,9 @@ def test_fine_tune_from_init(small_model, tmp_path):
     path = train_completion(frames, tmp_path, cfg, init=small_model, name="ft", show_progressbar=False)
     m = load_model(path)
     assert m.config["network"]["width"] == 8  # the init's architecture is kept
+    assert m.config["training"]["init_training"] is None  # the init has no training record
+    # a second stage records how its starting model was trained (provenance chain)
+    path2 = train_completion(frames, tmp_path / "stage2", cfg, init=path, name="ft2", show_progressbar=False)
+    stage2 = load_model(path2).config["training"]
+    assert stage2["init"] == {"name": "ft", "sha256": m.sha256}
+    assert stage2["init_training"]["iterations"] == m.config["training"]["iterations"] == 3
