@@ -177,9 +177,5 @@ def complete_partial_scan(
     return deliver(
         signal, result, lazy_output=lazy_output, show_progressbar=show_progressbar, inplace=inplace,
         title=f"Completed {signal.metadata.General.title}".rstrip(), record_path="Signal.Partial_scan.Completion",
-        record=provenance, build=_partial_scan_output, signal_type="partial_scan",
+        record=provenance, build=as_partial_scan_signal, signal_type="partial_scan",
     )
-
-
-def _partial_scan_output(signal, data, title):
-    return as_partial_scan_signal(signal, data, title=title)
