@@ -58,14 +58,19 @@ def default_data_dir():
     -------
     pathlib.Path
         The value of the environment variable ``HYPERSPY_PARTIALSCAN_DATA``
-        if it is set and not empty, else ``<repository root>/../shared/data``
-        computed relative to this file. The path is returned even if it does
-        not exist.
+        if it is set and not empty; else the first existing of
+        ``../shared/data`` seen from the current directory (the repository
+        root, for the training and benchmark commands) and
+        ``<repository root>/../shared/data`` seen from this file (an editable
+        install); else the former. The path is returned even if it does not
+        exist.
     """
     env = os.environ.get("HYPERSPY_PARTIALSCAN_DATA")
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
+    candidates = [Path.cwd().resolve().parent / "shared" / "data",
+                  Path(__file__).resolve().parents[2] / "shared" / "data"]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
 
 
 def read_frames(sources, *, min_size=64, max_frames_per_file=None, on_error="raise"):

@@ -10,6 +10,12 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+# The sample data live in ../shared/data beside the repository (this file's grandparent),
+# also when the tests run against an installed (non-editable) package.
+_REPO_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.pardir, "shared", "data")
+if not os.environ.get("HYPERSPY_PARTIALSCAN_DATA") and os.path.isdir(_REPO_DATA):
+    os.environ["HYPERSPY_PARTIALSCAN_DATA"] = os.path.normpath(_REPO_DATA)
+
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")

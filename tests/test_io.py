@@ -256,7 +256,16 @@ def test_default_data_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("HYPERSPY_PARTIALSCAN_DATA", str(tmp_path))
     assert default_data_dir() == tmp_path
     monkeypatch.delenv("HYPERSPY_PARTIALSCAN_DATA")
+    # ../shared/data seen from the current directory (a repository root) comes first
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    assert default_data_dir() == (tmp_path / "shared" / "data").resolve()
+    # without it: next to the source tree (editable install), else the cwd-relative path
+    (tmp_path / "elsewhere" / "deep").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "elsewhere" / "deep")
     import hyperspy_partialscan.io as io_module
 
-    expected = Path(io_module.__file__).resolve().parents[2] / "shared" / "data"
-    assert default_data_dir() == expected
+    beside_source = Path(io_module.__file__).resolve().parents[2] / "shared" / "data"
+    fallback = (tmp_path / "elsewhere" / "shared" / "data").resolve()
+    assert default_data_dir() == (beside_source if beside_source.is_dir() else fallback)
