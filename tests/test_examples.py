@@ -17,7 +17,8 @@ def test_notebook_executes(notebook, tmp_path, monkeypatch):
     nbclient = pytest.importorskip("nbclient")
     if not (default_data_dir() / "MANIFEST.tsv").exists():
         pytest.skip(f"../shared/data not present ({default_data_dir()}): the examples read real files from it")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    # the inline backend, as in Jupyter: figures become image/png outputs (headless)
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     monkeypatch.setenv("HYPERSPY_PARTIALSCAN_DATA", str(default_data_dir()))
     nb = nbformat.read(notebook, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
