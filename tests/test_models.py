@@ -44,6 +44,22 @@ def test_save_load_roundtrip(small_model):
     assert load_model(small_model.parent).sha256 == m.sha256
 
 
+def test_inference_copy_is_channels_last_and_equal(small_model):
+    """The per-device inference copy runs channels-last; the loaded network is untouched."""
+    m = load_model(small_model, task="completion")
+    net = m.on(torch.device("cpu"))
+    assert net is not m.network and net is m.on(torch.device("cpu"))
+    convs = [p for p in net.parameters() if p.ndim == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert all(p.is_contiguous() for p in m.network.parameters())
+    x = torch.rand(2, 4, 64, 64)
+    with torch.inference_mode():
+        ref = m.network.eval()(x)
+        got = net(x.contiguous(memory_format=torch.channels_last))
+    ref, got = (ref[0], got[0]) if isinstance(ref, tuple) else (ref, got)
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+
+
 def test_shipped_models_listed():
     for name in list_models():
         m = load_model(name)

@@ -51,13 +51,20 @@ class Model:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def on(self, device):
-        """The network on ``device`` (a cached copy per device; thread-safe)."""
+        """The network on ``device``, ready for inference (a cached copy per device; thread-safe).
+
+        The copy's convolution weights are in channels-last memory format, which
+        the convolution kernels of CPUs (oneDNN) and GPUs (tensor cores) run
+        fastest; :attr:`network` itself is left as loaded.
+        """
         import copy
+
+        import torch
 
         key = str(device)
         with self._lock:
             if key not in self._on_device:
-                net = self.network if key == "cpu" else copy.deepcopy(self.network).to(device)
+                net = copy.deepcopy(self.network).to(device=device, memory_format=torch.channels_last)
                 self._on_device[key] = net.eval()
             return self._on_device[key]
 

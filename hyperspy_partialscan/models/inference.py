@@ -31,7 +31,7 @@ def run_network(network, inputs, device=None, precision=None):
     with torch.inference_mode(), autocast(device, precision):
         x = to_device(np.ascontiguousarray(inputs, dtype=np.float32), device)
         x, (h, w) = _pad_to(x, multiple)
-        y = network(x)[:, 0, :h, :w]
+        y = network(x.contiguous(memory_format=torch.channels_last))[:, 0, :h, :w]
     return y.float().cpu().numpy()
 
 
