@@ -7,10 +7,13 @@ here takes such a frame and returns a completed float32 frame without NaN.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
+from collections import OrderedDict
 
 import numpy as np
 from scipy import interpolate, ndimage
+from scipy.spatial import Delaunay, QhullError
 from threadpoolctl import threadpool_limits
 
 __all__ = [
@@ -110,26 +113,57 @@ def nearest_fill(frame, return_distance=False):
     return (filled, dist) if return_distance else filled
 
 
+#: How many Delaunay triangulations of sample positions are kept: a stack scanned
+#: along one path (the usual acquisition) is triangulated once, not per frame.
+TRIANGULATION_CACHE_SIZE = 8
+#: Sample positions above which a triangulation is not cached (memory).
+TRIANGULATION_CACHE_MAX_POINTS = 1_000_000
+
+_tri_cache = OrderedDict()
+_tri_lock = threading.Lock()
+
+
+def _triangulation(sampled, pts):
+    """Delaunay triangulation of the sample positions ``pts`` of mask ``sampled`` (cached per mask)."""
+    key = (sampled.shape, hashlib.blake2b(np.packbits(sampled).tobytes(), digest_size=16).digest())
+    with _tri_lock:
+        tri = _tri_cache.get(key)
+        if tri is not None:
+            _tri_cache.move_to_end(key)
+            return tri
+    # one BLAS thread: the many small BLAS calls of the triangulation thrash
+    # (10-100x slower) when BLAS threads compete for busy cores
+    with _single_blas_thread():
+        tri = Delaunay(pts)
+    if len(pts) <= TRIANGULATION_CACHE_MAX_POINTS:
+        with _tri_lock:
+            _tri_cache[key] = tri
+            while len(_tri_cache) > TRIANGULATION_CACHE_SIZE:
+                _tri_cache.popitem(last=False)
+    return tri
+
+
 def _griddata(frame, method, nearest=None):
+    """``scipy.interpolate.griddata`` of the samples at the unsampled pixels, nearest outside the hull."""
     frame = np.asarray(frame, dtype=np.float32)
     check_frame(frame)
     sampled = np.isfinite(frame)
     if sampled.all():
         return frame.copy()
-    pts = np.argwhere(sampled)
+    pts = np.argwhere(sampled).astype(np.float64)
     near = nearest_fill(frame) if nearest is None else nearest
     if len(pts) < 4:
         return near
     missing = np.argwhere(~sampled)
+    interpolator = interpolate.LinearNDInterpolator if method == "linear" else interpolate.CloughTocher2DInterpolator
     try:
-        # one BLAS thread: the many small BLAS calls of the triangulation thrash
-        # (10-100x slower) when BLAS threads compete for busy cores
+        tri = _triangulation(sampled, pts)
         with _single_blas_thread():
-            vals = interpolate.griddata(pts, frame[sampled], missing, method=method)
-    except Exception:  # degenerate geometry (e.g. all samples on one line): Qhull fails
+            vals = interpolator(tri, frame[sampled])(missing.astype(np.float64))
+    except QhullError:  # degenerate geometry (e.g. all samples on one line)
         return near
     out = near.copy()
-    good = np.isfinite(vals)  # outside the convex hull griddata gives NaN: keep nearest
+    good = np.isfinite(vals)  # outside the convex hull the interpolators give NaN: keep nearest
     out[missing[good, 0], missing[good, 1]] = vals[good]
     return out
 

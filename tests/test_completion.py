@@ -74,6 +74,39 @@ def test_linear_beats_nearest_on_smooth_image():
     assert err["linear"] < 0.7 * err["nearest"]
 
 
+@pytest.mark.parametrize("method", ["linear", "cubic"])
+def test_griddata_fills_match_scipy_and_reuse_the_triangulation(method):
+    """linear/cubic equal scipy's griddata (nearest outside the hull); one triangulation per mask."""
+    from scipy.interpolate import griddata
+
+    from hyperspy_partialscan import inpainting
+
+    rng = np.random.default_rng(3)
+    mask = rng.random((80, 96)) < 0.08
+    frames = [np.where(mask, rng.random(mask.shape), np.nan).astype(np.float32) for _ in range(3)]
+    inpainting._tri_cache.clear()
+    fill = inpainting.linear_fill if method == "linear" else inpainting.cubic_fill
+    for f in frames:
+        got = fill(f)
+        ref = griddata(np.argwhere(mask), f[mask], np.argwhere(~mask), method=method)
+        expected = inpainting.nearest_fill(f)
+        inside = np.isfinite(ref)
+        assert 0.5 < inside.mean() < 1  # the test covers pixels inside and outside the hull
+        expected[~mask] = np.where(inside, ref, expected[~mask])
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(got[mask], f[mask])
+    assert len(inpainting._tri_cache) == 1  # three frames, one path: triangulated once
+    fill(np.where(~mask, 1.0, np.nan).astype(np.float32))
+    assert len(inpainting._tri_cache) == 2
+
+
+def test_degenerate_samples_fall_back_to_nearest():
+    f = np.full((20, 20), np.nan, np.float32)
+    f[5, 2:18] = np.linspace(0, 1, 16)  # all samples on one line: no triangulation exists
+    for fill in (hp.inpainting.linear_fill, hp.inpainting.cubic_fill):
+        np.testing.assert_array_equal(fill(f), hp.inpainting.nearest_fill(f))
+
+
 @pytest.mark.parametrize("lazy", LAZY)
 def test_inplace(lazy):
     p = _partial(lazy)
