@@ -60,7 +60,7 @@ def per_frame_times(args, methods, model_ref, partials, device=None):
     for method in methods:
         kw = {"model": model_ref, "device": device} if method == "generator" else {}
         def run(f):
-            inpainting._tri_cache.clear()  # time every frame as the first along its path (no cached triangulation)
+            inpainting.clear_triangulation_cache()  # time every frame as the first along its path (no cached triangulation)
             return complete_partial_scan(C.stack_signal(f[None]), method, show_progressbar=False, **kw)
 
         run(partials[0])  # warm-up (model load, imports)
@@ -77,7 +77,7 @@ def lazy_throughput(args, model_ref, partials, device=None, paths="one per frame
 
     from hyperspy_partialscan import complete_partial_scan, inpainting
 
-    inpainting._tri_cache.clear()
+    inpainting.clear_triangulation_cache()
     s = C.stack_signal(partials, lazy=True, chunk=args.batch_size)
     # warm-up on one frame (model load, first-call overheads) so the run measures steady-state throughput
     complete_partial_scan(C.stack_signal(partials[:1]), "generator", model=model_ref, device=device,

@@ -25,6 +25,7 @@ __all__ = [
     "cubic_fill",
     "biharmonic_fill",
     "complete_frame",
+    "clear_triangulation_cache",
 ]
 
 #: Largest frame (in pixels) that biharmonic inpainting accepts: it solves a
@@ -131,16 +132,19 @@ def _triangulation(sampled, pts):
         if tri is not None:
             _tri_cache.move_to_end(key)
             return tri
-    # one BLAS thread: the many small BLAS calls of the triangulation thrash
-    # (10-100x slower) when BLAS threads compete for busy cores
-    with _single_blas_thread():
-        tri = Delaunay(pts)
+    tri = Delaunay(pts)
     if len(pts) <= TRIANGULATION_CACHE_MAX_POINTS:
         with _tri_lock:
             _tri_cache[key] = tri
             while len(_tri_cache) > TRIANGULATION_CACHE_SIZE:
                 _tri_cache.popitem(last=False)
     return tri
+
+
+def clear_triangulation_cache():
+    """Forget the cached triangulations (e.g. to time a frame as the first along its path)."""
+    with _tri_lock:
+        _tri_cache.clear()
 
 
 def _griddata(frame, method, nearest=None):
@@ -157,8 +161,10 @@ def _griddata(frame, method, nearest=None):
     missing = np.argwhere(~sampled)
     interpolator = interpolate.LinearNDInterpolator if method == "linear" else interpolate.CloughTocher2DInterpolator
     try:
-        tri = _triangulation(sampled, pts)
+        # one BLAS thread: the many small BLAS calls of the triangulation thrash
+        # (10-100x slower) when BLAS threads compete for busy cores
         with _single_blas_thread():
+            tri = _triangulation(sampled, pts)
             vals = interpolator(tri, frame[sampled])(missing.astype(np.float64))
     except QhullError:  # degenerate geometry (e.g. all samples on one line)
         return near

@@ -84,7 +84,7 @@ def test_griddata_fills_match_scipy_and_reuse_the_triangulation(method):
     rng = np.random.default_rng(3)
     mask = rng.random((80, 96)) < 0.08
     frames = [np.where(mask, rng.random(mask.shape), np.nan).astype(np.float32) for _ in range(3)]
-    inpainting._tri_cache.clear()
+    inpainting.clear_triangulation_cache()
     fill = inpainting.linear_fill if method == "linear" else inpainting.cubic_fill
     for f in frames:
         got = fill(f)
