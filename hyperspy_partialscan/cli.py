@@ -45,7 +45,10 @@ def training_frames(sources, *, max_frames_per_file=8, synthetic=0, seed=0):
         if i % 2:
             frames.append(nanoparticle_field((size, size), seed=int(rng.integers(2**31))))
         else:
-            frames.append(atomic_lattice((size, size), spacing=float(rng.uniform(6, 20)), seed=int(rng.integers(2**31))))
+            # lattice constants log-uniform over 6-45 px: up to about twice the
+            # spiral's arm gap at 1/20, where sparse samples alias the lattice
+            spacing = float(np.exp(rng.uniform(np.log(6), np.log(45))))
+            frames.append(atomic_lattice((size, size), spacing=spacing, seed=int(rng.integers(2**31))))
     return frames
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .inpainting import _single_blas_thread
+
 __all__ = ["run_demo", "demo_specimens", "available_methods", "rmse_percent", "DEMO_PATHS", "DEMO_SIZE"]
 
 #: scan paths compared by the demo
@@ -120,19 +122,6 @@ def _resolve_methods(methods, model):
     return methods
 
 
-def _single_threaded_blas():
-    """Limit BLAS to one thread (with threadpoolctl, when installed) for the classical methods.
-
-    SciPy's Delaunay interpolation makes many tiny LAPACK calls; a multi-threaded
-    OpenBLAS spins on busy cores and makes them erratically 10-100x slower.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
-
-
 def rmse_percent(result, truth):
     """Root-mean-square error of ``result`` against ``truth``, in % of ``truth``'s range."""
     truth = np.asarray(truth, np.float64)
@@ -227,7 +216,7 @@ def run_demo(output_dir, coverage=0.05, methods=None, show_progressbar=True, *, 
             for method in methods:
                 bar.set_postfix_str(f"{name} {path} {method}")
                 t0 = time.perf_counter()
-                with _single_threaded_blas() if method != "generator" else contextlib.nullcontext():
+                with _single_blas_thread() if method != "generator" else contextlib.nullcontext():
                     done = complete_partial_scan(ps, method, model=model if method == "generator" else None,
                                                  show_progressbar=False)
                 times[method] = time.perf_counter() - t0

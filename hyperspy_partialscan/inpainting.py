@@ -14,7 +14,7 @@ from collections import OrderedDict
 import numpy as np
 from scipy import interpolate, ndimage
 from scipy.spatial import Delaunay, QhullError
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 __all__ = [
     "CLASSICAL_METHODS",
@@ -37,6 +37,7 @@ BIHARMONIC_MAX_PIXELS = 1024 * 1024
 _blas_lock = threading.Lock()
 _blas_users = 0
 _blas_limiter = None
+_blas_controller = None  # scanning the loaded libraries costs ~3 ms: done once
 
 
 @contextlib.contextmanager
@@ -53,10 +54,12 @@ def _single_blas_thread():
     ------
     None
     """
-    global _blas_users, _blas_limiter
+    global _blas_users, _blas_limiter, _blas_controller
     with _blas_lock:
         if _blas_users == 0:
-            _blas_limiter = threadpool_limits(1, user_api="blas")
+            if _blas_controller is None:
+                _blas_controller = ThreadpoolController()
+            _blas_limiter = _blas_controller.limit(limits=1, user_api="blas")
         _blas_users += 1
     try:
         yield

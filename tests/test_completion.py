@@ -283,7 +283,11 @@ def test_single_blas_thread_limit_is_restored_under_concurrency(monkeypatch):
         def restore_original_limits(self):
             events.append(("restore",))
 
-    monkeypatch.setattr(inpainting, "threadpool_limits", FakeLimits)
+    class FakeController:
+        def limit(self, *, limits, user_api):
+            return FakeLimits(limits, user_api)
+
+    monkeypatch.setattr(inpainting, "_blas_controller", FakeController())
     b_in, a_out, b_out = threading.Event(), threading.Event(), threading.Event()
 
     def b():
