@@ -288,7 +288,8 @@ def _train_denoiser(a):
     path = train_denoiser(frames, a.out, iterations=a.iterations, batch_size=a.batch_size, crop=a.crop,
                           width=a.width, lr=a.lr, seed=a.seed, threads=a.threads, val_frames=val, resume=a.resume,
                           max_seconds=a.max_minutes * 60 if a.max_minutes else None, name=a.name,
-                          data_description=desc, show_progressbar=not a.no_progressbar)
+                          data_description=desc, show_progressbar=not a.no_progressbar, init=a.init,
+                          invert=a.invert)
     print(f"model written to {path}")
 
 
@@ -403,6 +404,9 @@ def _parse(argv):
     p = sub.add_parser("train-denoiser", help="train a denoising network on clean images degraded on the fly")
     p.add_argument("sources", nargs="*", help="files, folders or globs of clean training images")
     _add_training_args(p, name="denoising_model", iterations=5000, batch_size=8, width=16)
+    p.add_argument("--init", default=None, help="fine-tune from this denoising model (name or path)")
+    p.add_argument("--invert", type=float, default=0.25,
+                   help="fraction of crops contrast-inverted (bright-field-like), default 0.25")
     return parser.parse_args(argv)
 
 

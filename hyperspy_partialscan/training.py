@@ -661,10 +661,15 @@ class NoisyCropSampler:
     (the seeds used 25 + Exp(75)); a fraction of crops also get Gaussian detector
     noise, scan-line jitter and streaks. Half of the crops carry the true
     per-pixel noise-level map (as when the dose is known), half a blind estimate.
+    A fraction ``invert`` of the crops is contrast-inverted before the noise is
+    applied, so that bright-field-like frames (bright, hence noisiest,
+    background) are as common as dark-field ones whatever the training set.
     """
 
-    def __init__(self, frames, crop=128, dose_range=(5.0, 1000.0), rng=None):
-        self.crop, self.dose_range = crop, dose_range
+    def __init__(self, frames, crop=128, dose_range=(5.0, 1000.0), rng=None, invert=0.0):
+        if not 0 <= invert <= 1:
+            raise ValueError(f"invert must be a fraction in [0, 1], got {invert}")
+        self.crop, self.dose_range, self.invert = crop, dose_range, float(invert)
         self.rng = np.random.default_rng(rng)
         self.frames = [np.asarray(f, np.float32) for f in frames if min(f.shape) >= crop]
         if not self.frames:
@@ -686,6 +691,8 @@ class NoisyCropSampler:
             if hi - lo > 1e-6:
                 break
         x = np.ascontiguousarray((x - lo) / (hi - lo), np.float32)
+        if self.invert and rng.uniform() < self.invert:
+            x = 1 - x
         dose = float(np.exp(rng.uniform(*np.log(self.dose_range))))
         extra = rng.uniform() < 0.3
         noise = ImageNoise(
@@ -718,18 +725,37 @@ def mse_per_item(net, batch):
 
 def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, width=16, lr=1e-3, seed=0,
                    threads=None, val_frames=None, resume=False, max_seconds=None, name="denoising_model",
-                   data_description=None, show_progressbar=True):
-    """Train the supervised denoising network on clean frames degraded on the fly.
+                   data_description=None, show_progressbar=True, init=None, invert=0.25):
+    """Train (or fine-tune) the supervised denoising network on clean frames degraded on the fly.
 
-    Returns the path of the exported ``.safetensors`` model.
+    Parameters
+    ----------
+    init : str or Model, optional
+        Start from this denoising model's weights (its architecture is kept,
+        ``width`` is ignored).
+    invert : float
+        Fraction of training crops that are contrast-inverted
+        (see :class:`NoisyCropSampler`).
+
+    Other parameters as :func:`train_completion`.
+
+    Returns
+    -------
+    pathlib.Path
+        Path of the exported ``.safetensors`` model.
     """
     from .models.networks import DenoisingUNet
 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    net = DenoisingUNet(width=width)
-    sampler = NoisyCropSampler(frames, crop, rng=seed)
+    init_model = None if init is None else init if isinstance(init, Model) else load_model(init, task="denoising")
+    if init_model is not None:
+        net = DenoisingUNet(**init_model.config["network"])
+        net.load_state_dict(init_model.network.state_dict())
+    else:
+        net = DenoisingUNet(width=width)
+    sampler = NoisyCropSampler(frames, crop, rng=seed, invert=invert)
     evaluate = None
     if val_frames:
         val = denoising_validation_set(val_frames)
@@ -745,8 +771,10 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
         "package_version": __version__,
         "inputs": ["noisy", "noise_level"],
         "training": {"iterations": history[-1]["iteration"] if history else 0, "batch_size": batch_size, "crop": crop,
-                     "lr": lr, "seed": seed, "dose_range": list(sampler.dose_range), "data": data_description,
-                     "seconds_this_run": round(time.time() - t0, 1)},
+                     "lr": lr, "seed": seed, "dose_range": list(sampler.dose_range), "invert": sampler.invert,
+                     "data": data_description, "seconds_this_run": round(time.time() - t0, 1),
+                     "init": None if init_model is None else {"name": init_model.name, "sha256": init_model.sha256},
+                     "init_training": None if init_model is None else init_model.config.get("training")},
         "validation": _last_validation(history, out_dir),
     }
     return save_model(net, Path(out_dir) / f"{name}.safetensors", task="denoising", architecture="DenoisingUNet",

@@ -225,3 +225,30 @@ def test_fit_denoiser_bad_inputs(noisy_signal, small_denoiser):
         fit_denoiser(noisy_signal, init=small_denoiser, method="magic")
     with pytest.raises(ValueError, match="at least two"):
         fit_denoiser(noisy_signal.inav[0], init=small_denoiser, method="noise2noise")
+
+
+def test_noisy_crop_sampler_inverts_contrast(clean):
+    from hyperspy_partialscan.training import NoisyCropSampler
+
+    frames = [c * 0.2 for c in clean]  # dark-field-like: mostly dark
+    mean = lambda s: np.mean([s.pair()[1].mean() for _ in range(40)])  # noqa: E731
+    never = NoisyCropSampler(frames, crop=32, rng=0, invert=0.0)
+    always = NoisyCropSampler(frames, crop=32, rng=0, invert=1.0)
+    m0, m1 = mean(never), mean(always)
+    assert m0 < 0.5 < m1 and m1 == pytest.approx(1 - m0, abs=0.1)
+    with pytest.raises(ValueError, match="invert"):
+        NoisyCropSampler(frames, crop=32, invert=1.5)
+
+
+def test_train_denoiser_fine_tunes_from_init(clean, small_denoiser, tmp_path):
+    from hyperspy_partialscan.training import NoisyCropSampler, mse_per_item, train_denoiser
+
+    start = load_model(small_denoiser)
+    path = train_denoiser(list(clean), tmp_path / "run", iterations=25, batch_size=4, crop=48, lr=2e-3,
+                          init=small_denoiser, invert=0.5, show_progressbar=False, name="ft")
+    model = load_model(path)
+    assert model.config["network"] == start.config["network"]  # the starting architecture is kept
+    assert model.config["training"]["init"]["sha256"] == start.sha256
+    batch = NoisyCropSampler(list(clean), crop=48, rng=7, invert=0.5).batch(16)
+    with torch.no_grad():
+        assert float(mse_per_item(model.network, batch).mean()) < float(mse_per_item(start.network, batch).mean())
