@@ -25,6 +25,9 @@ with the published points of Ede & Beanland (2020) overlaid.
     python benchmarks/eval_completion.py                         # full protocol + curve
     python benchmarks/eval_completion.py --skip-curve
     python benchmarks/eval_completion.py --max-images 2 --coverages 0.05 --threads 1   # smoke test
+    # a new model, classical results of an earlier full run reused (minutes instead of ~50):
+    python benchmarks/eval_completion.py --model PATH --reuse-classical \
+        benchmarks/results/completion/eval_completion_crops.csv benchmarks/results/completion/eval_completion_curve_crops.csv
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import _common as C  # noqa: I001 - first: sets the thread limits before numpy loads
 
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -66,6 +70,10 @@ def parse_args(argv=None):
                    help="biharmonic on the curve ('none': skip it, it is the slowest method by far)")
     p.add_argument("--skip-curve", action="store_true", help="main protocol only")
     p.add_argument("--batch-size", type=int, default=None, help="generator frames per batch (default: package)")
+    p.add_argument("--reuse-classical", nargs="+", default=None, metavar="CSV",
+                   help="per-crop CSVs of an earlier run with the same seed, size and data "
+                        "(eval_completion_crops.csv, eval_completion_curve_crops.csv): their classical results are "
+                        "reused, only the generator is run (the classical methods do not depend on the model)")
     return p.parse_args(argv)
 
 
@@ -75,6 +83,22 @@ class Evaluator:
     def __init__(self, args, model_ref):
         self.args, self.model_ref = args, model_ref
         self.cache, self.coverage_measured, self.seconds = {}, {}, {}
+        self.reused = 0
+
+    def reuse(self, csv_paths):
+        """Seed the cache with the classical (non-generator) per-crop results of earlier runs."""
+        import csv
+
+        for path in csv_paths:
+            with open(path, newline="") as fh:
+                for r in csv.DictReader(fh):
+                    if r["method"] == "generator":
+                        continue
+                    ck = f"{float(r['coverage']):.6g}"
+                    self.cache[(r["crop"], r["path"], ck, r["method"])] = (float(r["rmse_blurred"]),
+                                                                          float(r["rmse_raw"]))
+                    self.coverage_measured[(r["crop"], r["path"], ck)] = float(r["coverage_measured"])
+                    self.reused += 1
 
     def run(self, crops, path, coverage, methods):
         """Per-crop rows for ``crops`` (label, crop, blurred) along ``path`` at ``coverage``."""
@@ -229,6 +253,9 @@ def main(argv=None):
     model = C.resolve_model(args.model, "completion") if "generator" in args.methods else None
     info = C.model_info(model) if model else None
     ev = Evaluator(args, str(model.path) if model else None)
+    if args.reuse_classical:
+        ev.reuse(args.reuse_classical)
+        print(f"reusing {ev.reused} classical per-crop results from {', '.join(args.reuse_classical)}", flush=True)
 
     per = max(args.per_image, 0 if args.skip_curve else args.curve_per_image)
     crops, skipped = C.val_crops(max_images=args.max_images, per_image=per, size=args.size, seed=args.seed)
@@ -267,6 +294,7 @@ def main(argv=None):
                 print(f"  curve {path:>13} {C.coverage_label(cov):>6}: {C.human_seconds(time.perf_counter() - t0)}",
                       flush=True)
         curve = summarise_curve(curve_rows, paths)
+        C.write_csv(curve_rows, args.out / "eval_completion_curve_crops.csv")
         t_curve = time.perf_counter() - t1
     total = time.perf_counter() - t_start
 
@@ -294,6 +322,10 @@ def main(argv=None):
     notes = []
     if skipped:
         notes.append("Skipped (smaller than the crop): " + ", ".join(f"`{lab}` {shape}" for lab, shape in skipped) + ".")
+    if ev.reused:
+        notes.append(f"Classical results reused from an earlier run of this script with the same seed and size "
+                     f"({ev.reused} per-crop rows: {', '.join(Path(p).name for p in args.reuse_classical)}); "
+                     "the generator was run afresh.")
     if info and (model.config.get("interim") or model.config.get("random_init")):
         notes.append(f"**The generator is an interim/random model ({info['name']}): not the shipped figures.**")
     sections = [
@@ -339,7 +371,7 @@ def main(argv=None):
     print(f"time: main protocol {C.human_seconds(t_main)}, curve {C.human_seconds(t_curve)}, total "
           f"{C.human_seconds(total)}")
     written = ["eval_completion.md", "eval_completion_summary.csv", "eval_completion_crops.csv"]
-    written += ["eval_completion_curve.csv", "eval_completion_curve.png"] if curve else []
+    written += ["eval_completion_curve.csv", "eval_completion_curve_crops.csv", "eval_completion_curve.png"] if curve else []
     print("written: " + ", ".join(str(out / w) for w in written))
     return summary, bars, curve
 
