@@ -84,15 +84,29 @@ class Evaluator:
         self.args, self.model_ref = args, model_ref
         self.cache, self.coverage_measured, self.seconds = {}, {}, {}
         self.reused = 0
+        self.curve_summary = {}  # (path, coverage key, method) -> summary row of an earlier curve
 
     def reuse(self, csv_paths):
-        """Seed the cache with the classical (non-generator) per-crop results of earlier runs."""
+        """Seed the cache with the classical (non-generator) results of earlier runs.
+
+        Per-crop CSVs fill the per-crop cache; a curve summary
+        (``eval_completion_curve.csv``, one mean per path, coverage and method)
+        supplies whole curve points for methods without per-crop rows.
+        """
         import csv
 
         for path in csv_paths:
             with open(path, newline="") as fh:
                 for r in csv.DictReader(fh):
                     if r["method"] == "generator":
+                        continue
+                    if "crop" not in r:  # a curve summary
+                        row = {k: (r[k] if k in ("path", "coverage_label", "method") else
+                                   int(r[k]) if k == "crops" else float(r[k]))
+                               for k in ("path", "coverage", "coverage_label", "inv_coverage", "coverage_measured",
+                                         "method", "rmse_blurred", "rmse_raw", "crops")}
+                        self.curve_summary[(r["path"], f"{float(r['coverage']):.6g}", r["method"])] = row
+                        self.reused += 1
                         continue
                     ck = f"{float(r['coverage']):.6g}"
                     self.cache[(r["crop"], r["path"], ck, r["method"])] = (float(r["rmse_blurred"]),
@@ -255,7 +269,7 @@ def main(argv=None):
     ev = Evaluator(args, str(model.path) if model else None)
     if args.reuse_classical:
         ev.reuse(args.reuse_classical)
-        print(f"reusing {ev.reused} classical per-crop results from {', '.join(args.reuse_classical)}", flush=True)
+        print(f"reusing {ev.reused} classical results from {', '.join(args.reuse_classical)}", flush=True)
 
     per = max(args.per_image, 0 if args.skip_curve else args.curve_per_image)
     crops, skipped = C.val_crops(max_images=args.max_images, per_image=per, size=args.size, seed=args.seed)
@@ -279,7 +293,7 @@ def main(argv=None):
     t_main = time.perf_counter() - t_start
 
     # ---------------------------------------------------------------- curve
-    curve, curve_methods, t_curve = [], [], 0.0
+    curve, curve_methods, t_curve, reused_points = [], [], 0.0, []
     if not args.skip_curve:
         t1 = time.perf_counter()
         coverages = args.coverages or [C.parse_coverage(c) for c in CURVE_COVERAGES]
@@ -290,10 +304,18 @@ def main(argv=None):
         for path in paths:
             for cov in coverages:
                 t0 = time.perf_counter()
-                curve_rows += ev.run(curve_crops, path, cov, curve_methods)
-                print(f"  curve {path:>13} {C.coverage_label(cov):>6}: {C.human_seconds(time.perf_counter() - t0)}",
-                      flush=True)
+                # whole points reused from an earlier curve summary (same crops), unless per-crop rows exist
+                old = {m: ev.curve_summary.get((path, f"{cov:.6g}", m)) for m in curve_methods if m != "generator"}
+                old = {m: r for m, r in old.items() if r is not None and r["crops"] == len(curve_crops)
+                       and any((c[0], path, f"{cov:.6g}", m) not in ev.cache for c in curve_crops)}
+                reused_points += old.values()
+                curve_rows += ev.run(curve_crops, path, cov, [m for m in curve_methods if m not in old])
+                print(f"  curve {path:>13} {C.coverage_label(cov):>6}: {C.human_seconds(time.perf_counter() - t0)}"
+                      + (f" (reused: {', '.join(old)})" if old else ""), flush=True)
         curve = summarise_curve(curve_rows, paths)
+        if reused_points:
+            curve = sorted(curve + reused_points,
+                           key=lambda r: (list(paths).index(r["path"]), -r["coverage"], r["method"]))
         C.write_csv(curve_rows, args.out / "eval_completion_curve_crops.csv")
         t_curve = time.perf_counter() - t1
     total = time.perf_counter() - t_start
@@ -345,6 +367,10 @@ def main(argv=None):
         curve_note = (f"{args.curve_per_image} crop(s) per image ({len(curve_crops)} crops per point); "
                       + ("biharmonic included" if "biharmonic" in curve_methods else
                          "biharmonic skipped (--curve-biharmonic none: too slow)"))
+        if reused_points:
+            curve_note += (f"; {len(reused_points)} classical points ("
+                           + ", ".join(sorted({r['method'] for r in reused_points}))
+                           + ") reused from an earlier run's curve summary (same crops and paths)")
         plot_curve(curve, paths, curve_methods, out / "eval_completion_curve.png", curve_note)
         sections.append(("RMSE vs coverage (blurred target)",
                          curve_table(curve, curve_methods) + f"\n{curve_note}. Published endpoints ({PUBLISHED_LABEL}, "
