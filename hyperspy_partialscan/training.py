@@ -167,13 +167,22 @@ class CropSampler:
         self.path_names, self.path_p = names, p / p.sum()
         self.bank = [self._new_path() for _ in range(config.path_bank)]
 
-    def _new_path(self):
+    def _new_path(self, attempts=20):
+        """A random path of the mix; requests a path cannot meet (e.g. a few jittered lines on a
+        small frame at the lowest coverage) are drawn again rather than ending the run."""
         c = self.config
         lo, hi = c.coverage_range
-        coverage = float(np.exp(self.rng.uniform(np.log(lo), np.log(hi))))
-        name = self.rng.choice(self.path_names, p=self.path_p)
-        size = int(self.rng.choice([v for v in c.virtual_sizes if v >= c.crop] or [c.crop]))
-        return generate_path(name, (size, size), coverage, self.rng)
+        sizes = [v for v in c.virtual_sizes if v >= c.crop] or [c.crop]
+        for _ in range(attempts):
+            coverage = float(np.exp(self.rng.uniform(np.log(lo), np.log(hi))))
+            name = self.rng.choice(self.path_names, p=self.path_p)
+            size = int(self.rng.choice(sizes))
+            try:
+                return generate_path(name, (size, size), coverage, self.rng)
+            except ValueError as err:
+                log.debug("training path redrawn: %s", err)
+        raise ValueError(f"no path of the mix {self.path_names} could be generated in {attempts} attempts over "
+                         f"coverages {lo:g}-{hi:g} on frames of {sizes} px")
 
     def refresh(self, n):
         """Replace ``n`` random paths of the bank with new ones."""

@@ -237,3 +237,31 @@ def test_fine_tune_from_init(small_model, tmp_path):
     stage2 = load_model(path2).config["training"]
     assert stage2["init"] == {"name": "ft", "sha256": m.sha256}
     assert stage2["init_training"]["iterations"] == m.config["training"]["iterations"] == 3
+
+
+def test_crop_sampler_redraws_paths_that_cannot_be_generated(monkeypatch):
+    """A few jittered lines on a 256² frame cannot always meet ~1/88 coverage (generate_path raises for
+    3 of 40 seeds); the training sampler draws another path instead of ending the run, and says so
+    when no path of the mix can be made at all."""
+    from hyperspy_partialscan.paths import generate_path
+    from hyperspy_partialscan.training import CropSampler, TrainConfig
+
+    failing = []
+    for seed in range(40):
+        try:
+            generate_path("jittered_grid", (256, 256), 0.01138, np.random.default_rng(seed))
+        except ValueError:
+            failing.append(seed)
+    assert failing  # the situation the sampler must survive does occur
+    cfg = TrainConfig(path_bank=40, virtual_sizes=(256,), coverage_range=(0.01137, 0.01139),
+                      paths={"jittered_grid": 1.0})
+    sampler = CropSampler([np.random.default_rng(0).random((300, 300))], cfg, np.random.default_rng(failing[0]))
+    assert len(sampler.bank) == 40
+    from hyperspy_partialscan import training
+
+    def never(*args, **kwargs):
+        raise ValueError("cannot reach coverage")
+
+    monkeypatch.setattr(training, "generate_path", never)
+    with pytest.raises(ValueError, match="could be generated"):
+        CropSampler([np.random.default_rng(0).random((300, 300))], cfg, np.random.default_rng(0))
