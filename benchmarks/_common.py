@@ -170,7 +170,8 @@ def model_info(model):
         "path": str(model.path),
         "sha256": model.sha256[:12],
         "architecture": model.config.get("architecture"),
-        "iterations": training.get("iterations"),
+        "iterations": model.training_iterations,  # in total, over any fine-tuning stages
+        "iterations_last_stage": training.get("iterations"),
     }
 
 

@@ -77,6 +77,11 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def coverage_key(coverage):
+    """Cache key of a coverage: rounded as the CSVs store it, so reused rows match (1/15 -> 0.066667)."""
+    return f"{round(float(coverage), 6):.6g}"
+
+
 class Evaluator:
     """Completes crops along seeded paths and caches per-crop RMSEs, keyed by (crop, path, coverage, method)."""
 
@@ -87,7 +92,7 @@ class Evaluator:
         self.curve_summary = {}  # (path, coverage key, method) -> summary row of an earlier curve
 
     def reuse(self, csv_paths):
-        """Seed the cache with the classical (non-generator) results of earlier runs.
+        """Seed the cache with the classical (non-generator) results of earlier runs (CSV values: 6 decimals).
 
         Per-crop CSVs fill the per-crop cache; a curve summary
         (``eval_completion_curve.csv``, one mean per path, coverage and method)
@@ -105,10 +110,11 @@ class Evaluator:
                                    int(r[k]) if k == "crops" else float(r[k]))
                                for k in ("path", "coverage", "coverage_label", "inv_coverage", "coverage_measured",
                                          "method", "rmse_blurred", "rmse_raw", "crops")}
-                        self.curve_summary[(r["path"], f"{float(r['coverage']):.6g}", r["method"])] = row
+                        # keyed by the label ("1/15"): the CSV's coverage is rounded to 6 decimals
+                        self.curve_summary[(r["path"], r["coverage_label"], r["method"])] = row
                         self.reused += 1
                         continue
-                    ck = f"{float(r['coverage']):.6g}"
+                    ck = coverage_key(float(r["coverage"]))
                     self.cache[(r["crop"], r["path"], ck, r["method"])] = (float(r["rmse_blurred"]),
                                                                           float(r["rmse_raw"]))
                     self.coverage_measured[(r["crop"], r["path"], ck)] = float(r["coverage_measured"])
@@ -116,7 +122,7 @@ class Evaluator:
 
     def run(self, crops, path, coverage, methods):
         """Per-crop rows for ``crops`` (label, crop, blurred) along ``path`` at ``coverage``."""
-        ck = f"{coverage:.6g}"
+        ck = coverage_key(coverage)
         missing = [m for m in methods if any((c[0], path, ck, m) not in self.cache for c in crops)]
         if missing:
             todo = [c for c in crops if any((c[0], path, ck, m) not in self.cache for m in missing)]
@@ -305,9 +311,10 @@ def main(argv=None):
             for cov in coverages:
                 t0 = time.perf_counter()
                 # whole points reused from an earlier curve summary (same crops), unless per-crop rows exist
-                old = {m: ev.curve_summary.get((path, f"{cov:.6g}", m)) for m in curve_methods if m != "generator"}
+                old = {m: ev.curve_summary.get((path, C.coverage_label(cov), m)) for m in curve_methods
+                       if m != "generator"}
                 old = {m: r for m, r in old.items() if r is not None and r["crops"] == len(curve_crops)
-                       and any((c[0], path, f"{cov:.6g}", m) not in ev.cache for c in curve_crops)}
+                       and any((c[0], path, coverage_key(cov), m) not in ev.cache for c in curve_crops)}
                 reused_points += old.values()
                 curve_rows += ev.run(curve_crops, path, cov, [m for m in curve_methods if m not in old])
                 print(f"  curve {path:>13} {C.coverage_label(cov):>6}: {C.human_seconds(time.perf_counter() - t0)}"

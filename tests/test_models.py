@@ -237,6 +237,8 @@ def test_fine_tune_from_init(small_model, tmp_path):
     stage2 = load_model(path2).config["training"]
     assert stage2["init"] == {"name": "ft", "sha256": m.sha256}
     assert stage2["init_training"]["iterations"] == m.config["training"]["iterations"] == 3
+    assert m.training_iterations == 3 and load_model(path2).training_iterations == 6  # counted over the chain
+    assert load_model(small_model).training_iterations is None  # no training record
 
 
 def test_crop_sampler_redraws_paths_that_cannot_be_generated(monkeypatch):

@@ -50,6 +50,23 @@ class Model:
     _on_device: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    @property
+    def training_iterations(self):
+        """Training iterations in total: this model's run plus those of the models it was fine-tuned from.
+
+        Returns
+        -------
+        int or None
+            None when the provenance does not record iterations.
+        """
+        total, training = 0, self.config.get("training")
+        while training:
+            if training.get("iterations") is None:
+                return None
+            total += int(training["iterations"])
+            training = training.get("init_training")
+        return total if self.config.get("training") else None
+
     def on(self, device):
         """The network on ``device``, ready for inference (a cached copy per device; thread-safe).
 
