@@ -71,9 +71,10 @@ def parse_args(argv=None):
     p.add_argument("--skip-curve", action="store_true", help="main protocol only")
     p.add_argument("--batch-size", type=int, default=None, help="generator frames per batch (default: package)")
     p.add_argument("--reuse-classical", nargs="+", default=None, metavar="CSV",
-                   help="per-crop CSVs of an earlier run with the same seed, size and data "
-                        "(eval_completion_crops.csv, eval_completion_curve_crops.csv): their classical results are "
-                        "reused, only the generator is run (the classical methods do not depend on the model)")
+                   help="CSVs of an earlier run with the same seed, size and data: per-crop "
+                        "(eval_completion_crops.csv, eval_completion_curve_crops.csv) or a curve summary "
+                        "(eval_completion_curve.csv); their classical results are reused and only the generator "
+                        "is run (the classical methods do not depend on the model)")
     return p.parse_args(argv)
 
 
@@ -353,7 +354,7 @@ def main(argv=None):
         notes.append("Skipped (smaller than the crop): " + ", ".join(f"`{lab}` {shape}" for lab, shape in skipped) + ".")
     if ev.reused:
         notes.append(f"Classical results reused from an earlier run of this script with the same seed and size "
-                     f"({ev.reused} per-crop rows: {', '.join(Path(p).name for p in args.reuse_classical)}); "
+                     f"({ev.reused} rows: {', '.join(Path(p).name for p in args.reuse_classical)}); "
                      "the generator was run afresh.")
     if info and (model.config.get("interim") or model.config.get("random_init")):
         notes.append(f"**The generator is an interim/random model ({info['name']}): not the shipped figures.**")

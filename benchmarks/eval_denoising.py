@@ -260,9 +260,9 @@ def main(argv=None):
                                 headers=["dose", "iterations", "fit time (s)", "first loss", "final loss",
                                          "PSNR change (dB)"])
     t_floor = C.markdown_table(
-        shown, ["dose", f"{methods[1]}_psnr", "floor_mean_psnr", "headroom_db", "crops_without_2db_room_pct",
+        shown, ["dose", "network_psnr", "floor_mean_psnr", "headroom_db", "crops_without_2db_room_pct",
                 "crops_above_floor"],
-        headers=["dose (e-/px)", f"{methods[1]} (dB)", "noise floor of the references (dB, mean over crops)",
+        headers=["dose (e-/px)", "network (dB)", "noise floor of the references (dB, mean over crops)",
                  "room above the best classical filter (dB)", "crops with < 2 dB room (%)",
                  "results above their floor (check, should be 0)"], floatfmt=".2f")
     floor_text = (t_floor + "\nThe references are experimental images with their own noise. A denoiser cannot tell "

@@ -367,6 +367,18 @@ class _Adversary:
             self.opt.load_state_dict(state["d_optimizer"])
 
 
+def _start_from(init, task, architecture):
+    """The network to fine-tune from ``init`` (a Model, name or path; its architecture is kept) and the
+    provenance entries recording it, or ``(None, {"init": None, "init_training": None})``."""
+    if init is None:
+        return None, {"init": None, "init_training": None}
+    model = init if isinstance(init, Model) else load_model(init, task=task)
+    net = architecture(**model.config["network"])
+    net.load_state_dict(model.network.state_dict())
+    # provenance chain: how the starting model itself was trained
+    return net, {"init": {"name": model.name, "sha256": model.sha256}, "init_training": model.config.get("training")}
+
+
 def train_completion(
     frames,
     out_dir,
@@ -413,13 +425,12 @@ def train_completion(
     if c.threads:
         torch.set_num_threads(c.threads)
     torch.manual_seed(c.seed)
-    init_model = None if init is None else init if isinstance(init, Model) else load_model(init, task="completion")
+    init_net, init_record = _start_from(init, "completion", PartialScanGenerator)
     if resume and (out / "checkpoint.pt").exists():
         net_config = torch.load(out / "checkpoint.pt", weights_only=True)["network_config"]
         net = PartialScanGenerator(**net_config)
-    elif init_model is not None:
-        net = PartialScanGenerator(**init_model.config["network"])
-        net.load_state_dict(init_model.network.state_dict())
+    elif init_net is not None:
+        net = init_net
     else:
         net = PartialScanGenerator(width=c.width, inner_blocks=c.inner_blocks, outer_blocks=c.outer_blocks)
     start = int(torch.load(out / "checkpoint.pt", weights_only=True)["iteration"]) if resume and (out / "checkpoint.pt").exists() else 0
@@ -471,9 +482,7 @@ def train_completion(
             "iterations": history[-1]["iteration"] if history else start,
             "config": cfg,
             "data": data_description,
-            "init": None if init_model is None else {"name": init_model.name, "sha256": init_model.sha256},
-            # provenance chain: how the starting model itself was trained
-            "init_training": None if init_model is None else init_model.config.get("training"),
+            **init_record,
             "seconds_this_run": round(time.time() - t0, 1),
         },
         "validation": _last_validation(history, out),
@@ -758,11 +767,8 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    init_model = None if init is None else init if isinstance(init, Model) else load_model(init, task="denoising")
-    if init_model is not None:
-        net = DenoisingUNet(**init_model.config["network"])
-        net.load_state_dict(init_model.network.state_dict())
-    else:
+    net, init_record = _start_from(init, "denoising", DenoisingUNet)
+    if net is None:
         net = DenoisingUNet(width=width)
     sampler = NoisyCropSampler(frames, crop, rng=seed, invert=invert)
     evaluate = None
@@ -781,9 +787,7 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
         "inputs": ["noisy", "noise_level"],
         "training": {"iterations": history[-1]["iteration"] if history else 0, "batch_size": batch_size, "crop": crop,
                      "lr": lr, "seed": seed, "dose_range": list(sampler.dose_range), "invert": sampler.invert,
-                     "data": data_description, "seconds_this_run": round(time.time() - t0, 1),
-                     "init": None if init_model is None else {"name": init_model.name, "sha256": init_model.sha256},
-                     "init_training": None if init_model is None else init_model.config.get("training")},
+                     "data": data_description, "seconds_this_run": round(time.time() - t0, 1), **init_record},
         "validation": _last_validation(history, out_dir),
     }
     return save_model(net, Path(out_dir) / f"{name}.safetensors", task="denoising", architecture="DenoisingUNet",
