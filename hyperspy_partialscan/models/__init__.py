@@ -60,12 +60,14 @@ class Model:
             None when the provenance does not record iterations.
         """
         total, training = 0, self.config.get("training")
+        if not training:
+            return None
         while training:
             if training.get("iterations") is None:
                 return None
             total += int(training["iterations"])
             training = training.get("init_training")
-        return total if self.config.get("training") else None
+        return total
 
     def on(self, device):
         """The network on ``device``, ready for inference (a cached copy per device; thread-safe).
