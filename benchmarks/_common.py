@@ -323,8 +323,11 @@ def simulate_partials(frames, path, coverage, seed=0, keys=None, **path_options)
     return np.stack(out), cov
 
 
-def stack_signal(frames, lazy=False, chunk=None):
-    """(n, H, W) array as a Signal2D stack (lazy with ``chunk`` frames per chunk if asked)."""
+def stack_signal(frames, lazy=False, chunk=None, metadata=None):
+    """(n, H, W) array as a Signal2D stack (lazy with ``chunk`` frames per chunk if asked).
+
+    ``metadata``: items set on the signal (e.g. the Poisson variance model).
+    """
     import hyperspy.api as hs
 
     arr = np.asarray(frames, np.float32)
@@ -332,8 +335,12 @@ def stack_signal(frames, lazy=False, chunk=None):
         import dask.array as da
 
         d = da.from_array(arr, chunks=(chunk or 1,) + arr.shape[1:])
-        return hs.signals.Signal2D(d).as_lazy()
-    return hs.signals.Signal2D(arr)
+        s = hs.signals.Signal2D(d).as_lazy()
+    else:
+        s = hs.signals.Signal2D(arr)
+    for key, value in (metadata or {}).items():
+        s.metadata.set_item(key, value)
+    return s
 
 
 def complete_stack(partials, method, *, model=None, batch_size=None, device=None, workers=None):
@@ -364,9 +371,7 @@ def denoise_stack(frames, method, *, model=None, batch_size=None, workers=None, 
 
     from hyperspy_partialscan.denoise import denoise
 
-    s = stack_signal(frames)
-    for key, value in (metadata or {}).items():
-        s.metadata.set_item(key, value)
+    s = stack_signal(frames, metadata=metadata)
     if method == "generator":
         params["model"] = model
     cfg = {"scheduler": "threads"}

@@ -10,8 +10,9 @@ Protocol
   - ``network``: the shipped denoiser, ``denoise(..., "generator")`` (noise
     level estimated blindly unless ``--noise-level known``);
   - ``finetuned``: that network fine-tuned self-supervised
-    (``fit_denoiser(..., method="blind_spot", epochs=--finetune-epochs)``) on
-    the noisy val crops of that dose only, then applied to them;
+    (``fit_denoiser(..., method=--finetune-method, epochs=--finetune-epochs)``,
+    SURE by default, keeping the epoch with the lowest SURE estimate) on the
+    noisy val crops of that dose only, then applied to them;
   - ``gaussian_best``: Gaussian filter with the sigma chosen *with hindsight*
     per crop (grid search against the clean crop: an upper bound for it);
   - ``nl_means`` and ``tv``: scikit-image filters with parameters estimated
@@ -50,6 +51,8 @@ def parse_args(argv=None):
                    help="electrons per pixel at full scale")
     p.add_argument("--finetune-epochs", type=int, default=10,
                    help="epochs of self-supervised fine-tuning per dose (0: skip fine-tuning)")
+    p.add_argument("--finetune-method", choices=["sure", "blind_spot"], default="sure",
+                   help="self-supervised fine-tuning objective (fit_denoiser's method)")
     p.add_argument("--noise-level", choices=["blind", "known"], default="blind",
                    help="network noise-level input: blind estimate, or the known Poisson variance model "
                         "(variance = signal / dose) in the metadata")
@@ -162,8 +165,9 @@ def main(argv=None):
             if args.finetune_epochs > 0:
                 t0 = time.perf_counter()
                 init = "default" if args.model is None else model_ref
-                ft = fit_denoiser(C.stack_signal(noisy), init=init, method="blind_spot", epochs=args.finetune_epochs,
-                                  output=tmp / f"finetuned_dose{dose:g}", seed=args.seed, show_progressbar=False)
+                ft = fit_denoiser(C.stack_signal(noisy, metadata=meta), init=init, method=args.finetune_method,
+                                  epochs=args.finetune_epochs, output=tmp / f"finetuned_dose{dose:g}", seed=args.seed,
+                                  show_progressbar=False)
                 t_fit = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 results["finetuned"] = C.denoise_stack(noisy, "generator", model=str(ft.path),
@@ -171,8 +175,12 @@ def main(argv=None):
                 seconds["finetuned"] = seconds.get("finetuned", 0) + time.perf_counter() - t0
                 tr = ft.config.get("training", {})
                 ft_info[dose] = {"fit_seconds": t_fit, "iterations": tr.get("iterations"),
-                                 "first_loss": tr.get("first_loss"), "final_running_loss": tr.get("final_running_loss")}
-                print(f"  fine-tuned {tr.get('iterations')} iterations in {C.human_seconds(t_fit)}", flush=True)
+                                 "first_loss": tr.get("first_loss"), "final_running_loss": tr.get("final_running_loss"),
+                                 "sure_start": tr.get("sure_start"), "sure_best": tr.get("sure_best"),
+                                 "best_epoch": tr.get("best_epoch")}
+                print(f"  fine-tuned {tr.get('iterations')} iterations in {C.human_seconds(t_fit)}; SURE "
+                      f"{tr.get('sure_start'):.3g} -> {tr.get('sure_best'):.3g} (epoch {tr.get('best_epoch')} kept)",
+                      flush=True)
             t0 = time.perf_counter()
             gb = [gaussian_best(n, c) for n, c in zip(noisy, clean)]
             results["gaussian_best"] = np.stack([g[0] for g in gb])
@@ -256,9 +264,10 @@ def main(argv=None):
     if ft_info:
         t_ft = C.markdown_table([dict(dose=f"{d:g}", **v, delta_db=next(s["finetune_delta_db"] for s in summary
                                                                    if s["dose"] == d)) for d, v in ft_info.items()],
-                                ["dose", "iterations", "fit_seconds", "first_loss", "final_running_loss", "delta_db"],
+                                ["dose", "iterations", "fit_seconds", "first_loss", "final_running_loss", "sure_start",
+                                 "sure_best", "best_epoch", "delta_db"],
                                 headers=["dose", "iterations", "fit time (s)", "first loss", "final loss",
-                                         "PSNR change (dB)"])
+                                         "SURE before", "SURE kept", "epoch kept", "PSNR change (dB)"])
     t_floor = C.markdown_table(
         shown, ["dose", "network_psnr", "floor_mean_psnr", "headroom_db", "crops_without_2db_room_pct",
                 "crops_above_floor"],
@@ -288,7 +297,8 @@ def main(argv=None):
     notes = [f"{len(crops)} crops ({args.per_image} per image max) of {args.size}², seed {args.seed}; "
              f"denoiser `{info['name']}` (sha256 {info['sha256']}…, {info['iterations']} iterations); noise level "
              f"input: {args.noise_level}; fine-tuning: "
-             + (f"{args.finetune_epochs} epochs blind-spot per dose" if args.finetune_epochs > 0 else "skipped")
+             + (f"{args.finetune_epochs} epochs `{args.finetune_method}` per dose, the epoch with the lowest SURE estimate "
+                "kept (the start included)" if args.finetune_epochs > 0 else "skipped")
              + f"; Gaussian sigma grid {SIGMAS[0]}–{SIGMAS[-1]} px ({len(SIGMAS)} values)."]
     if skipped:
         notes.append("Skipped (smaller than the crop): " + ", ".join(f"`{lab}` {shape}" for lab, shape in skipped) + ".")

@@ -276,9 +276,14 @@ def _fit_denoiser(a):
     if len(images) != 1:
         raise CLIError(f"{a.input} holds {len(images)} images; fit-denoiser needs exactly one signal (a frame or a stack)")
     init = None if a.init == "none" else a.init
-    model = fit_denoiser(images[0], init=init, epochs=a.epochs, method=a.method, output=a.output, seed=a.seed,
-                         show_progressbar=not a.no_progressbar)
-    print(f"model written to {model.path} (use: hyperspy-partialscan denoise IN OUT --model {model.path})")
+    model = fit_denoiser(images[0], init=init, epochs=a.epochs, method=a.method, sigma=a.sigma,
+                         keep_best=not a.keep_last, output=a.output, seed=a.seed, show_progressbar=not a.no_progressbar)
+    tr = model.config["training"]
+    if "sure_best" in tr:
+        print(f"estimated error (SURE): {tr['sure_start']:.3g} before, {tr['sure_best']:.3g} kept (epoch "
+              f"{tr['best_epoch']} of {a.epochs})")
+    print(f"model written to {model.path} (use: hyperspy-partialscan denoise IN OUT --model {model.path}"
+          + (f" --sigma {a.sigma:g}" if a.sigma is not None else "") + ")")
 
 
 def _train_denoiser(a):
@@ -394,10 +399,16 @@ def _parse(argv):
     p = sub.add_parser("fit-denoiser", help="fine-tune the denoiser on your own noisy data (no clean images needed)")
     p.add_argument("input", help="noisy image(s) in any RosettaSciIO-readable file")
     p.add_argument("output", help="model path to write (NAME.safetensors + NAME.json)")
-    p.add_argument("--method", default="blind_spot", choices=["blind_spot", "noise2noise"],
-                   help="blind_spot (any data) or noise2noise (repeated exposures of one field)")
+    p.add_argument("--method", default="blind_spot", choices=["blind_spot", "sure", "noise2noise"],
+                   help="blind_spot or sure (any data), noise2noise (repeated exposures of one field)")
     p.add_argument("--init", default="default", help="model to start from ('default', a name or path, or 'none')")
     p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--sigma", type=float, default=None,
+                   help="known noise standard deviation in data units (default: the metadata's Poisson model, "
+                        "else estimated)")
+    p.add_argument("--keep-last", action="store_true",
+                   help="keep the last epoch's weights (default: those with the lowest SURE error estimate, "
+                        "the starting weights included)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progressbar", action="store_true")
 

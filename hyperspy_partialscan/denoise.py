@@ -17,7 +17,7 @@ from .conversion import validate_signal2d
 from .denoising import CLASSICAL_DENOISERS, denoise_frame
 from .engine import FrameNetwork, check_laziness, deliver, map_frames
 
-__all__ = ["denoise", "fit_denoiser", "DENOISING_METHODS"]
+__all__ = ["denoise", "fit_denoiser", "DENOISING_METHODS", "FIT_METHODS"]
 
 DENOISING_METHODS = ("generator",) + tuple(CLASSICAL_DENOISERS) + ("pca",)
 DENOISER_TILE = 512
@@ -201,8 +201,11 @@ def _pca(signal, n_components, record):
     return s.get_decomposition_model(int(n_components)).data.astype(np.float32)
 
 
+FIT_METHODS = ("blind_spot", "sure", "noise2noise")
+
+
 def fit_denoiser(signal, *, init="default", epochs=20, method="blind_spot", batch_size=8, crop=128, lr=2e-4,
-                 output=None, seed=0, show_progressbar=None):
+                 sigma=None, keep_best=True, output=None, seed=0, show_progressbar=None):
     """Fine-tune a denoiser on the user's own noisy data, without clean images.
 
     Parameters
@@ -214,13 +217,27 @@ def fit_denoiser(signal, *, init="default", epochs=20, method="blind_spot", batc
         path; None: train from scratch).
     epochs : int
         Passes over the data; one epoch is as many crops as fit in the frames.
-    method : {"blind_spot", "noise2noise"}
+    method : {"blind_spot", "sure", "noise2noise"}
         ``"blind_spot"`` (Noise2Void/Noise2Self): a random 2 % of pixels are
         replaced by a neighbour's value and the loss is the error at those
-        pixels only. ``"noise2noise"``: the frames must be repeated exposures of
-        the same field; the network maps one frame to another.
+        pixels only. ``"sure"``: the network itself is fitted by minimising
+        Stein's unbiased estimate of its error against the noise-free frame
+        (Monte-Carlo SURE, :func:`~hyperspy_partialscan.training.sure_per_item`;
+        needs the noise level, which is known or estimated as for
+        :func:`denoise`). ``"noise2noise"``: the frames must be repeated
+        exposures of the same field; the network maps one frame to another.
     batch_size, crop, lr : optional
         Training parameters.
+    sigma : float, optional
+        Known noise standard deviation in data units; otherwise the Poisson
+        model in ``metadata.Signal.Noise_properties.Variance_linear_model``, else
+        a blind estimate (as :func:`denoise`, which should be called the same way).
+    keep_best : bool
+        Estimate the network's error with SURE on fixed crops of the data before
+        fitting and after every epoch, and return the weights with the lowest
+        estimate, the starting ones included: fitting then cannot make the
+        estimated error worse. The estimates are recorded in the model's
+        ``training`` record (``sure_start``, ``sure_best``, ``best_epoch``).
     output : str or pathlib.Path, optional
         Where to save the model (``.safetensors`` + ``.json``); default: a
         temporary folder.
@@ -240,11 +257,13 @@ def fit_denoiser(signal, *, init="default", epochs=20, method="blind_spot", batc
     from .models import load_model, save_model
     from .models.features import denoising_inputs
     from .models.networks import DenoisingUNet
-    from .training import fit_network
+    from .training import fit_network, sure_per_item
 
     validate_signal2d(signal, "fit_denoiser")
-    if method not in ("blind_spot", "noise2noise"):
-        raise ValueError(f"unknown self-supervised method {method!r}; choose 'blind_spot' or 'noise2noise'")
+    if method not in FIT_METHODS:
+        raise ValueError(f"unknown self-supervised method {method!r}; choose one of {', '.join(FIT_METHODS)}")
+    if sigma is not None and not (np.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a positive noise standard deviation, got {sigma}")
     if show_progressbar is None:
         from hyperspy.defaults_parser import preferences
 
@@ -269,7 +288,8 @@ def fit_denoiser(signal, *, init="default", epochs=20, method="blind_spot", batc
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     # frames normalised once; crops keep the whole frame's normalisation
-    inputs, _ = denoising_inputs(frames)
+    vm = _variance_model(signal) if sigma is None else None
+    inputs, _ = denoising_inputs(frames, vm, sigma)
     per_epoch = max(1, int(np.ceil(frames.size / crop**2 / batch_size)))
     iterations = max(1, epochs * per_epoch)
 
@@ -304,16 +324,44 @@ def fit_denoiser(signal, *, init="default", epochs=20, method="blind_spot", batc
         y = np.stack([take(inputs, *a)[:1] for a in zip(other, r, q, k)])
         return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)), None
 
+    def crop_inputs(n):
+        return torch.from_numpy(np.stack([take(inputs, *a) for a in zip(*crops(n))]).copy())
+
+    def sure_batch(it):
+        return crop_inputs(batch_size), None, None
+
     def loss(net_, batch):
         x, y, m = batch
+        if y is None:
+            return sure_per_item(net_, x)
         err = (net_(x) - y) ** 2
         if m is None:
             return err.mean(dim=(1, 2, 3))
         return (err * m).sum(dim=(1, 2, 3)) / m.sum(dim=(1, 2, 3)).clamp(min=1)
 
-    history = fit_network(net, blind_spot_batch if method == "blind_spot" else n2n_batch, loss,
-                          iterations=iterations, lr=lr, warmup=min(50, iterations // 5 + 1),
-                          show_progressbar=show_progressbar, desc=f"fit_denoiser ({method})")
+    evaluate, best = None, {}
+    if keep_best:  # fixed crops and probes: SURE of the network before fitting and after each epoch
+        check_x = crop_inputs(max(16, batch_size))
+        check_probe = torch.from_numpy(rng.standard_normal((len(check_x), 1) + check_x.shape[-2:]).astype(np.float32))
+
+        def evaluate(net_, epoch=None):
+            with torch.no_grad():
+                value = float(sure_per_item(net_, check_x, check_probe).mean())
+            epoch = len(best.get("curve", [])) if epoch is None else epoch
+            best.setdefault("curve", []).append(value)
+            if "value" not in best or value < best["value"]:
+                best.update(value=value, epoch=epoch, state={k: v.detach().clone() for k, v in
+                                                             net_.state_dict().items()})
+            return {"sure": value}
+
+        net.eval()
+        evaluate(net, 0)
+    batches = {"blind_spot": blind_spot_batch, "sure": sure_batch, "noise2noise": n2n_batch}[method]
+    history = fit_network(net, batches, loss, iterations=iterations, lr=lr, warmup=min(50, iterations // 5 + 1),
+                          evaluate=evaluate, val_every=per_epoch, show_progressbar=show_progressbar,
+                          desc=f"fit_denoiser ({method})")
+    if keep_best:
+        net.load_state_dict(best["state"])
     out = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="partialscan_denoiser_")) / "denoiser"
     extra = {
         "package_version": __version__,
@@ -329,7 +377,11 @@ def fit_denoiser(signal, *, init="default", epochs=20, method="blind_spot", batc
             "source_title": signal.metadata.General.title,
             "first_loss": history[0]["loss"],
             "final_running_loss": history[-1]["running_loss"],
+            "noise_level": "given sigma" if sigma is not None else ("variance model" if vm else "blind"),
         },
     }
+    if keep_best:
+        extra["training"].update(sure_start=best["curve"][0], sure_best=best["value"], best_epoch=best["epoch"],
+                                 sure_per_epoch=best["curve"])
     path = save_model(net, out, task="denoising", architecture="DenoisingUNet", extra=extra)
     return load_model(path, task="denoising")

@@ -360,8 +360,9 @@ def test_denoise_partial_scan_needs_completion(partial_file, tmp_path, capsys):
 def test_fit_denoiser_subcommand(full_file, tmp_path, capsys, tiny_denoiser):
     target = tmp_path / "mine.safetensors"
     rc, stdout, err = run(["fit-denoiser", full_file, target, "--init", tiny_denoiser, "--epochs", "1",
-                           "--no-progressbar"], capsys)
+                           "--method", "sure", "--no-progressbar"], capsys)
     assert rc == 0, err
+    assert "estimated error (SURE)" in stdout and "kept (epoch" in stdout
     assert target.exists() and target.with_suffix(".json").exists()
     rc, _, err = run(["denoise", full_file, tmp_path / "d.hspy", "--model", target, "--no-progressbar"], capsys)
     assert rc == 0, err

@@ -211,7 +211,7 @@ def test_fit_denoiser_lowers_loss(noisy_signal, clean, small_denoiser, method, t
         signal, loss = noisy_signal, _blind_spot_loss
     start = load_model(small_denoiser)
     model = fit_denoiser(signal, init=small_denoiser, epochs=30, method=method, batch_size=4, crop=48,
-                         lr=2e-3, output=tmp_path / "mine", show_progressbar=False)
+                         lr=2e-3, keep_best=False, output=tmp_path / "mine", show_progressbar=False)
     assert model.task == "denoising" and (tmp_path / "mine.safetensors").exists()
     assert model.config["training"]["self_supervised"] == method
     assert loss(model, signal) < loss(start, signal)
@@ -220,9 +220,77 @@ def test_fit_denoiser_lowers_loss(noisy_signal, clean, small_denoiser, method, t
     assert np.isfinite(out.data).all()
 
 
+class _Box(torch.nn.Module):
+    """A box filter on the image channel: a denoiser whose error is easy to compute exactly."""
+
+    def __init__(self, k):
+        super().__init__()
+        self.k = k
+
+    def forward(self, x):
+        w = torch.ones(1, 1, self.k, self.k) / self.k**2
+        return torch.nn.functional.conv2d(x[:, :1], w, padding=self.k // 2)
+
+
+def test_sure_estimates_the_error_against_the_clean_frame():
+    from hyperspy_partialscan.models.features import NOISE_MAP_GAIN
+    from hyperspy_partialscan.training import sure_per_item
+
+    gen = torch.Generator().manual_seed(0)
+    yy, xx = np.mgrid[:128, :128]
+    clean = torch.tensor((0.5 + 0.3 * np.sin(xx / 6) * np.cos(yy / 9)).astype(np.float32))[None, None].repeat(4, 1, 1, 1)
+    sd = 0.05 + 0.1 * clean  # signal-dependent, as shot noise
+    x = torch.cat([clean + sd * torch.randn(clean.shape, generator=gen), NOISE_MAP_GAIN * sd], 1)
+    estimates, truths = [], []
+    for k in (1, 3, 5, 9):
+        estimates.append(float(sure_per_item(_Box(k), x).mean()))
+        truths.append(float(((_Box(k)(x) - clean) ** 2).mean()))
+    np.testing.assert_allclose(estimates, truths, rtol=0.08)
+    assert np.argmin(estimates) == np.argmin(truths) != 0  # it picks the best filter, not the identity
+
+
+def test_fit_denoiser_sure_lowers_the_true_error(noisy_signal, clean, small_denoiser, tmp_path):
+    start = load_model(small_denoiser)
+    model = fit_denoiser(noisy_signal, init=small_denoiser, epochs=30, method="sure", batch_size=4, crop=48,
+                         lr=2e-3, output=tmp_path / "mine", show_progressbar=False)
+    tr = model.config["training"]
+    assert tr["self_supervised"] == "sure" and tr["noise_level"] == "blind"
+    assert tr["sure_best"] < tr["sure_start"] and len(tr["sure_per_epoch"]) == 31
+
+    def error(m):  # against the clean frames, which the fit never saw
+        out = denoise(noisy_signal, model=m, show_progressbar=False).data
+        return float(np.mean((out - clean) ** 2))
+
+    assert error(model) < 0.92 * error(start)
+
+
+def test_fit_denoiser_keeps_the_starting_weights_when_fitting_does_not_help(noisy_signal, small_denoiser, tmp_path):
+    start = load_model(small_denoiser)
+    kw = dict(init=small_denoiser, epochs=2, method="blind_spot", batch_size=4, crop=48, lr=0.5,
+              show_progressbar=False)  # a learning rate that wrecks the network
+    kept = fit_denoiser(noisy_signal, output=tmp_path / "kept", **kw)
+    last = fit_denoiser(noisy_signal, output=tmp_path / "last", keep_best=False, **kw)
+    assert kept.config["training"]["best_epoch"] == 0
+    for k, v in start.network.state_dict().items():
+        assert torch.equal(kept.network.state_dict()[k], v)
+    assert any(not torch.equal(last.network.state_dict()[k], v) for k, v in start.network.state_dict().items())
+
+
+def test_fit_denoiser_uses_the_known_noise_model(noisy_signal, small_denoiser, tmp_path):
+    s = noisy_signal.deepcopy()
+    s.metadata.set_item("Signal.Noise_properties.Variance_linear_model.gain_factor", 1 / 30)
+    s.metadata.set_item("Signal.Noise_properties.Variance_linear_model.gain_offset", 0.0)
+    kw = dict(init=small_denoiser, epochs=1, method="sure", batch_size=4, crop=48, show_progressbar=False)
+    assert fit_denoiser(s, output=tmp_path / "a", **kw).config["training"]["noise_level"] == "variance model"
+    given = fit_denoiser(noisy_signal, sigma=0.05, output=tmp_path / "b", **kw)
+    assert given.config["training"]["noise_level"] == "given sigma"
+
+
 def test_fit_denoiser_bad_inputs(noisy_signal, small_denoiser):
     with pytest.raises(ValueError, match="unknown self-supervised"):
         fit_denoiser(noisy_signal, init=small_denoiser, method="magic")
+    with pytest.raises(ValueError, match="sigma must be a positive"):
+        fit_denoiser(noisy_signal, init=small_denoiser, method="sure", sigma=-1.0)
     with pytest.raises(ValueError, match="at least two"):
         fit_denoiser(noisy_signal.inav[0], init=small_denoiser, method="noise2noise")
 
