@@ -687,6 +687,8 @@ class NoisyCropSampler:
     def __init__(self, frames, crop=128, dose_range=(5.0, 1000.0), rng=None, invert=0.0):
         if not 0 <= invert <= 1:
             raise ValueError(f"invert must be a fraction in [0, 1], got {invert}")
+        if not 0 < dose_range[0] <= dose_range[1]:
+            raise ValueError(f"dose_range must be (low, high) electrons per pixel with 0 < low <= high, got {dose_range}")
         self.crop, self.dose_range, self.invert = crop, dose_range, float(invert)
         self.rng = np.random.default_rng(rng)
         self.frames = [np.asarray(f, np.float32) for f in frames if min(f.shape) >= crop]
@@ -783,7 +785,7 @@ def sure_per_item(net, x, probe=None, eps=1e-3):
 
 def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, width=16, lr=1e-3, seed=0,
                    threads=None, val_frames=None, resume=False, max_seconds=None, name="denoising_model",
-                   data_description=None, show_progressbar=True, init=None, invert=0.25):
+                   data_description=None, show_progressbar=True, init=None, invert=0.25, dose_range=(5.0, 1000.0)):
     """Train (or fine-tune) the supervised denoising network on clean frames degraded on the fly.
 
     Parameters
@@ -794,6 +796,8 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
     invert : float
         Fraction of training crops that are contrast-inverted
         (see :class:`NoisyCropSampler`).
+    dose_range : (float, float)
+        Electrons per pixel at full scale, drawn log-uniformly.
 
     Other parameters as :func:`train_completion`.
 
@@ -810,7 +814,7 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
     net, init_record = _start_from(init, "denoising", DenoisingUNet)
     if net is None:
         net = DenoisingUNet(width=width)
-    sampler = NoisyCropSampler(frames, crop, rng=seed, invert=invert)
+    sampler = NoisyCropSampler(frames, crop, dose_range=dose_range, rng=seed, invert=invert)
     evaluate = None
     if val_frames:
         val = denoising_validation_set(val_frames)

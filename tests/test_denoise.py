@@ -320,3 +320,14 @@ def test_train_denoiser_fine_tunes_from_init(clean, small_denoiser, tmp_path):
     batch = NoisyCropSampler(list(clean), crop=48, rng=7, invert=0.5).batch(16)
     with torch.no_grad():
         assert float(mse_per_item(model.network, batch).mean()) < float(mse_per_item(start.network, batch).mean())
+
+
+def test_noisy_crop_sampler_dose_range(clean):
+    from hyperspy_partialscan.training import NoisyCropSampler
+
+    sampler = NoisyCropSampler(list(clean), crop=32, dose_range=(8.0, 12.0), rng=0)
+    doses = [sampler.pair()[2].dose for _ in range(30)]
+    assert min(doses) >= 8.0 and max(doses) <= 12.0 and np.ptp(doses) > 1
+    for bad in [(0.0, 10.0), (50.0, 10.0)]:
+        with pytest.raises(ValueError, match="dose_range"):
+            NoisyCropSampler(list(clean), crop=32, dose_range=bad)
