@@ -133,7 +133,7 @@ class ALRC:
             return loss
         sigma = math.sqrt(max(self.mu2 - self.mu**2, 1e-20))
         bound = self.mu + self.n_sigma * sigma
-        if value > bound:
+        if value > bound > 0:  # (a risk estimate such as SURE can be negative: never flip its sign)
             loss = loss * (bound / value)
         self.mu = self.decay * self.mu + (1 - self.decay) * min(value, bound)
         self.mu2 = self.decay * self.mu2 + (1 - self.decay) * min(value, bound) ** 2
