@@ -294,7 +294,7 @@ def _train_denoiser(a):
                           width=a.width, lr=a.lr, seed=a.seed, threads=a.threads, val_frames=val, resume=a.resume,
                           max_seconds=a.max_minutes * 60 if a.max_minutes else None, name=a.name,
                           data_description=desc, show_progressbar=not a.no_progressbar, init=a.init,
-                          invert=a.invert, dose_range=tuple(a.dose_range))
+                          invert=a.invert, dose_range=tuple(a.dose_range), context=a.context)
     print(f"model written to {path}")
 
 
@@ -420,6 +420,9 @@ def _parse(argv):
                    help="fraction of crops contrast-inverted (bright-field-like), default 0.25")
     p.add_argument("--dose-range", type=float, nargs=2, default=[5.0, 1000.0], metavar=("LOW", "HIGH"),
                    help="electrons per pixel at full scale, drawn log-uniformly (default 5 1000)")
+    p.add_argument("--context", type=int, default=4,
+                   help="side, in crop sides, of the window whose min/max normalises each crop (default 4; "
+                        "1: each crop's own range)")
     return parser.parse_args(argv)
 
 

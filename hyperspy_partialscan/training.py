@@ -682,14 +682,23 @@ class NoisyCropSampler:
     A fraction ``invert`` of the crops is contrast-inverted before the noise is
     applied, so that bright-field-like frames (bright, hence noisiest,
     background) are as common as dark-field ones whatever the training set.
+
+    Each crop is min/max normalised over a random window of ``context`` crop
+    sides holding it (clipped to the frame), as a crop inside a user's frame
+    is: a featureless crop keeps its low contrast. (Normalising each crop by its
+    own range, ``context=1``, stretches the reference images' own noise in
+    flat areas to full scale and teaches the network to keep noise-like
+    texture.)
     """
 
-    def __init__(self, frames, crop=128, dose_range=(5.0, 1000.0), rng=None, invert=0.0):
+    def __init__(self, frames, crop=128, dose_range=(5.0, 1000.0), rng=None, invert=0.0, context=4):
         if not 0 <= invert <= 1:
             raise ValueError(f"invert must be a fraction in [0, 1], got {invert}")
         if not 0 < dose_range[0] <= dose_range[1]:
             raise ValueError(f"dose_range must be (low, high) electrons per pixel with 0 < low <= high, got {dose_range}")
-        self.crop, self.dose_range, self.invert = crop, dose_range, float(invert)
+        if context < 1:
+            raise ValueError(f"context must be at least 1 (crop sides), got {context}")
+        self.crop, self.dose_range, self.invert, self.context = crop, dose_range, float(invert), int(context)
         self.rng = np.random.default_rng(rng)
         self.frames = [np.asarray(f, np.float32) for f in frames if min(f.shape) >= crop]
         if not self.frames:
@@ -698,18 +707,22 @@ class NoisyCropSampler:
         self.weights = area / area.sum()
 
     def pair(self):
-        """(noisy, clean, noise, known) for one crop, the clean crop min/max normalised."""
+        """(noisy, clean, noise, known) for one crop, min/max normalised over its context window."""
         from .denoising import ImageNoise, degrade
 
         rng, c = self.rng, self.crop
         while True:
             f = self.frames[rng.choice(len(self.frames), p=self.weights)]
-            r, q = rng.integers(0, f.shape[0] - c + 1), rng.integers(0, f.shape[1] - c + 1)
-            x = np.rot90(f[r : r + c, q : q + c], rng.integers(4))
-            x = x[:, ::-1] if rng.uniform() < 0.5 else x
-            lo, hi = float(x.min()), float(x.max())
+            # a context window (as a user's frame or a benchmark crop) holding the crop sets the intensity range
+            h, w = min(f.shape[0], self.context * c), min(f.shape[1], self.context * c)
+            wr, wq = rng.integers(0, f.shape[0] - h + 1), rng.integers(0, f.shape[1] - w + 1)
+            r, q = wr + rng.integers(0, h - c + 1), wq + rng.integers(0, w - c + 1)
+            window = f[wr : wr + h, wq : wq + w]
+            lo, hi = float(window.min()), float(window.max())
             if hi - lo > 1e-6:
                 break
+        x = np.rot90(f[r : r + c, q : q + c], rng.integers(4))
+        x = x[:, ::-1] if rng.uniform() < 0.5 else x
         x = np.ascontiguousarray((x - lo) / (hi - lo), np.float32)
         if self.invert and rng.uniform() < self.invert:
             x = 1 - x
@@ -785,7 +798,8 @@ def sure_per_item(net, x, probe=None, eps=1e-3):
 
 def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, width=16, lr=1e-3, seed=0,
                    threads=None, val_frames=None, resume=False, max_seconds=None, name="denoising_model",
-                   data_description=None, show_progressbar=True, init=None, invert=0.25, dose_range=(5.0, 1000.0)):
+                   data_description=None, show_progressbar=True, init=None, invert=0.25, dose_range=(5.0, 1000.0),
+                   context=4):
     """Train (or fine-tune) the supervised denoising network on clean frames degraded on the fly.
 
     Parameters
@@ -798,6 +812,9 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
         (see :class:`NoisyCropSampler`).
     dose_range : (float, float)
         Electrons per pixel at full scale, drawn log-uniformly.
+    context : int
+        Side of the window setting each crop's intensity range, in crop sides
+        (see :class:`NoisyCropSampler`).
 
     Other parameters as :func:`train_completion`.
 
@@ -814,7 +831,7 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
     net, init_record = _start_from(init, "denoising", DenoisingUNet)
     if net is None:
         net = DenoisingUNet(width=width)
-    sampler = NoisyCropSampler(frames, crop, dose_range=dose_range, rng=seed, invert=invert)
+    sampler = NoisyCropSampler(frames, crop, dose_range=dose_range, rng=seed, invert=invert, context=context)
     evaluate = None
     if val_frames:
         val = denoising_validation_set(val_frames)
@@ -831,6 +848,7 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
         "inputs": ["noisy", "noise_level"],
         "training": {"iterations": history[-1]["iteration"] if history else 0, "batch_size": batch_size, "crop": crop,
                      "lr": lr, "seed": seed, "dose_range": list(sampler.dose_range), "invert": sampler.invert,
+                     "context": sampler.context,
                      "data": data_description, "seconds_this_run": round(time.time() - t0, 1), **init_record},
         "validation": _last_validation(history, out_dir),
     }

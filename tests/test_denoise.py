@@ -331,3 +331,18 @@ def test_noisy_crop_sampler_dose_range(clean):
     for bad in [(0.0, 10.0), (50.0, 10.0)]:
         with pytest.raises(ValueError, match="dose_range"):
             NoisyCropSampler(list(clean), crop=32, dose_range=bad)
+
+
+def test_noisy_crop_sampler_normalises_over_a_context_window():
+    from hyperspy_partialscan.training import NoisyCropSampler
+
+    rng = np.random.default_rng(0)
+    frame = (0.8 + 0.01 * rng.standard_normal((64, 64))).astype(np.float32)  # flat, faintly noisy background
+    frame[:6, :6] = 0.0  # one dark feature sets the frame's range
+    ptp = lambda s: [np.ptp(s.pair()[1]) for _ in range(30)]  # noqa: E731
+    own = ptp(NoisyCropSampler([frame], crop=16, rng=1, context=1))
+    ctx = ptp(NoisyCropSampler([frame], crop=16, rng=1, context=4))
+    np.testing.assert_allclose(own, 1.0, atol=1e-5)  # each crop stretched to full scale: noise becomes "structure"
+    assert np.median(ctx) < 0.2  # within the frame's range a flat crop stays flat
+    with pytest.raises(ValueError, match="context"):
+        NoisyCropSampler([frame], crop=16, context=0)
