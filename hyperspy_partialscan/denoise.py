@@ -344,18 +344,18 @@ def fit_denoiser(signal, *, init="default", epochs=20, method="blind_spot", batc
         check_x = crop_inputs(max(16, batch_size))
         check_probe = torch.from_numpy(rng.standard_normal((len(check_x), 1) + check_x.shape[-2:]).astype(np.float32))
 
-        def evaluate(net_, epoch=None):
+        def evaluate(net_):  # called before fitting (epoch 0) and after each epoch
             with torch.no_grad():
                 value = float(sure_per_item(net_, check_x, check_probe).mean())
-            epoch = len(best.get("curve", [])) if epoch is None else epoch
-            best.setdefault("curve", []).append(value)
-            if "value" not in best or value < best["value"]:
-                best.update(value=value, epoch=epoch, state={k: v.detach().clone() for k, v in
-                                                             net_.state_dict().items()})
+            curve = best.setdefault("curve", [])
+            if not curve or value < best["value"]:
+                best.update(value=value, epoch=len(curve), state={k: v.detach().clone() for k, v in
+                                                                  net_.state_dict().items()})
+            curve.append(value)
             return {"sure": value}
 
         net.eval()
-        evaluate(net, 0)
+        evaluate(net)
     batches = {"blind_spot": blind_spot_batch, "sure": sure_batch, "noise2noise": n2n_batch}[method]
     history = fit_network(net, batches, loss, iterations=iterations, lr=lr, warmup=min(50, iterations // 5 + 1),
                           evaluate=evaluate, val_every=per_epoch, show_progressbar=show_progressbar,
