@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from .completion import COMPLETION_METHODS
-from .denoise import DENOISING_METHODS
+from .denoise import DENOISING_METHODS, FIT_METHODS
 from .paths import path_names
 
 __all__ = ["main", "training_frames", "load_images"]
@@ -399,7 +399,7 @@ def _parse(argv):
     p = sub.add_parser("fit-denoiser", help="fine-tune the denoiser on your own noisy data (no clean images needed)")
     p.add_argument("input", help="noisy image(s) in any RosettaSciIO-readable file")
     p.add_argument("output", help="model path to write (NAME.safetensors + NAME.json)")
-    p.add_argument("--method", default="blind_spot", choices=["blind_spot", "sure", "noise2noise"],
+    p.add_argument("--method", default="blind_spot", choices=FIT_METHODS,
                    help="blind_spot or sure (any data), noise2noise (repeated exposures of one field)")
     p.add_argument("--init", default="default", help="model to start from ('default', a name or path, or 'none')")
     p.add_argument("--epochs", type=int, default=20)
