@@ -316,7 +316,8 @@ def main(argv=None):
                        if m != "generator"}
                 old = {m: r for m, r in old.items() if r is not None and r["crops"] == len(curve_crops)
                        and any((c[0], path, coverage_key(cov), m) not in ev.cache for c in curve_crops)}
-                reused_points += old.values()
+                # with this run's coverage (the CSV's is rounded), so the point joins the generator's row
+                reused_points += [dict(r, coverage=cov) for r in old.values()]
                 curve_rows += ev.run(curve_crops, path, cov, [m for m in curve_methods if m not in old])
                 print(f"  curve {path:>13} {C.coverage_label(cov):>6}: {C.human_seconds(time.perf_counter() - t0)}"
                       + (f" (reused: {', '.join(old)})" if old else ""), flush=True)
