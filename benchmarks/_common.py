@@ -57,6 +57,8 @@ DEFAULT_OUT = BENCH_DIR / "results"
 if str(REPO) not in sys.path:
     sys.path.insert(1, str(REPO))
 
+from hyperspy_partialscan.metrics import rmse_percent  # noqa: E402,F401  (the benchmarks' RMSE, % of unit range)
+
 
 # --------------------------------------------------------------------------- options and environment
 
@@ -404,13 +406,6 @@ def coverage_label(c):
 
 
 # --------------------------------------------------------------------------- metrics and timing
-
-
-def rmse_percent(estimate, target):
-    """RMSE in % of the (unit) range: the package's own validation metric."""
-    from hyperspy_partialscan.training import _rmse_percent
-
-    return _rmse_percent(estimate, target)
 
 
 def timed(func, *args, **kwargs):

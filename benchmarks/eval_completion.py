@@ -264,7 +264,7 @@ def plot_curve(curve, paths, methods, png, note):
 def main(argv=None):
     args = C.setup(parse_args(argv))
     from hyperspy_partialscan.paths import PATHS
-    from hyperspy_partialscan.training import blur_target
+    from hyperspy_partialscan.metrics import blur_target
 
     t_start = time.perf_counter()
     paths = args.paths or list(PATHS)

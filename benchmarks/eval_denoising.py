@@ -82,7 +82,7 @@ def noise_floor_psnr(noisy, clean):
 def _metrics(estimate, clean):
     from skimage.metrics import structural_similarity
 
-    from hyperspy_partialscan.training import psnr
+    from hyperspy_partialscan.metrics import psnr
 
     return psnr(estimate, clean), float(structural_similarity(clean, np.asarray(estimate, np.float64),
                                                               data_range=1.0))
@@ -91,7 +91,7 @@ def _metrics(estimate, clean):
 def gaussian_best(noisy, clean):
     """Gaussian filter with the hindsight-best sigma (max PSNR against ``clean``) from :data:`SIGMAS`."""
     from hyperspy_partialscan.denoising import gaussian_filter
-    from hyperspy_partialscan.training import psnr
+    from hyperspy_partialscan.metrics import psnr
 
     best = None
     for s in SIGMAS:

@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from .inpainting import _single_blas_thread
+from .metrics import rmse_percent
 
-__all__ = ["run_demo", "demo_specimens", "available_methods", "rmse_percent", "DEMO_PATHS", "DEMO_SIZE"]
+__all__ = ["run_demo", "demo_specimens", "available_methods", "DEMO_PATHS", "DEMO_SIZE"]
 
 #: scan paths compared by the demo
 DEMO_PATHS = ("spiral", "grid", "random")
@@ -122,14 +123,6 @@ def _resolve_methods(methods, model):
     return methods
 
 
-def rmse_percent(result, truth):
-    """Root-mean-square error of ``result`` against ``truth``, in % of ``truth``'s range."""
-    truth = np.asarray(truth, np.float64)
-    err = np.sqrt(np.mean((np.asarray(result, np.float64) - truth) ** 2))
-    span = float(truth.max() - truth.min())
-    return float(100 * err / span) if span > 0 else float("nan")
-
-
 def run_demo(output_dir, coverage=0.05, methods=None, show_progressbar=True, *, size=DEMO_SIZE, paths=DEMO_PATHS,
              seed=DEMO_SEED, model=None, figure=True, verbose=True):
     """Simulate, complete and compare partial scans of built-in specimens.
@@ -203,7 +196,7 @@ def run_demo(output_dir, coverage=0.05, methods=None, show_progressbar=True, *, 
             ps = to_partial_scan(spec, path, coverage, seed=seed + len(cases), show_progressbar=False)
             cases.append((name, path, np.asarray(spec.data), ps))
 
-    from .training import blur_target
+    from .metrics import blur_target
 
     blurred = [blur_target(truth.astype(np.float64)) for _, _, truth, _ in cases]
     rows, completed = [], {}
@@ -221,8 +214,8 @@ def run_demo(output_dir, coverage=0.05, methods=None, show_progressbar=True, *, 
                                                  show_progressbar=False)
                 times[method] = time.perf_counter() - t0
                 completed[i, method] = np.asarray(done.data)
-                row[f"rmse_{method}"] = round(rmse_percent(done.data, truth), 3)
-                row[f"rmse_blurred_{method}"] = round(rmse_percent(done.data, blurred[i]), 3)
+                row[f"rmse_{method}"] = round(rmse_percent(done.data, truth, data_range=None), 3)
+                row[f"rmse_blurred_{method}"] = round(rmse_percent(done.data, blurred[i], data_range=None), 3)
                 bar.update()
             row.update({f"time_{m}_s": round(t, 4) for m, t in times.items()})
             rows.append(row)

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 from torch.nn import functional as F
 
 from . import __version__
+from .metrics import blur_target, psnr, rmse_percent
 from .models import Model, load_model, save_model
 from .models.features import completion_inputs, frame_scale
 from .models.networks import MultiScaleDiscriminator, PartialScanGenerator
@@ -101,11 +101,6 @@ class TrainConfig:
         unknown = set(self.paths) - set(PATHS)
         if unknown:
             raise ValueError(f"unknown scan path(s) {sorted(unknown)}")
-
-
-def blur_target(frame):
-    """The seeds' training target: Gaussian blur with a 5x5 kernel, sigma 2.5 px."""
-    return ndimage.gaussian_filter(frame, 2.5, truncate=0.8, mode="reflect")
 
 
 def huberised_mse(pred, target, delta):
@@ -275,10 +270,6 @@ def validation_set(frames, crop=256, per_frame=2, coverage=1 / 20, paths=("spira
     return out
 
 
-def _rmse_percent(a, b):
-    return float(np.sqrt(np.mean((np.asarray(a, np.float64) - b) ** 2)) * 100)
-
-
 def _evaluate(network, val):
     """Mean RMSE (% of range, vs blurred target) per path for the network and linear fill."""
     from .models.inference import complete_batch
@@ -290,7 +281,7 @@ def _evaluate(network, val):
         inputs, scales = completion_inputs(np.stack([v[1] for v in chunk]))
         for (name, _, blurred, _), p, inp, (lo, s) in zip(chunk, pred, inputs, scales):
             lin = inp[1] * s + lo
-            res.setdefault(name, []).append((_rmse_percent(p, blurred), _rmse_percent(lin, blurred)))
+            res.setdefault(name, []).append((rmse_percent(p, blurred), rmse_percent(lin, blurred)))
     return {k: tuple(np.mean(v, axis=0)) for k, v in res.items()}
 
 
@@ -875,12 +866,6 @@ def denoising_validation_set(frames, crop=256, per_frame=1, doses=(10, 50, 200),
             for d in doses:
                 out.append((d, degrade(x, ImageNoise(dose=d), rng), x))
     return out
-
-
-def psnr(estimate, clean, data_range=1.0):
-    """Peak signal-to-noise ratio in dB."""
-    mse = float(np.mean((np.asarray(estimate, np.float64) - clean) ** 2))
-    return float(10 * np.log10(data_range**2 / max(mse, 1e-20)))
 
 
 def _denoise_psnr(net, val):

@@ -12,7 +12,7 @@ from hyperspy_partialscan.denoising import ImageNoise, degrade, estimate_noise_m
 from hyperspy_partialscan.models import load_model, save_model
 from hyperspy_partialscan.models.networks import DenoisingUNet
 from hyperspy_partialscan.specimens import nanoparticle_field
-from hyperspy_partialscan.training import psnr
+from hyperspy_partialscan.metrics import psnr
 
 
 @pytest.fixture(scope="module")
