@@ -201,6 +201,7 @@ def _pca(signal, n_components, record):
     return s.get_decomposition_model(int(n_components)).data.astype(np.float32)
 
 
+#: the self-supervised objectives of :func:`fit_denoiser`
 FIT_METHODS = ("blind_spot", "sure", "noise2noise")
 
 
@@ -226,6 +227,7 @@ def fit_denoiser(signal, *, init="default", epochs=20, method="blind_spot", batc
         needs the noise level, which is known or estimated as for
         :func:`denoise`). ``"noise2noise"``: the frames must be repeated
         exposures of the same field; the network maps one frame to another.
+        The trainer is :func:`hyperspy_partialscan.training.fit_self_supervised`.
     batch_size, crop, lr : optional
         Training parameters.
     sigma : float, optional
@@ -252,12 +254,10 @@ def fit_denoiser(signal, *, init="default", epochs=20, method="blind_spot", batc
     import tempfile
     from pathlib import Path
 
-    import torch
-
     from .models import load_model, save_model
     from .models.features import denoising_inputs
     from .models.networks import DenoisingUNet
-    from .training import fit_network, sure_per_item
+    from .training.self_supervised import fit_self_supervised
 
     validate_signal2d(signal, "fit_denoiser")
     if method not in FIT_METHODS:
@@ -278,110 +278,31 @@ def fit_denoiser(signal, *, init="default", epochs=20, method="blind_spot", batc
             raise ValueError(f"frames {frames.shape[-2:]} are too small to fit a denoiser (need >= 32 px)")
     if method == "noise2noise" and len(frames) < 2:
         raise ValueError("noise2noise needs a stack of at least two repeated frames of the same field")
-    if init is None:
-        net = DenoisingUNet()
-        base = None
-    else:
-        base = load_model(None if init == "default" else init, task="denoising")
-        net = DenoisingUNet(**base.config["network"])
+    base = None if init is None else load_model(None if init == "default" else init, task="denoising")
+    net = DenoisingUNet() if base is None else DenoisingUNet(**base.config["network"])
+    if base is not None:
         net.load_state_dict(base.network.state_dict())
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
     # frames normalised once; crops keep the whole frame's normalisation
     vm = _variance_model(signal) if sigma is None else None
     inputs, _ = denoising_inputs(frames, vm, sigma)
-    per_epoch = max(1, int(np.ceil(frames.size / crop**2 / batch_size)))
-    iterations = max(1, epochs * per_epoch)
-
-    def crops(n):
-        idx = rng.integers(0, len(frames), n)
-        r = rng.integers(0, frames.shape[1] - crop + 1, n)
-        q = rng.integers(0, frames.shape[2] - crop + 1, n)
-        k = rng.integers(0, 4, n)
-        return idx, r, q, k
-
-    def take(arr, i, r, q, k):
-        return np.rot90(arr[i, ..., r : r + crop, q : q + crop], k, axes=(-2, -1))
-
-    def blind_spot_batch(it):
-        idx, r, q, k = crops(batch_size)
-        x = np.stack([take(inputs, *a) for a in zip(idx, r, q, k)]).copy()
-        target = x[:, :1].copy()
-        mask = rng.uniform(size=target.shape) < 0.02
-        # replace masked pixels by a random neighbour (never themselves)
-        dy = rng.integers(-2, 3, mask.sum())
-        dx = rng.integers(-2, 3, mask.sum())
-        same = (dy == 0) & (dx == 0)
-        dx[same] = 1
-        n_, c_, yy, xx = np.nonzero(mask)
-        x[n_, 0, yy, xx] = x[n_, 0, np.clip(yy + dy, 0, crop - 1), np.clip(xx + dx, 0, crop - 1)]
-        return torch.from_numpy(x), torch.from_numpy(target), torch.from_numpy(mask.astype(np.float32))
-
-    def n2n_batch(it):
-        idx, r, q, k = crops(batch_size)
-        other = (idx + rng.integers(1, len(frames), batch_size)) % len(frames)
-        x = np.stack([take(inputs, *a) for a in zip(idx, r, q, k)])
-        y = np.stack([take(inputs, *a)[:1] for a in zip(other, r, q, k)])
-        return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)), None
-
-    def crop_inputs(n):
-        return torch.from_numpy(np.stack([take(inputs, *a) for a in zip(*crops(n))]).copy())
-
-    def sure_batch(it):
-        return crop_inputs(batch_size), None, None
-
-    def loss(net_, batch):
-        x, y, m = batch
-        if y is None:
-            return sure_per_item(net_, x)
-        err = (net_(x) - y) ** 2
-        if m is None:
-            return err.mean(dim=(1, 2, 3))
-        return (err * m).sum(dim=(1, 2, 3)) / m.sum(dim=(1, 2, 3)).clamp(min=1)
-
-    evaluate, best = None, {}
-    if keep_best:  # fixed crops and probes: SURE of the network before fitting and after each epoch
-        check_x = crop_inputs(max(16, batch_size))
-        check_probe = torch.from_numpy(rng.standard_normal((len(check_x), 1) + check_x.shape[-2:]).astype(np.float32))
-
-        def evaluate(net_):  # called before fitting (epoch 0) and after each epoch
-            with torch.no_grad():
-                value = float(sure_per_item(net_, check_x, check_probe).mean())
-            curve = best.setdefault("curve", [])
-            if not curve or value < best["value"]:
-                best.update(value=value, epoch=len(curve), state={k: v.detach().clone() for k, v in
-                                                                  net_.state_dict().items()})
-            curve.append(value)
-            return {"sure": value}
-
-        net.eval()
-        evaluate(net)
-    batches = {"blind_spot": blind_spot_batch, "sure": sure_batch, "noise2noise": n2n_batch}[method]
-    history = fit_network(net, batches, loss, iterations=iterations, lr=lr, warmup=min(50, iterations // 5 + 1),
-                          evaluate=evaluate, val_every=per_epoch, show_progressbar=show_progressbar,
-                          desc=f"fit_denoiser ({method})")
-    if keep_best:
-        net.load_state_dict(best["state"])
-    out = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="partialscan_denoiser_")) / "denoiser"
-    extra = {
-        "package_version": __version__,
-        "inputs": ["noisy", "noise_level"],
-        "training": {
-            "self_supervised": method,
-            "init": base.name if base is not None else None,
-            "init_sha256": base.sha256 if base is not None else None,
-            "epochs": epochs,
-            "iterations": iterations,
-            "frames": int(len(frames)),
-            "frame_shape": list(frames.shape[1:]),
-            "source_title": signal.metadata.General.title,
-            "first_loss": history[0]["loss"],
-            "final_running_loss": history[-1]["running_loss"],
-            "noise_level": "given sigma" if sigma is not None else ("variance model" if vm else "blind"),
-        },
+    fit = fit_self_supervised(net, inputs, method=method, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr,
+                              seed=seed, keep_best=keep_best, show_progressbar=show_progressbar)
+    history = fit.pop("history")
+    training = {
+        "self_supervised": method,
+        "init": base.name if base is not None else None,
+        "init_sha256": base.sha256 if base is not None else None,
+        "epochs": epochs,
+        "iterations": fit.pop("iterations"),
+        "frames": int(len(frames)),
+        "frame_shape": list(frames.shape[1:]),
+        "source_title": signal.metadata.General.title,
+        "first_loss": history[0]["loss"],
+        "final_running_loss": history[-1]["running_loss"],
+        "noise_level": "given sigma" if sigma is not None else ("variance model" if vm else "blind"),
+        **fit,
     }
-    if keep_best:
-        extra["training"].update(sure_start=best["curve"][0], sure_best=best["value"], best_epoch=best["epoch"],
-                                 sure_per_epoch=best["curve"])
+    out = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="partialscan_denoiser_")) / "denoiser"
+    extra = {"package_version": __version__, "inputs": ["noisy", "noise_level"], "training": training}
     path = save_model(net, out, task="denoising", architecture="DenoisingUNet", extra=extra)
     return load_model(path, task="denoising")

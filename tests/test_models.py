@@ -259,7 +259,7 @@ def test_crop_sampler_redraws_paths_that_cannot_be_generated(monkeypatch):
                       paths={"jittered_grid": 1.0})
     sampler = CropSampler([np.random.default_rng(0).random((300, 300))], cfg, np.random.default_rng(failing[0]))
     assert len(sampler.bank) == 40
-    from hyperspy_partialscan import training
+    from hyperspy_partialscan.training import completion as training
 
     def never(*args, **kwargs):
         raise ValueError("cannot reach coverage")

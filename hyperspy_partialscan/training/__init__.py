@@ -1,0 +1,47 @@
+"""Training and fine-tuning of the package's networks.
+
+Modules
+-------
+loop
+    The training loop shared by every network (:func:`fit_network`): schedule,
+    ALRC, checkpoints, resume, validation log, divergence stop.
+completion
+    The completion generator's recipe (:func:`train_completion`).
+denoising
+    The supervised denoiser (:func:`train_denoiser`).
+self_supervised
+    Fine-tuning a denoiser on the user's own noisy frames
+    (:func:`fit_self_supervised`, behind :func:`hyperspy_partialscan.fit_denoiser`).
+risk
+    Unbiased risk estimates (SURE) used to fit and select denoisers without
+    clean data.
+
+Image-quality measures live in :mod:`hyperspy_partialscan.metrics`.
+"""
+
+from .completion import TRAIN_PATHS, CropSampler, TrainConfig, export_checkpoint, huberised_mse, train_completion, validation_set
+from .denoising import NoisyCropSampler, denoising_validation_set, mse_per_item, train_denoiser
+from .loop import ALRC, TrainingDiverged, fit_network, learning_rate, prepare_run
+from .risk import sure_per_item
+from .self_supervised import fit_self_supervised
+
+__all__ = [
+    "TrainConfig",
+    "TRAIN_PATHS",
+    "ALRC",
+    "huberised_mse",
+    "CropSampler",
+    "validation_set",
+    "train_completion",
+    "export_checkpoint",
+    "fit_network",
+    "learning_rate",
+    "prepare_run",
+    "TrainingDiverged",
+    "NoisyCropSampler",
+    "mse_per_item",
+    "train_denoiser",
+    "denoising_validation_set",
+    "sure_per_item",
+    "fit_self_supervised",
+]
