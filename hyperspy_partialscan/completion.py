@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import __version__
-from .conversion import as_partial_scan_signal, validate_signal2d
-from .engine import FrameNetwork, check_laziness, deliver, map_frames
+from ._version import __version__
+from ._signal_tools import deliver, check_laziness, validate_signal2d
+from .engine import FrameNetwork, map_frames
 from .inpainting import CLASSICAL_METHODS, check_frame, complete_frame
 
 __all__ = ["complete_partial_scan", "COMPLETION_METHODS", "ClassicalCompleter", "GeneratorCompleter"]
@@ -177,5 +177,5 @@ def complete_partial_scan(
     return deliver(
         signal, result, lazy_output=lazy_output, show_progressbar=show_progressbar, inplace=inplace,
         title=f"Completed {signal.metadata.General.title}".rstrip(), record_path="Signal.Partial_scan.Completion",
-        record=provenance, build=as_partial_scan_signal, signal_type="partial_scan",
+        record=provenance, signal_type="",
     )

@@ -4,86 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import __version__
+from ._signal_tools import signal_like, validate_signal2d
+from ._version import __version__
 from .engine import compute, map_frames
 from .paths import PATHS, generate_path, validate_coverage
 from .simulate import NoiseModel, frame_rng, sample_frame
 
-__all__ = ["to_partial_scan", "as_partial_scan", "from_scan_positions", "validate_signal2d", "as_partial_scan_signal"]
-
-
-def validate_signal2d(signal, what="this operation"):
-    """Raise a clear error unless ``signal`` is a real-valued HyperSpy signal with 2 signal dimensions.
-
-    Parameters
-    ----------
-    signal : object
-        The object to check.
-    what : str
-        The operation, for the messages.
-
-    Raises
-    ------
-    TypeError
-        Not a HyperSpy signal, or complex or non-numeric data.
-    ValueError
-        Not two signal dimensions.
-    """
-    from hyperspy.signal import BaseSignal
-
-    if not isinstance(signal, BaseSignal):
-        raise TypeError(f"{what} needs a HyperSpy signal, not {type(signal).__name__}")
-    dim = signal.axes_manager.signal_dimension
-    if dim != 2:
-        raise ValueError(
-            f"{what} needs a signal with 2 signal dimensions (an image, Signal2D); this one has {dim}. "
-            "Use `transpose(signal_axes=2)` or `as_signal2D` to choose the image axes."
-        )
-    if np.issubdtype(signal.data.dtype, np.complexfloating):
-        raise TypeError(f"{what} needs real-valued data, got complex ({signal.data.dtype}); take .real, .amplitude or .phase first")
-    if not (np.issubdtype(signal.data.dtype, np.number) or signal.data.dtype == bool):
-        raise TypeError(f"{what} needs numeric data, got {signal.data.dtype}")
-
-
-def as_partial_scan_signal(signal, data, title=None, keep_noise_model=True):
-    """A PartialScan2D (lazy when ``data`` is a dask array) with ``signal``'s axes and metadata.
-
-    Parameters
-    ----------
-    signal : hyperspy.signal.BaseSignal
-        Source of the axes, metadata and original_metadata (not modified).
-    data : numpy.ndarray or dask.array.Array
-        The new data, of ``signal``'s shape.
-    title : str, optional
-        New title.
-    keep_noise_model : bool
-        Keep ``metadata.Signal.Noise_properties`` (the detector's variance
-        model) except its data-sized ``variance``, which no longer matches the
-        new data. False drops it all (e.g. when new noise was simulated).
-
-    Returns
-    -------
-    PartialScan2D or LazyPartialScan2D
-    """
-    import copy
-
-    import dask.array as da
-    from hyperspy.misc.utils import DictionaryTreeBrowser
-
-    out = signal._deepcopy_with_new_data(data)  # drops Signal.Noise_properties
-    noise_properties = signal.metadata.get_item("Signal.Noise_properties")
-    if keep_noise_model and isinstance(noise_properties, DictionaryTreeBrowser):
-        for key, value in noise_properties:
-            if key == "variance":
-                continue
-            value = value.as_dictionary() if isinstance(value, DictionaryTreeBrowser) else copy.deepcopy(value)
-            out.metadata.set_item(f"Signal.Noise_properties.{key}", value)
-    out._lazy = isinstance(data, da.Array)
-    out.metadata.set_item("Signal.signal_type", "partial_scan")
-    out._assign_subclass()
-    if title is not None:
-        out.metadata.General.title = title
-    return out
+__all__ = ["to_partial_scan", "as_partial_scan", "from_scan_positions"]
 
 
 def _random_seed():
@@ -226,7 +153,8 @@ def to_partial_scan(
     if not lazy_output:
         result = compute(result, show_progressbar)
     # simulated noise makes the detector's variance model stale
-    out = as_partial_scan_signal(signal, result, keep_noise_model=noise.is_clean)
+    title = f"{signal.metadata.General.title} ({coverage * 100:.3g} % {path.replace('_', ' ')})".strip()
+    out = signal_like(signal, result, signal_type="partial_scan", title=title, keep_noise_model=noise.is_clean)
     record = {
         "path": path,
         "coverage_requested": coverage,
@@ -329,7 +257,7 @@ def as_partial_scan(signal, mask=None, unscanned_value=0, *, lazy_output=None, s
         values = xp.where(data != unscanned_value, values, nan)
     if not lazy_output and use_dask:
         values = compute(values, show_progressbar)
-    out = as_partial_scan_signal(signal, values)
+    out = signal_like(signal, values, signal_type="partial_scan")
     record = {"source": "acquired", "package_version": __version__}
     if mask is None:
         record["unscanned_value"] = unscanned_value
@@ -372,7 +300,7 @@ def from_scan_positions(positions, intensities, shape, *, axes=None, title="", m
     TypeError
         Complex or non-numeric positions or intensities.
     """
-    from .signals import PartialScan2D
+    from hyperspy.signals import Signal2D
 
     pos, val = np.asarray(positions), np.asarray(intensities)
     for name, a in (("positions", pos), ("intensities", val)):
@@ -406,8 +334,9 @@ def from_scan_positions(positions, intensities, shape, *, axes=None, title="", m
     data = np.full(shape[0] * shape[1], np.nan, np.float32)
     hit = n > 0
     data[hit] = s[hit] / n[hit]
-    sig = PartialScan2D(data.reshape(shape)) if axes is None else PartialScan2D(data.reshape(shape), axes=axes)
+    sig = Signal2D(data.reshape(shape)) if axes is None else Signal2D(data.reshape(shape), axes=axes)
     sig.metadata.General.title = title
+    sig.set_signal_type("partial_scan")
     if metadata:
         sig.metadata.add_dictionary(metadata)
     sig.metadata.set_item(

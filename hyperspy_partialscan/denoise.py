@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import __version__
-from .conversion import validate_signal2d
+from ._version import __version__
+from ._signal_tools import check_laziness, deliver, validate_signal2d
 from .denoising import CLASSICAL_DENOISERS, denoise_frame
-from .engine import FrameNetwork, check_laziness, deliver, map_frames
+from .engine import FrameNetwork, map_frames
 
 __all__ = ["denoise", "fit_denoiser", "DENOISING_METHODS", "FIT_METHODS"]
 
@@ -175,15 +175,8 @@ def denoise(
     return deliver(
         signal, result, lazy_output=lazy_output, show_progressbar=show_progressbar, inplace=inplace,
         title=f"Denoised {signal.metadata.General.title}".rstrip(), record_path="Signal.Denoising", record=record,
-        build=_same_class_output,
+        signal_type="" if signal.metadata.Signal.get_item("signal_type") == "partial_scan" else None,
     )
-
-
-def _same_class_output(signal, data, title):
-    out = signal._deepcopy_with_new_data(data)
-    out._lazy = hasattr(data, "dask")
-    out._assign_subclass()
-    return out
 
 
 def _pca(signal, n_components, record):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["map_frames", "navigation_chunks", "Tiler", "compute", "FrameNetwork", "check_laziness", "deliver"]
+__all__ = ["map_frames", "navigation_chunks", "Tiler", "compute", "FrameNetwork"]
 
 
 def navigation_chunks(shape, batch_size):
@@ -280,43 +280,3 @@ class FrameNetwork:
 
         out = self.tiler.process(frames, run, batch_size=self.tile_batch, scales=self.scales(frames))
         return self.finish(frames, out).astype(np.float32, copy=False)
-
-
-def check_laziness(signal, inplace, lazy_output):
-    """Resolve ``lazy_output`` (default: as the input) and refuse ``inplace`` changing it."""
-    lazy_output = signal._lazy if lazy_output is None else bool(lazy_output)
-    if inplace and lazy_output != signal._lazy:
-        raise ValueError("inplace=True cannot change laziness: leave lazy_output unset or use inplace=False")
-    return lazy_output
-
-
-def deliver(signal, result, *, lazy_output, show_progressbar, inplace, title, record_path, record, build,
-            signal_type=None):
-    """Hand a processed array back as HyperSpy expects.
-
-    Computes ``result`` (with a progress bar) unless ``lazy_output``; then
-    either replaces ``signal``'s data in place (returns None) or builds a new
-    signal with ``build(signal, data, title)``. Either way the title is set and
-    the processing ``record`` is written at ``metadata.<record_path>``; the
-    data-sized ``Noise_properties.variance`` no longer matches and is dropped.
-    """
-    import dask.array as da
-
-    is_lazy = isinstance(result, da.Array)
-    if lazy_output and not is_lazy:
-        result = da.from_array(result)
-    elif not lazy_output and is_lazy:
-        result = compute(result, show_progressbar)
-    if not inplace:
-        out = build(signal, result, title)
-        out.metadata.General.title = title
-        out.metadata.set_item(record_path, record)
-        return out
-    signal.data = result
-    if signal.metadata.has_item("Signal.Noise_properties.variance"):
-        del signal.metadata.Signal.Noise_properties.variance
-    signal.metadata.General.title = title
-    signal.metadata.set_item(record_path, record)
-    if signal_type is not None and signal.metadata.Signal.get_item("signal_type") != signal_type:
-        signal.set_signal_type(signal_type)
-    return None

@@ -8,8 +8,9 @@ stacking, saving and lazy evaluation need nothing special.
 from __future__ import annotations
 
 import numpy as np
-from hyperspy._signals.lazy_signal2d import LazySignal2D
-from hyperspy._signals.signal2d import Signal2D
+from hyperspy.signals import LazySignal2D, Signal2D
+
+from ._signal_tools import signal_like
 
 __all__ = ["PartialScan2D", "LazyPartialScan2D"]
 
@@ -32,11 +33,9 @@ class PartialScan2D(Signal2D):
     def scan_mask(self):
         """Boolean signal, True where a pixel was sampled (lazy when the signal is lazy)."""
         xp = self._xp()
-        mask = self._deepcopy_with_new_data(xp.isfinite(self.data))
-        mask.metadata.Signal.signal_type = ""
-        mask._assign_subclass()
-        mask.metadata.General.title = f"Scan mask of {self.metadata.General.title}".rstrip()
-        return mask
+        title = self.metadata.General.title
+        return signal_like(self, xp.isfinite(self.data), signal_type="", keep_noise_model=False,
+                           title=f"Scan mask of {title}" if title else "Scan mask")
 
     @property
     def coverage(self):

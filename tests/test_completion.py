@@ -16,7 +16,7 @@ from pshelpers import (
 
 import hyperspy_partialscan as hp
 from hyperspy_partialscan.inpainting import BIHARMONIC_MAX_PIXELS
-from hyperspy_partialscan.signals import LazyPartialScan2D, PartialScan2D
+from hyperspy.signals import LazySignal2D, Signal2D
 
 LAZY = [False, True]
 CLASSICAL = ["nearest", "linear", "cubic", "biharmonic"]
@@ -34,7 +34,7 @@ def test_classical_methods(lazy, method, keep_measured):
     snap = snapshot(p)
     c = hp.complete_partial_scan(p, method, keep_measured=keep_measured)
     assert_unchanged(p, snap)
-    assert type(c) is (LazyPartialScan2D if lazy else PartialScan2D)
+    assert type(c) is (LazySignal2D if lazy else Signal2D)  # a completion is no longer a partial scan
     assert c.data.dtype == np.float32
     out, data = array_of(c), snap["data"]
     assert np.isfinite(out).all()
@@ -45,7 +45,7 @@ def test_classical_methods(lazy, method, keep_measured):
         np.testing.assert_allclose(out[sampled], data[sampled], rtol=1e-4, atol=1e-4)
     truth = array_of(make_signal((2,), False, 64))
     assert np.sqrt(np.mean((out - truth) ** 2)) < 0.1 * (truth.max() - truth.min())
-    assert c.metadata.General.title == "Completed specimen"
+    assert c.metadata.General.title == f"Completed {p.metadata.General.title}"
     prov = c.metadata.Signal.Partial_scan.Completion
     assert prov.method == method
     assert prov.keep_measured is keep_measured
@@ -116,12 +116,13 @@ def test_inplace(lazy):
     assert not c.metadata.has_item("Signal.Noise_properties.variance")
     assert c.metadata.Signal.Noise_properties.Variance_linear_model.gain_factor == 2.5
     axes = axes_summary(p)
+    title = p.metadata.General.title
     om = p.original_metadata.as_dictionary()
     assert hp.complete_partial_scan(p, "linear", inplace=True) is None
-    assert type(p) is (LazyPartialScan2D if lazy else PartialScan2D)
+    assert type(p) is (LazySignal2D if lazy else Signal2D)
     assert isinstance(p.data, da.Array) is lazy
     np.testing.assert_array_equal(array_of(p), expected)
-    assert p.metadata.General.title == "Completed specimen"
+    assert p.metadata.General.title == f"Completed {title}"
     assert p.metadata.Signal.Partial_scan.Completion.method == "linear"
     assert not p.metadata.has_item("Signal.Noise_properties.variance")
     assert p.metadata.Signal.Noise_properties.Variance_linear_model.gain_factor == 2.5
@@ -133,7 +134,7 @@ def test_inplace_on_plain_signal2d_sets_type():
     s = make_signal((2,), False, 32)
     s.data[:, ::2] = np.nan
     assert hp.complete_partial_scan(s, "nearest", inplace=True) is None
-    assert type(s) is PartialScan2D
+    assert type(s) is Signal2D
     assert np.isfinite(s.data).all()
 
 
@@ -151,7 +152,7 @@ def test_inplace_cannot_change_laziness(lazy):
 def test_lazy_output(lazy, lazy_output):
     p = _partial(lazy)
     c = hp.complete_partial_scan(p, "nearest", lazy_output=lazy_output)
-    assert type(c) is (LazyPartialScan2D if lazy_output else PartialScan2D)
+    assert type(c) is (LazySignal2D if lazy_output else Signal2D)
     assert isinstance(c.data, da.Array) is lazy_output
     np.testing.assert_array_equal(array_of(c), hp.complete_partial_scan(_partial(False), "nearest").data)
 

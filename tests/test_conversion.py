@@ -48,7 +48,7 @@ def test_to_partial_scan_basics(lazy, nav_shape):
     # axes, metadata and original_metadata preserved
     assert axes_summary(p) == axes_summary(s)
     assert_tree_equal(metadata_without_partial_scan(p), metadata_without_partial_scan(s))
-    assert p.metadata.General.title == s.metadata.General.title
+    assert p.metadata.General.title == f"{s.metadata.General.title} (10 % spiral)"  # says it is a partial scan
     assert_tree_equal(p.original_metadata, s.original_metadata)
     assert p.metadata.Signal.signal_type == "partial_scan"
     # the simulation record

@@ -148,7 +148,7 @@ def test_compose_with_completion(noisy_signal, small_denoiser):
     p = ps.to_partial_scan(noisy_signal, "random", 0.3, seed=0, show_progressbar=False)
     with pytest.raises(ValueError, match="complete it first"):
         p.denoise(model=small_denoiser, show_progressbar=False)
-    d = p.complete_partial_scan("linear", show_progressbar=False).denoise(model=small_denoiser, show_progressbar=False)
+    d = denoise(p.complete_partial_scan("linear", show_progressbar=False), model=small_denoiser, show_progressbar=False)
     assert np.isfinite(d.data).all()
     assert "Completion" in d.metadata.Signal.Partial_scan and d.metadata.Signal.Denoising.method == "generator"
 

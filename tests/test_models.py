@@ -120,7 +120,7 @@ def test_generator_completion(small_model, partial_stack, lazy):
     data = c.data.compute() if lazy else c.data
     assert data.shape == partial_stack.data.shape and data.dtype == np.float32
     assert np.isfinite(data).all()
-    assert c.metadata.General.title == "Completed particles"
+    assert c.metadata.General.title == f"Completed {s.metadata.General.title}"
     prov = c.metadata.Signal.Partial_scan.Completion
     assert prov.method == "generator" and prov.device == "cpu" and prov.model_sha256 == load_model(small_model).sha256
     assert c.axes_manager[1].scale == 0.2 and c.axes_manager[1].units == "nm"
