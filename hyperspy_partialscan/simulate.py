@@ -11,9 +11,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
-from .paths import ScanPath, _rasterise, _smooth_walk
+from ._validation import check_number
+from .paths._base import ScanPath, _rasterise, _smooth_walk
 
-__all__ = ["NoiseModel", "sample_frame", "frame_rng"]
+__all__ = ["NoiseModel", "sample_frame", "frame_rng", "path_rng"]
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,29 @@ class NoiseModel:
         ``zero + (value - zero) * (1 - slow_pixel_attenuation * (1 - t))``
         (``zero``: the zero-signal level, see ``dose``).
 
+    Raises
+    ------
+    ValueError
+        If a field is not a finite real number in its range (``dose`` > 0 or
+        None, ``jitter_correlation`` > 0, ``slow_pixel_attenuation`` in [0, 1],
+        the others >= 0) or ``drift`` is not two finite numbers.
+
     Notes
     -----
     Position errors displace where the sample is *read*; the value is recorded
     at the nominal position, as in a real distorted scan.
+
+    Examples
+    --------
+    >>> noise = NoiseModel(dose=100, drift=[1, 0])
+    >>> noise.dose, noise.drift, noise.is_clean
+    (100.0, (1.0, 0.0), False)
+    >>> NoiseModel.coerce({"detector_sigma": 0.01}) == NoiseModel(detector_sigma=0.01)
+    True
+    >>> NoiseModel(dose=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: dose must be a finite number > 0 or None, got 0
     """
 
     dose: float | None = None
@@ -65,33 +85,24 @@ class NoiseModel:
     drift: tuple = (0.0, 0.0)
     slow_pixel_attenuation: float = 0.0
 
-    def __post_init__(self):
-        if self.dose is not None:
-            dose = _number("dose", self.dose, "a positive number of electrons or None")
-            if not dose > 0:
-                raise ValueError(f"dose must be a positive number of electrons or None, got {self.dose!r}")
-            object.__setattr__(self, "dose", dose)
+    def __post_init__(self) -> None:
+        dose = check_number("dose", self.dose, low=0, low_inclusive=False, allow_none=True)
+        object.__setattr__(self, "dose", dose)
         for name in ("detector_sigma", "position_jitter", "line_jitter", "slow_pixel_attenuation"):
-            v = _number(name, getattr(self, name), "a non-negative number")
-            if not v >= 0:
-                raise ValueError(f"{name} must be a non-negative number, got {getattr(self, name)!r}")
-            object.__setattr__(self, name, v)
-        corr = _number("jitter_correlation", self.jitter_correlation, "a positive number of probe positions")
-        if not corr > 0:
-            raise ValueError(f"jitter_correlation must be a positive number of probe positions, got {corr!r}")
+            high = 1 if name == "slow_pixel_attenuation" else None
+            object.__setattr__(self, name, check_number(name, getattr(self, name), low=0, high=high))
+        corr = check_number("jitter_correlation", self.jitter_correlation, low=0, low_inclusive=False)
         object.__setattr__(self, "jitter_correlation", corr)
-        if not self.slow_pixel_attenuation <= 1:
-            raise ValueError(f"slow_pixel_attenuation must be in [0, 1], got {self.slow_pixel_attenuation!r}")
         try:
             drift = tuple(self.drift)
         except TypeError:
             raise ValueError(f"drift must be (rows, columns) in pixels, got {self.drift!r}") from None
         if len(drift) != 2:
             raise ValueError(f"drift must be (rows, columns) in pixels, got {self.drift!r}")
-        object.__setattr__(self, "drift", tuple(_number("drift", d, "(rows, columns) in pixels") for d in drift))
+        object.__setattr__(self, "drift", tuple(check_number("drift", d) for d in drift))
 
     @property
-    def is_clean(self):
+    def is_clean(self) -> bool:
         """True when the model adds no noise or distortion (``jitter_correlation`` alone has no effect)."""
         return (
             self.dose is None
@@ -102,14 +113,14 @@ class NoiseModel:
             and not self.slow_pixel_attenuation
         )
 
-    def as_dict(self):
+    def as_dict(self) -> dict:
         """Parameters as a plain dictionary (for metadata)."""
         d = asdict(self)
         d["drift"] = list(self.drift)
         return d
 
     @classmethod
-    def coerce(cls, noise):
+    def coerce(cls, noise: NoiseModel | dict | None) -> NoiseModel:
         """Accept None, a NoiseModel or a dict of its fields."""
         if noise is None:
             return cls()
@@ -118,44 +129,13 @@ class NoiseModel:
         if isinstance(noise, dict):
             unknown = set(noise) - set(cls.__dataclass_fields__)
             if unknown:
-                raise ValueError(f"unknown noise parameter(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+                known = sorted(cls.__dataclass_fields__)
+                raise ValueError(f"unknown noise parameter(s) {sorted(unknown)}; known: {known}")
             return cls(**noise)
         raise TypeError(f"noise must be None, a dict or a NoiseModel, not {type(noise).__name__}")
 
 
-def _number(name, value, what):
-    """Validate a finite real parameter.
-
-    Parameters
-    ----------
-    name : str
-        Parameter name, for the message.
-    value : object
-        The value given.
-    what : str
-        What is expected, for the message.
-
-    Returns
-    -------
-    float
-
-    Raises
-    ------
-    ValueError
-        If ``value`` is a bool, not a number, or not finite.
-    """
-    if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be {what}, got {value!r}") from None
-    if not np.isfinite(v):
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-    return v
-
-
-def frame_rng(seed, index, stream=0):
+def frame_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
     """Independent, reproducible generator for frame ``index`` of a stack.
 
     Parameters
@@ -171,12 +151,62 @@ def frame_rng(seed, index, stream=0):
     Returns
     -------
     numpy.random.Generator
+
+    Examples
+    --------
+    >>> a, b = frame_rng(7, 2).random(), frame_rng(7, 2).random()
+    >>> a == b, a == frame_rng(7, 3).random(), a == frame_rng(7, 2, stream=1).random()
+    (True, False, False)
     """
     key = (int(index),) if stream == 0 else (int(index), int(stream))
     return np.random.default_rng(np.random.SeedSequence(entropy=int(seed), spawn_key=key))
 
 
-def sample_frame(frame, path: ScanPath, noise: NoiseModel | None = None, rng=None):
+def path_rng(seed: int, index: int, vary_per_frame: bool) -> np.random.Generator | int:
+    """What :func:`~hyperspy_partialscan.paths.generate_path` is given for the path of frame ``index``.
+
+    The one rule for a stack's scan paths: with ``vary_per_frame`` every frame
+    has its own path, drawn from :func:`frame_rng` ``(seed, index)``; without
+    it every frame shares the path seeded by ``seed`` itself (``index`` is
+    then ignored).
+
+    Parameters
+    ----------
+    seed : int
+        Non-negative seed of the whole stack.
+    index : int
+        Flat navigation index of the frame.
+    vary_per_frame : bool
+        Whether each frame has its own path.
+
+    Returns
+    -------
+    numpy.random.Generator or int
+        A fresh generator for frame ``index``, or ``seed`` unchanged.
+
+    Examples
+    --------
+    >>> from hyperspy_partialscan.paths import generate_path
+    >>> path_rng(5, 3, False)
+    5
+    >>> def positions(index, vary):
+    ...     return generate_path("random", (16, 16), 0.1, path_rng(5, index, vary)).positions
+    >>> bool((positions(0, False) == positions(3, False)).all())
+    True
+    >>> bool((positions(3, True) == generate_path("random", (16, 16), 0.1, frame_rng(5, 3)).positions).all())
+    True
+    >>> bool((positions(0, True) == positions(3, True)).all())
+    False
+    """
+    return frame_rng(seed, index) if vary_per_frame else seed
+
+
+def sample_frame(
+    frame: np.ndarray,
+    path: ScanPath,
+    noise: NoiseModel | dict | None = None,
+    rng: np.random.Generator | int | None = None,
+) -> np.ndarray:
     """Read ``frame`` along ``path`` and return the partial scan.
 
     Parameters
@@ -195,6 +225,25 @@ def sample_frame(frame, path: ScanPath, noise: NoiseModel | None = None, rng=Non
     numpy.ndarray
         float32 frame with measured values at sampled pixels and NaN elsewhere.
         Several positions falling in one pixel are averaged, weighted by dwell.
+
+    Raises
+    ------
+    ValueError
+        If the frame's shape is not the path's.
+
+    Examples
+    --------
+    >>> from hyperspy_partialscan.paths import generate_path
+    >>> frame = np.arange(16.0).reshape(4, 4)
+    >>> partial = sample_frame(frame, generate_path("grid", (4, 4), 0.25, 0, spacing=2))
+    >>> partial
+    array([[nan, nan, nan, nan],
+           [ 4., nan,  6., nan],
+           [nan, nan, nan, nan],
+           [12., nan, 14., nan]], dtype=float32)
+    >>> noisy = sample_frame(frame, generate_path("grid", (4, 4), 0.25, 0, spacing=2), {"dose": 10}, rng=0)
+    >>> bool((np.isnan(noisy) == np.isnan(partial)).all())
+    True
     """
     frame = np.asarray(frame)
     if frame.shape != tuple(path.shape):

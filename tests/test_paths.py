@@ -127,7 +127,7 @@ def test_jittered_grid_lines_ordered_and_continuous(directions):
         slows.append(1)
     else:
         assert cut == len(pos)
-    for lines, slow in zip(blocks, slows):
+    for lines, slow in zip(blocks, slows, strict=True):
         assert len(lines) >= 2
         # nominal line positions increase line by line (slow coordinate ordered per direction block)
         means = lines[..., slow].mean(axis=1)
@@ -283,8 +283,41 @@ def test_unknown_path():
     ],
 )
 def test_bad_options(name, options, exc, match):
-    with pytest.raises(exc, match=match):
+    with pytest.raises(exc, match=match) as info:
         generate_path(name, (64, 64), 0.1, 0, **options)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "name, options, message",
+    [
+        ("spiral", {"step": True}, "spiral step must be a finite number > 0, not True"),
+        ("spiral", {"gap": "wide"}, "spiral gap must be a finite number > 0 or None, not 'wide'"),
+        ("spiral", {"centre_jitter": 2}, "spiral centre_jitter must be in [0, 0.5], got 2"),
+        ("spiral", {"speed": "fast"}, "spiral speed must be 'linear' or 'angular', not 'fast'"),
+        ("grid", {"spacing": 0.5}, "grid spacing must be a finite number >= 1, got 0.5"),
+        ("lines", {"spacing": np.nan}, "line spacing must be a finite number >= 1, got nan"),
+        ("jittered_grid", {"jitter": -1}, "jittered_grid jitter must be a finite number >= 0 or None, got -1"),
+        ("lissajous", {"ratio": np.inf}, "lissajous ratio must be a finite number > 0 or None, got inf"),
+        ("line_hop", {"band": 0.5}, "line_hop band must be a finite number >= 1, got 0.5"),
+        ("random", {"order": "spiral"}, "order must be 'raster' or 'random', not 'spiral'"),
+    ],
+)
+def test_bad_option_messages_name_the_option_and_range(name, options, message):
+    with pytest.raises(ValueError) as info:
+        generate_path(name, (64, 64), 0.1, 0, **options)
+    assert str(info.value) == message
+
+
+def test_family_functions_exported_and_registered():
+    from hyperspy_partialscan import paths
+
+    for name in paths.__all__:
+        assert hasattr(paths, name), name
+    for name, fn in PATHS.items():
+        assert getattr(paths, name) is fn and fn.__name__ == name
+    p = paths.spiral(SHAPE, 0.05, np.random.default_rng(1))
+    np.testing.assert_array_equal(p.positions, generate_path("spiral", SHAPE, 0.05, 1).positions)
 
 
 @pytest.mark.parametrize(

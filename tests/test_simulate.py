@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hyperspy_partialscan.paths import generate_path
-from hyperspy_partialscan.simulate import NoiseModel, frame_rng, sample_frame
+from hyperspy_partialscan.simulate import NoiseModel, frame_rng, path_rng, sample_frame
 
 
 def _ramp(shape, a=2.0, b=0.5, c=1.0):
@@ -168,6 +168,24 @@ def test_noise_reproducible_for_a_seed_and_streams_independent():
         for key in [(7, 2, 0), (7, 2, 1), (8, 2, 0), (8, 2, 1), (7, 3, 0)]
     }
     assert len(set(draws.values())) == len(draws)
+
+
+@pytest.mark.parametrize("seed", [0, 7, np.int64(7), 2**63 - 1])
+def test_path_rng_one_rule_for_every_frame(seed):
+    """Shared path: the stack seed itself for every frame; varied path: frame_rng(seed, index)."""
+    for index in (0, 1, 5):
+        assert path_rng(seed, index, False) is seed
+        assert path_rng(seed, index, np.False_) is seed  # flags read back from metadata
+        for vary in (True, np.True_):
+            rng = path_rng(seed, index, vary)
+            assert isinstance(rng, np.random.Generator)
+            assert rng.random(4).tobytes() == frame_rng(seed, index).random(4).tobytes()
+    shared = [generate_path("spiral", (48, 48), 0.1, path_rng(seed, i, False)).positions for i in range(3)]
+    varied = [generate_path("spiral", (48, 48), 0.1, path_rng(seed, i, True)).positions for i in range(3)]
+    np.testing.assert_array_equal(shared[0], shared[2])
+    np.testing.assert_array_equal(shared[0], generate_path("spiral", (48, 48), 0.1, seed).positions)
+    assert not np.array_equal(varied[0], varied[1])
+    np.testing.assert_array_equal(varied[1], generate_path("spiral", (48, 48), 0.1, frame_rng(seed, 1)).positions)
 
 
 # ------------------------------------------------------------------ NoiseModel validation
