@@ -359,7 +359,7 @@ def complete_stack(partials, method, *, model=None, batch_size=None, device=None
     if workers:
         cfg["num_workers"] = int(workers)
     with dask.config.set(cfg):
-        out = complete_partial_scan(stack_signal(partials), method, batch_size=batch_size, show_progressbar=False,
+        out = complete_partial_scan(stack_signal(partials), method, navigation_chunks=batch_size, show_progressbar=False,
                                     **kw)
     return np.asarray(out.data).reshape(np.shape(partials))
 
@@ -380,7 +380,7 @@ def denoise_stack(frames, method, *, model=None, batch_size=None, workers=None, 
     if workers:
         cfg["num_workers"] = int(workers)
     with dask.config.set(cfg):
-        out = denoise(s, method, batch_size=batch_size, show_progressbar=False, **params)
+        out = denoise(s, method, navigation_chunks=batch_size, show_progressbar=False, **params)
     return np.asarray(out.data).reshape(np.shape(frames))
 
 

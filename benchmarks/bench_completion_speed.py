@@ -6,7 +6,7 @@
    one untimed warm-up call (model loading, first-call overheads).
 2. Generator throughput (frames/s) in a batched *lazy* run: a lazy stack of
    ``--lazy-frames`` 512x512 partial scans, ``complete_partial_scan(...,
-   batch_size=8, lazy_output=True)`` then ``compute()`` on dask's threaded
+   navigation_chunks=8, lazy_output=True)`` then ``compute()`` on dask's threaded
    scheduler with ``torch.set_num_threads(--threads)``; the same at 2048x2048
    (``--large-frames`` frames, overlapping 512x512 tiles). Each run twice: a
    new path per frame (a simulation with ``vary_per_frame=True``) and one path
@@ -82,7 +82,7 @@ def lazy_throughput(args, model_ref, partials, device=None, paths="one per frame
     # warm-up on one frame (model load, first-call overheads) so the run measures steady-state throughput
     complete_partial_scan(C.stack_signal(partials[:1]), "generator", model=model_ref, device=device,
                           show_progressbar=False)
-    out = complete_partial_scan(s, "generator", model=model_ref, device=device, batch_size=args.batch_size,
+    out = complete_partial_scan(s, "generator", model=model_ref, device=device, navigation_chunks=args.batch_size,
                                 lazy_output=True, show_progressbar=False)
     cfg = {"scheduler": "threads"}
     if args.workers:

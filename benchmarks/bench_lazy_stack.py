@@ -145,7 +145,7 @@ def child_write(args):
     s.metadata.General.title = f"{n} synthetic frames"
     with PeakRSS() as probe:
         t0 = time.perf_counter()
-        partial = to_partial_scan(s, "spiral", args.coverage, seed=args.seed, batch_size=c, lazy_output=True,
+        partial = to_partial_scan(s, "spiral", args.coverage, seed=args.seed, navigation_chunks=c, lazy_output=True,
                                   show_progressbar=False)
         partial.save(args.child_input, overwrite=True, show_progressbar=False)
         dt = time.perf_counter() - t0
@@ -171,7 +171,7 @@ def child_complete(args):
     with PeakRSS() as probe, dask.config.set(cfg):
         t0 = time.perf_counter()
         s = hs.load(args.child_input, lazy=True)
-        out = complete_partial_scan(s, args.method, batch_size=args.batch_size, lazy_output=True,
+        out = complete_partial_scan(s, args.method, navigation_chunks=args.batch_size, lazy_output=True,
                                     show_progressbar=False, **kw)
         out.save(args.child_output, overwrite=True, show_progressbar=False)
         dt = time.perf_counter() - t0

@@ -6,10 +6,12 @@ import numpy as np
 
 from ._version import __version__
 from ._signal_tools import deliver, check_laziness, validate_signal2d
-from .engine import FrameNetwork, map_frames
-from .inpainting import CLASSICAL_METHODS, check_frame, complete_frame
+from ._validation import check_number
+from .engine import FrameNetwork, check_finite_output, map_frames, plan_network
+from .inpainting import BIHARMONIC_MAX_PIXELS, CLASSICAL_METHODS, check_frame, complete_frame
 
-__all__ = ["complete_partial_scan", "COMPLETION_METHODS", "ClassicalCompleter", "GeneratorCompleter"]
+__all__ = ["complete_partial_scan", "COMPLETION_METHODS", "ClassicalCompleter", "GeneratorCompleter",
+           "check_partial_frames", "default_navigation_chunks"]
 
 COMPLETION_METHODS = ("generator",) + tuple(CLASSICAL_METHODS)
 
@@ -29,6 +31,7 @@ class ClassicalCompleter:
         for k, (f, i) in enumerate(zip(frames, indices)):
             check_frame(f, int(i))
             out[k] = complete_frame(f, self.method)
+        check_finite_output(out, indices, f"{self.method} completion")
         return _keep(frames, out) if self.keep_measured else out
 
 
@@ -41,39 +44,80 @@ def _keep(frames, out):
 class GeneratorCompleter(FrameNetwork):
     """Picklable batch function running the completion network (see :class:`~.engine.FrameNetwork`).
 
-    Each frame is normalised once from its sampled values, so all its tiles
-    share one intensity scale.
+    The network's input channels (fills, mask, distance) are built from each
+    whole frame before tiling, so every tile takes its context from the whole
+    frame (a tile without samples of its own is filled from its neighbours),
+    and all tiles of a frame share one intensity scale.
     """
 
     task = "completion"
 
-    def __init__(self, model_ref, device=None, precision=None, keep_measured=False, tile=GENERATOR_TILE,
-                 overlap=GENERATOR_OVERLAP, tile_batch=2):
-        super().__init__(model_ref, device, precision, tile=tile, overlap=overlap, tile_batch=tile_batch)
+    def __init__(self, plan, keep_measured=True, tile=GENERATOR_TILE, overlap=GENERATOR_OVERLAP):
+        super().__init__(plan, tile=tile, overlap=overlap)
         self.keep_measured = keep_measured
 
     def check(self, frame, index):
         check_frame(frame, index)
 
-    def scales(self, frames):
-        from .models.features import frame_scale
+    def prepare(self, frames):
+        from .models.features import completion_inputs
 
-        return [frame_scale(f) for f in frames]
+        return completion_inputs(frames)
 
     def run(self, network, device, tiles, tile_scales):
-        from .models.inference import complete_batch
+        from .models.inference import run_network, to_intensity_scale
 
-        return complete_batch(network, tiles, device, self.precision, scales=tile_scales)
+        return to_intensity_scale(run_network(network, tiles, device, self.plan.precision), tile_scales)
 
     def finish(self, frames, out):
         return _keep(frames, out) if self.keep_measured else out
 
 
-def _default_batch(method, frame_shape):
+def default_navigation_chunks(method, frame_shape, network_batch_size=1):
+    """Frames per dask block: about 8 (generator) or 16 (classical) frames of 512x512, at least one network batch.
+
+    Examples
+    --------
+    >>> from hyperspy_partialscan.completion import default_navigation_chunks
+    >>> default_navigation_chunks("generator", (512, 512)), default_navigation_chunks("linear", (2048, 2048))
+    (8, 1)
+    """
     pixels = frame_shape[0] * frame_shape[1]
     if method == "generator":
-        return max(1, min(16, (8 * 512 * 512) // pixels))
+        return max(1, network_batch_size, min(16, (8 * 512 * 512) // pixels))
     return max(1, min(32, (16 * 512 * 512) // pixels))
+
+
+def check_partial_frames(data):
+    """Raise unless every frame has at least one sampled and one unsampled (NaN) pixel.
+
+    Reads the data once (a dask array is computed, counts only).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hyperspy_partialscan.completion import check_partial_frames
+    >>> check_partial_frames(np.array([[[1.0, np.nan]]]))
+    >>> check_partial_frames(np.ones((2, 3, 3)))
+    Traceback (most recent call last):
+    ...
+    ValueError: 2 frame(s) have no unsampled (NaN) pixel, first at flat navigation index 0: nothing to complete ...
+    """
+    import dask.array as da
+
+    frames = data.reshape((-1,) + tuple(data.shape[-2:]))
+    sampled = da.isfinite(frames).sum(axis=(1, 2)) if isinstance(frames, da.Array) else np.isfinite(frames).sum(
+        axis=(1, 2))
+    sampled = np.asarray(sampled.compute() if isinstance(sampled, da.Array) else sampled)
+    size = frames.shape[1] * frames.shape[2]
+    for bad, what in ((sampled == 0, "no sampled pixel (all NaN)"),
+                      (sampled == size, "no unsampled (NaN) pixel")):
+        if bad.any():
+            hint = "nothing can be completed there" if what.startswith("no sampled") else (
+                "nothing to complete (a full scan is not a partial scan; a dense acquisition with zeros at the "
+                "unscanned positions needs as_partial_scan(signal, mask=... or unscanned_value=...) first)")
+            raise ValueError(f"{int(bad.sum())} frame(s) have {what}, first at flat navigation index "
+                             f"{int(np.flatnonzero(bad)[0])}: {hint}")
 
 
 def complete_partial_scan(
@@ -81,10 +125,11 @@ def complete_partial_scan(
     method="generator",
     *,
     model=None,
-    batch_size=None,
+    navigation_chunks=None,
+    network_batch_size=None,
     device=None,
     precision=None,
-    keep_measured=False,
+    keep_measured=True,
     tile_size=GENERATOR_TILE,
     inplace=False,
     lazy_output=None,
@@ -139,43 +184,33 @@ def complete_partial_scan(
         raise ValueError(f"unknown completion method {method!r}; choose one of {', '.join(COMPLETION_METHODS)}")
     lazy_output = check_laziness(signal, inplace, lazy_output)
     frame_shape = signal.axes_manager.signal_shape[::-1]
-    if method == "biharmonic":
-        from .inpainting import BIHARMONIC_MAX_PIXELS
-
-        if frame_shape[0] * frame_shape[1] > BIHARMONIC_MAX_PIXELS:
-            raise ValueError(
-                f"biharmonic inpainting is limited to {BIHARMONIC_MAX_PIXELS} pixels per frame; these frames are "
-                f"{frame_shape[0]}x{frame_shape[1]}. Use method='linear' or 'generator'."
-            )
+    if method == "biharmonic" and frame_shape[0] * frame_shape[1] > BIHARMONIC_MAX_PIXELS:
+        raise ValueError(
+            f"biharmonic inpainting is limited to {BIHARMONIC_MAX_PIXELS} pixels per frame; these frames are "
+            f"{frame_shape[0]}x{frame_shape[1]}. Use method='linear' or 'generator'."
+        )
+    if method != "generator" and (model is not None or network_batch_size is not None):
+        raise ValueError(f"model= and network_batch_size= are only used by method='generator', not {method!r}")
     data = signal.data
     if not signal._lazy:
-        empty = ~np.isfinite(data).reshape((-1,) + tuple(frame_shape)).any(axis=(1, 2))
-        if empty.any():
-            raise ValueError(
-                f"{int(empty.sum())} frame(s) have no sampled pixel (all NaN), first at flat navigation index "
-                f"{int(np.flatnonzero(empty)[0])}; nothing can be completed there"
-            )
-    batch_size = batch_size or _default_batch(method, frame_shape)
+        check_partial_frames(data)
     provenance = {"method": method, "keep_measured": bool(keep_measured), "package_version": __version__}
     if method == "generator":
-        from .device import select_device
-        from .models import load_model
-
-        m = load_model(model, task="completion")
-        dev = select_device(device)
-        func = GeneratorCompleter(str(m.path), str(dev), precision, keep_measured, tile=tile_size)
-        provenance.update(model=m.name, model_sha256=m.sha256, device=str(dev), precision=precision or "float32")
-        token = (method, m.sha256, str(dev), precision, keep_measured, tile_size)
+        plan = plan_network(model, "completion", device, precision, network_batch_size)
+        check_number("tile_size", tile_size, low=16, integer=True)
+        func = GeneratorCompleter(plan, keep_measured, tile=tile_size)
+        provenance.update(plan.provenance())
+        token = (method, plan, keep_measured, tile_size)
     else:
-        if model is not None:
-            raise ValueError(f"model= is only used by method='generator', not {method!r}")
         func = ClassicalCompleter(method, keep_measured)
         token = (method, keep_measured)
+    chunks = navigation_chunks or default_navigation_chunks(method, frame_shape, getattr(func, "plan", None) and
+                                                            func.plan.batch_size or 1)
     if data.dtype.kind != "f":
         data = data.astype(np.float32)
-    result = map_frames(data, func, batch_size=batch_size, name=f"complete-{method}", token=token, with_indices=True)
+    result = map_frames(data, func, batch_size=chunks, name=f"complete-{method}", token=token, with_indices=True)
     return deliver(
         signal, result, lazy_output=lazy_output, show_progressbar=show_progressbar, inplace=inplace,
         title=f"Completed {signal.metadata.General.title}".rstrip(), record_path="Signal.Partial_scan.Completion",
-        record=provenance, signal_type="",
+        record=provenance, signal_type="", validate=lambda: check_partial_frames(data),
     )

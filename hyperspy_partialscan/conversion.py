@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from ._signal_tools import signal_like, validate_signal2d
+from ._validation import check_seed
 from ._version import __version__
 from .engine import compute, map_frames
 from .paths import PATHS, generate_path, validate_coverage
-from .simulate import NoiseModel, frame_rng, sample_frame
+from .simulate import NoiseModel, frame_rng, path_rng, sample_frame
 
 __all__ = ["to_partial_scan", "as_partial_scan", "from_scan_positions"]
 
@@ -24,31 +25,6 @@ def _random_seed():
     return int(np.random.SeedSequence().entropy % (2**63))
 
 
-def _check_seed(seed):
-    """Validate a user seed.
-
-    Parameters
-    ----------
-    seed : object
-        The seed given.
-
-    Returns
-    -------
-    int
-
-    Raises
-    ------
-    ValueError
-        Unless ``seed`` is an integer in [0, 2**63).
-    """
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be a non-negative integer or None, not {seed!r}")
-    seed = int(seed)
-    if not 0 <= seed < 2**63:
-        raise ValueError(f"seed must be in [0, 2**63), got {seed}")
-    return seed
-
-
 class _Simulator:
     """Picklable per-batch simulator (for dask workers)."""
 
@@ -60,7 +36,7 @@ class _Simulator:
         out = np.empty(frames.shape, np.float32)
         for k, (f, i) in enumerate(zip(frames, indices)):
             path = (
-                generate_path(self.name, f.shape, self.coverage, frame_rng(self.seed, i), **self.options)
+                generate_path(self.name, f.shape, self.coverage, path_rng(self.seed, i, True), **self.options)
                 if self.vary
                 else self.path
             )
@@ -76,7 +52,7 @@ def to_partial_scan(
     seed=None,
     noise=None,
     vary_per_frame=False,
-    batch_size=16,
+    navigation_chunks=16,
     lazy_output=None,
     show_progressbar=None,
     **path_options,
@@ -133,10 +109,10 @@ def to_partial_scan(
         raise ValueError(f"unknown scan path {path!r}; choose one of {', '.join(PATHS)}")
     coverage = validate_coverage(coverage)
     noise = NoiseModel.coerce(noise)
-    seed = _random_seed() if seed is None else _check_seed(seed)
+    seed = _random_seed() if seed is None else check_seed(seed)
     shape = signal.axes_manager.signal_shape[::-1]
     # generate once eagerly: validates the options and gives the measured coverage
-    first = generate_path(path, shape, coverage, frame_rng(seed, 0) if vary_per_frame else seed, **path_options)
+    first = generate_path(path, shape, coverage, path_rng(seed, 0, vary_per_frame), **path_options)
     sim = _Simulator(first, path, coverage, path_options, noise, seed, vary_per_frame)
     data = signal.data
     if data.dtype == bool:
@@ -145,7 +121,7 @@ def to_partial_scan(
     result = map_frames(
         data,
         sim,
-        batch_size=batch_size,
+        batch_size=navigation_chunks,
         name="to-partial-scan",
         token=(path, coverage, seed, sorted(path_options.items()), noise.as_dict(), vary_per_frame),
         with_indices=True,

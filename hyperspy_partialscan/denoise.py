@@ -15,7 +15,8 @@ import numpy as np
 from ._version import __version__
 from ._signal_tools import check_laziness, deliver, validate_signal2d
 from .denoising import CLASSICAL_DENOISERS, denoise_frame
-from .engine import FrameNetwork, map_frames
+from ._validation import check_number
+from .engine import FrameNetwork, check_finite_output, map_frames, plan_network
 
 __all__ = ["denoise", "fit_denoiser", "DENOISING_METHODS", "FIT_METHODS"]
 
@@ -44,6 +45,7 @@ class _Classical:
         for k, (f, i) in enumerate(zip(frames, indices)):
             _check_finite(f, i)
             out[k] = denoise_frame(f, self.method, **self.params)
+        check_finite_output(out, indices, f"{self.method} denoising")
         return out
 
 
@@ -52,8 +54,8 @@ def _check_finite(frame, index):
         if not np.isfinite(frame).any():
             raise ValueError(f"frame {int(index)} is all NaN: nothing to denoise")
         raise ValueError(
-            f"frame {int(index)} has NaN or infinite pixels (a partial scan?): complete it first, "
-            "e.g. s.complete_partial_scan().denoise()"
+            f"frame {int(index)} has NaN or infinite pixels (a partial scan?): complete it first "
+            "(complete_partial_scan, or `hyperspy-partialscan complete` on the command line)"
         )
 
 
@@ -62,9 +64,8 @@ class DenoiserNetwork(FrameNetwork):
 
     task = "denoising"
 
-    def __init__(self, model_ref, device=None, precision=None, variance_model=None, sigma=None, tile=DENOISER_TILE,
-                 overlap=DENOISER_OVERLAP, tile_batch=4):
-        super().__init__(model_ref, device, precision, tile=tile, overlap=overlap, tile_batch=tile_batch)
+    def __init__(self, plan, variance_model=None, sigma=None, tile=DENOISER_TILE, overlap=DENOISER_OVERLAP):
+        super().__init__(plan, tile=tile, overlap=overlap)
         self.variance_model, self.sigma = variance_model, sigma
 
     def check(self, frame, index):
@@ -73,7 +74,7 @@ class DenoiserNetwork(FrameNetwork):
     def run(self, network, device, tiles, tile_scales):
         from .models.inference import denoise_batch
 
-        return denoise_batch(network, tiles, device, self.precision, self.variance_model, self.sigma)
+        return denoise_batch(network, tiles, device, self.plan.precision, self.variance_model, self.sigma)
 
 
 def denoise(
@@ -81,7 +82,8 @@ def denoise(
     method="generator",
     *,
     model=None,
-    batch_size=None,
+    navigation_chunks=None,
+    network_batch_size=None,
     device=None,
     precision=None,
     sigma=None,
@@ -136,8 +138,10 @@ def denoise(
     if method not in DENOISING_METHODS:
         raise ValueError(f"unknown denoising method {method!r}; choose one of {', '.join(DENOISING_METHODS)}")
     lazy_output = check_laziness(signal, inplace, lazy_output)
-    if method != "generator" and model is not None:
-        raise ValueError(f"model= is only used by method='generator', not {method!r}")
+    if method != "generator" and (model is not None or network_batch_size is not None):
+        raise ValueError(f"model= and network_batch_size= are only used by method='generator', not {method!r}")
+    if sigma is not None:
+        check_number("sigma", sigma, low=0, low_inclusive=False)
     data = signal.data
     frame_shape = signal.axes_manager.signal_shape[::-1]
     if not signal._lazy:
@@ -152,17 +156,13 @@ def denoise(
         if "filter_sigma" in method_params:
             method_params["sigma"] = method_params.pop("filter_sigma")
         if method == "generator":
-            from .device import select_device
-            from .models import load_model
-
-            m = load_model(model, task="denoising")
-            dev = select_device(device)
+            plan = plan_network(model, "denoising", device, precision, network_batch_size)
             vm = _variance_model(signal) if sigma is None else None
-            func = DenoiserNetwork(str(m.path), str(dev), precision, vm, sigma)
-            record.update(model=m.name, model_sha256=m.sha256, device=str(dev), precision=precision or "float32",
+            func = DenoiserNetwork(plan, vm, sigma)
+            record.update(plan.provenance(),
                           noise_level="given sigma" if sigma is not None else ("variance model" if vm else "blind"))
-            token = (method, m.sha256, str(dev), precision, vm, sigma)
-            default_batch = max(1, (8 * 512 * 512) // (frame_shape[0] * frame_shape[1]))
+            token = (method, plan, vm, sigma)
+            default_batch = max(1, plan.batch_size, (8 * 512 * 512) // (frame_shape[0] * frame_shape[1]))
         else:
             func = _Classical(method, method_params)
             record["parameters"] = dict(method_params) or "estimated from the data"
@@ -170,7 +170,7 @@ def denoise(
             default_batch = 16
         if data.dtype.kind != "f":
             data = data.astype(np.float32)
-        result = map_frames(data, func, batch_size=batch_size or default_batch, name=f"denoise-{method}",
+        result = map_frames(data, func, batch_size=navigation_chunks or default_batch, name=f"denoise-{method}",
                             token=token, with_indices=True)
     return deliver(
         signal, result, lazy_output=lazy_output, show_progressbar=show_progressbar, inplace=inplace,

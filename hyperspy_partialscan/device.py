@@ -6,7 +6,14 @@ import contextlib
 
 import torch
 
-__all__ = ["select_device", "autocast", "to_device"]
+__all__ = ["select_device", "check_precision", "default_network_batch", "autocast", "to_device"]
+
+#: inference precisions: None and "float32" are full precision
+PRECISIONS = (None, "float32", "bfloat16", "float16")
+#: frames (or 512x512 tiles) per network call on the CPU, by task (more gains nothing on two cores)
+CPU_NETWORK_BATCH = {"completion": 2, "denoising": 4}
+#: frames (or 512x512 tiles) per network call on an accelerator: fills a GPU without running out of memory
+GPU_NETWORK_BATCH = 16
 
 
 def select_device(device=None):
@@ -41,6 +48,39 @@ def select_device(device=None):
     return dev
 
 
+def check_precision(precision):
+    """Validate an inference precision, before anything runs.
+
+    Examples
+    --------
+    >>> from hyperspy_partialscan.device import check_precision
+    >>> check_precision("bfloat16")
+    'bfloat16'
+    >>> check_precision("half")
+    Traceback (most recent call last):
+    ...
+    ValueError: precision must be None, 'float32', 'bfloat16' or 'float16', not 'half'
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be None, 'float32', 'bfloat16' or 'float16', not {precision!r}")
+    return precision
+
+
+def default_network_batch(device, task):
+    """Frames (or tiles) per network call: :data:`CPU_NETWORK_BATCH` on the CPU, :data:`GPU_NETWORK_BATCH` else.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from hyperspy_partialscan.device import default_network_batch
+    >>> default_network_batch(torch.device("cpu"), "completion")
+    2
+    """
+    if device.type == "cpu":
+        return CPU_NETWORK_BATCH.get(task, 2)
+    return GPU_NETWORK_BATCH
+
+
 def autocast(device, precision=None):
     """Context manager for reduced precision inference.
 
@@ -50,9 +90,8 @@ def autocast(device, precision=None):
     """
     if precision in (None, "float32", torch.float32):
         return contextlib.nullcontext()
+    check_precision(precision)
     dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-    if precision not in dtypes:
-        raise ValueError(f"precision must be None, 'float32', 'bfloat16' or 'float16', not {precision!r}")
     return torch.autocast(device_type=device.type, dtype=dtypes[precision])
 
 

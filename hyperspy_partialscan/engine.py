@@ -16,9 +16,13 @@ bounded memory whatever the frame size and the result has no seams.
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
+
 import numpy as np
 
-__all__ = ["map_frames", "navigation_chunks", "Tiler", "compute", "FrameNetwork"]
+__all__ = ["map_frames", "navigation_chunks", "Tiler", "compute", "NetworkPlan", "plan_network", "FrameNetwork",
+           "check_finite_output"]
 
 
 def navigation_chunks(shape, batch_size):
@@ -181,8 +185,8 @@ class Tiler:
         return w
 
     def split(self, frame):
-        """List of tiles (views) of a 2-D frame."""
-        return [frame[r : r + h, c : c + w] for r, c, h, w in self.windows(frame.shape)]
+        """List of tiles (views) of a frame; its last two axes are the image axes (channels may lead)."""
+        return [frame[..., r : r + h, c : c + w] for r, c, h, w in self.windows(frame.shape[-2:])]
 
     def merge(self, tiles, shape):
         """Blend processed tiles back into a frame of ``shape``."""
@@ -198,9 +202,10 @@ class Tiler:
     def apply(self, frames, func, batch_size=None, scales=None):
         """Process (n, H, W) frames through ``func(tiles, tile_scales)`` on tiles.
 
-        ``func`` receives a stack of equally sized tiles (n_tiles, th, tw) and
-        the normalisation (offset, scale) of each tile's parent frame. Tiles of
-        all frames are batched together, ``batch_size`` tiles at a time.
+        ``func`` receives a stack of equally sized tiles (n_tiles, ..., th, tw)
+        (leading channel axes are tiled along) and the normalisation (offset,
+        scale) of each tile's parent frame, and returns (n_tiles, th, tw). Tiles
+        of all frames are batched together, ``batch_size`` tiles at a time.
         """
         shape = frames.shape[-2:]
         tiles, tile_scales = [], []
@@ -228,33 +233,131 @@ class Tiler:
         )
 
 
+@dataclass(frozen=True)
+class NetworkPlan:
+    """A network resolved once, before any dask graph is built (see :func:`plan_network`).
+
+    Attributes
+    ----------
+    path : str
+        Weights file, loaded where the blocks run.
+    sha256 : str
+        Its hash: a worker refuses a file that changed after planning.
+    name : str
+        Model name, for provenance.
+    device : str
+        Torch device the blocks run on.
+    precision : str or None
+        Reduced inference precision (``"bfloat16"``, ``"float16"``) or None.
+    batch_size : int
+        Frames (or tiles) per network call.
+    """
+
+    path: str
+    sha256: str
+    name: str
+    device: str
+    precision: str | None
+    batch_size: int
+
+    def provenance(self):
+        """The plan as recorded in an output's metadata."""
+        return {"model": self.name, "model_sha256": self.sha256, "device": self.device,
+                "precision": self.precision or "float32", "network_batch_size": self.batch_size}
+
+
+def plan_network(model, task, device=None, precision=None, batch_size=None):
+    """Resolve and check the model, device, precision and network batch size of a network run.
+
+    Everything is validated here, eagerly, so a mistake raises before a lazy
+    result is returned rather than inside a dask task later.
+
+    Parameters
+    ----------
+    model : str or pathlib.Path or Model or None
+        Model name or path; None: the task's default model.
+    task : {"completion", "denoising"}
+    device : str, optional
+        Torch device (default: CUDA, then MPS, then the CPU).
+    precision : {None, "float32", "bfloat16", "float16"}
+    batch_size : int, optional
+        Frames or tiles per network call; default: :func:`~.device.default_network_batch`.
+
+    Returns
+    -------
+    NetworkPlan
+    """
+    from ._validation import check_number
+    from .device import check_precision, default_network_batch, select_device
+    from .models import load_model
+
+    precision = check_precision(precision)
+    dev = select_device(device)
+    if batch_size is None:
+        batch_size = default_network_batch(dev, task)
+    batch_size = check_number("network_batch_size", batch_size, low=1, integer=True)
+    m = load_model(model, task=task)
+    return NetworkPlan(str(m.path), m.sha256, m.name, str(dev), precision, batch_size)
+
+
+#: networks loaded in this process, by (weights path, sha256, device); bounded, oldest dropped first
+_NETWORKS: dict = {}
+_NETWORKS_LOCK = threading.Lock()
+_NETWORKS_MAX = 4
+
+
+def _worker_network(plan, task):
+    """The plan's network on its device, loaded once per process (per worker)."""
+    import torch
+
+    from .models import load_model
+
+    key = (plan.path, plan.sha256, plan.device)
+    with _NETWORKS_LOCK:
+        network = _NETWORKS.get(key)
+        if network is None:
+            model = load_model(plan.path, task=task)
+            if model.sha256 != plan.sha256:
+                raise RuntimeError(f"the model file {plan.path} changed after the computation was planned")
+            network = model.on(torch.device(plan.device))
+            while len(_NETWORKS) >= _NETWORKS_MAX:
+                _NETWORKS.pop(next(iter(_NETWORKS)))
+            _NETWORKS[key] = network
+    return network
+
+
 class FrameNetwork:
     """Picklable batch function running a trained network over frames.
 
-    The model is referenced by name or path and loaded where the block runs
-    (once per process, from the thread-safe cache of
-    :func:`hyperspy_partialscan.load_model`), so a graph can be shipped to
-    ``dask.distributed`` workers. Frames larger than ``tile`` go through
-    overlapping, blended tiles; ``tile_batch`` frames (or tiles) run at a time.
+    The network is described by a :class:`NetworkPlan` (resolved once by
+    :func:`plan_network`) and loaded where the block runs, once per process,
+    so a graph can be shipped to ``dask.distributed`` workers. Frames larger
+    than ``tile`` go through overlapping, blended tiles; ``plan.batch_size``
+    frames (or tiles) go through the network at a time. An output that is not
+    finite everywhere raises instead of being returned.
 
     Subclasses set :attr:`task` and implement :meth:`check` and :meth:`run`;
-    :meth:`scales` and :meth:`finish` are optional hooks.
+    :meth:`prepare` and :meth:`finish` are optional hooks.
     """
 
     task = None
 
-    def __init__(self, model_ref, device=None, precision=None, *, tile=512, overlap=64, tile_batch=2):
-        self.model_ref, self.device, self.precision = model_ref, device, precision
+    def __init__(self, plan, *, tile=512, overlap=64):
+        self.plan = plan
         self.tiler = Tiler(tile, min(overlap, tile // 4))
-        self.tile_batch = tile_batch
 
     def check(self, frame, index):
         """Raise a clear error for a frame the network cannot process."""
         raise NotImplementedError
 
-    def scales(self, frames):
-        """Per-frame normalisation shared by all tiles of a frame (None: per tile)."""
-        return None
+    def prepare(self, frames):
+        """What is tiled and passed to :meth:`run`, and each frame's normalisation (None: per tile).
+
+        The default passes the frames themselves. A subclass may build
+        per-frame inputs from the whole frame here (e.g. interpolations that
+        need the frame's context), shape (n, channels, H, W).
+        """
+        return frames, None
 
     def run(self, network, device, tiles, tile_scales):
         """Process a stack of equally sized tiles or frames (n, h, w)."""
@@ -265,12 +368,10 @@ class FrameNetwork:
         return out
 
     def __call__(self, frames, indices=None):
-        from .device import select_device
-        from .models import load_model
+        import torch
 
-        model = load_model(self.model_ref, task=self.task)
-        device = select_device(self.device)
-        network = model.on(device)
+        network = _worker_network(self.plan, self.task)
+        device = torch.device(self.plan.device)
         frames = np.asarray(frames, np.float32)
         for k, f in enumerate(frames):
             self.check(f, int(indices[k]) if indices is not None else k)
@@ -278,5 +379,29 @@ class FrameNetwork:
         def run(tiles, tile_scales):
             return self.run(network, device, tiles, tile_scales)
 
-        out = self.tiler.process(frames, run, batch_size=self.tile_batch, scales=self.scales(frames))
-        return self.finish(frames, out).astype(np.float32, copy=False)
+        inputs, scales = self.prepare(frames)
+        out = self.tiler.process(inputs, run, batch_size=self.plan.batch_size, scales=scales)
+        out = self.finish(frames, out).astype(np.float32, copy=False)
+        check_finite_output(out, indices, f"the {self.task} network ({self.plan.name})")
+        return out
+
+
+def check_finite_output(out, indices, what):
+    """Raise if a block's output is not finite everywhere (e.g. a diverged network).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hyperspy_partialscan.engine import check_finite_output
+    >>> check_finite_output(np.zeros((1, 2, 2)), [0], "linear")
+    >>> check_finite_output(np.full((1, 2, 2), np.nan), [3], "linear")
+    Traceback (most recent call last):
+    ...
+    FloatingPointError: linear gave non-finite values in 1 frame(s), first at flat navigation index 3 ...
+    """
+    bad = ~np.isfinite(out).reshape(len(out), -1).all(axis=1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        index = int(indices[first]) if indices is not None else first
+        raise FloatingPointError(f"{what} gave non-finite values in {int(bad.sum())} frame(s), first at flat "
+                                 f"navigation index {index}; nothing was returned (is the model diverged?)")

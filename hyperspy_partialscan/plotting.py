@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .paths import generate_path
-from .simulate import frame_rng
+from .simulate import path_rng
 
 __all__ = ["plot_scan_path", "scan_path_of"]
 
@@ -58,7 +58,7 @@ def scan_path_of(signal, index=None):
     if index is None:
         index = int(np.ravel_multi_index(am.indices[::-1], am.navigation_shape[::-1])) if am.navigation_dimension else 0
     opts = md.path_options.as_dictionary() if hasattr(md.path_options, "as_dictionary") else dict(md.path_options)
-    rng = frame_rng(md.seed, index) if md.vary_per_frame else md.seed
+    rng = path_rng(md.seed, index, md.vary_per_frame)
     return generate_path(md.path, shape, md.coverage_requested, rng, **opts).positions
 
 

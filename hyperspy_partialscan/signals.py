@@ -1,8 +1,13 @@
 """The ``partial_scan`` signal type: :class:`PartialScan2D` and :class:`LazyPartialScan2D`.
 
-A partial scan is an image whose unsampled pixels are NaN (float32); a full scan
-is a partial scan with nothing missing. There is no side-car mask, so slicing,
-stacking, saving and lazy evaluation need nothing special.
+A partial scan is an image whose unsampled pixels are NaN (float32); there is no
+side-car mask, so slicing, stacking, saving and lazy evaluation need nothing
+special. The signal methods are the package's functions bound to the signal:
+their signatures and docstrings are generated from the functions
+(:func:`~hyperspy_partialscan._docstrings.as_method`), so the two never drift.
+
+Imports go one way: this module imports the signal-level modules, which never
+import it.
 """
 
 from __future__ import annotations
@@ -10,7 +15,12 @@ from __future__ import annotations
 import numpy as np
 from hyperspy.signals import LazySignal2D, Signal2D
 
+from ._docstrings import as_method
 from ._signal_tools import signal_like
+from .completion import complete_partial_scan
+from .conversion import to_partial_scan
+from .denoise import denoise
+from .plotting import plot_scan_path
 
 __all__ = ["PartialScan2D", "LazyPartialScan2D"]
 
@@ -19,9 +29,20 @@ class PartialScan2D(Signal2D):
     """Images scanned partially: unsampled pixels are NaN.
 
     Create one with :func:`hyperspy_partialscan.to_partial_scan` (simulated),
-    :func:`hyperspy_partialscan.as_partial_scan` (dense acquisitions with zeros
-    at unscanned positions), :func:`hyperspy_partialscan.from_scan_positions`,
-    or ``s.set_signal_type("partial_scan")``.
+    :func:`hyperspy_partialscan.as_partial_scan` (dense acquisitions with
+    unscanned positions marked by a mask or a value),
+    :func:`hyperspy_partialscan.from_scan_positions`, or
+    ``s.set_signal_type("partial_scan")``. Unsampled pixels are drawn in
+    matplotlib's "bad" colour, distinct from any intensity.
+
+    Examples
+    --------
+    >>> import hyperspy.api as hs
+    >>> import hyperspy_partialscan as hps
+    >>> s = hs.data.atomic_resolution_image()
+    >>> p = hps.to_partial_scan(s, "spiral", coverage=0.1, seed=0)
+    >>> type(p).__name__, round(p.coverage, 2), p.scan_mask.data.dtype.name
+    ('PartialScan2D', 0.1, 'bool')
     """
 
     _signal_type = "partial_scan"
@@ -32,16 +53,14 @@ class PartialScan2D(Signal2D):
     @property
     def scan_mask(self):
         """Boolean signal, True where a pixel was sampled (lazy when the signal is lazy)."""
-        xp = self._xp()
         title = self.metadata.General.title
-        return signal_like(self, xp.isfinite(self.data), signal_type="", keep_noise_model=False,
+        return signal_like(self, self._xp().isfinite(self.data), signal_type="", keep_noise_model=False,
                            title=f"Scan mask of {title}" if title else "Scan mask")
 
     @property
     def coverage(self):
         """Fraction of sampled pixels over the whole signal (computed for lazy signals)."""
-        xp = self._xp()
-        c = xp.isfinite(self.data).mean()
+        c = self._xp().isfinite(self.data).mean()
         return float(c.compute() if hasattr(c, "compute") else c)
 
     def _xp(self):
@@ -51,53 +70,32 @@ class PartialScan2D(Signal2D):
             return da
         return np
 
-    def to_partial_scan(self, path="spiral", coverage=0.05, *, seed=None, noise=None, vary_per_frame=False,
-                        batch_size=16, lazy_output=None, show_progressbar=None, **path_options):
-        """Simulate a partial scan of these (full) frames.
+    to_partial_scan = as_method(to_partial_scan)
+    complete_partial_scan = as_method(complete_partial_scan)
+    denoise = as_method(denoise)
+    plot_scan_path = as_method(plot_scan_path)
 
-        See :func:`hyperspy_partialscan.to_partial_scan` for the parameters.
-        """
-        from .conversion import to_partial_scan
-
-        return to_partial_scan(self, path, coverage, seed=seed, noise=noise, vary_per_frame=vary_per_frame,
-                               batch_size=batch_size, lazy_output=lazy_output, show_progressbar=show_progressbar,
-                               **path_options)
-
-    def complete_partial_scan(self, method="generator", *, model=None, batch_size=None, device=None, precision=None,
-                              keep_measured=False, tile_size=512, inplace=False, lazy_output=None,
-                              show_progressbar=None):
-        """Fill the unsampled pixels.
-
-        See :func:`hyperspy_partialscan.complete_partial_scan` for the parameters.
-        """
-        from .completion import complete_partial_scan
-
-        return complete_partial_scan(self, method, model=model, batch_size=batch_size, device=device,
-                                     precision=precision, keep_measured=keep_measured, tile_size=tile_size,
-                                     inplace=inplace, lazy_output=lazy_output, show_progressbar=show_progressbar)
-
-    def plot_scan_path(self, ax=None, *, max_points=20000, cmap="gray", line_color="tab:orange", **kwargs):
-        """Draw the ordered probe path over the current frame.
-
-        See :func:`hyperspy_partialscan.plot_scan_path`.
-        """
-        from .plotting import plot_scan_path
-
-        return plot_scan_path(self, ax=ax, max_points=max_points, cmap=cmap, line_color=line_color, **kwargs)
+    def plot(self, *args, **kwargs):
+        """Plot as :meth:`hyperspy.signals.Signal2D.plot`; unsampled (NaN) pixels in a distinct colour."""
+        super().plot(*args, **kwargs)
+        _mark_unsampled(self)
 
 
-    def denoise(self, method="generator", *, model=None, batch_size=None, device=None, precision=None, sigma=None,
-                n_components=None, inplace=False, lazy_output=None, show_progressbar=None, **method_params):
-        """Denoise the (complete) frames.
+def _mark_unsampled(signal):
+    """Give the plotted image's colour map a 'bad' colour for NaN (unsampled) pixels."""
+    plot = getattr(signal, "_plot", None)
+    image = getattr(getattr(plot, "signal_plot", None), "ax", None)
+    if image is None:
+        return
+    for im in image.get_images():
+        cmap = im.get_cmap().copy()
+        cmap.set_bad(UNSAMPLED_COLOUR)
+        im.set_cmap(cmap)
+    image.figure.canvas.draw_idle()
 
-        See :func:`hyperspy_partialscan.denoise` for the parameters. Partial
-        scans must be completed first: ``s.complete_partial_scan().denoise()``.
-        """
-        from .denoise import denoise
 
-        return denoise(self, method, model=model, batch_size=batch_size, device=device, precision=precision,
-                       sigma=sigma, n_components=n_components, inplace=inplace, lazy_output=lazy_output,
-                       show_progressbar=show_progressbar, **method_params)
+#: colour of unsampled pixels in plots
+UNSAMPLED_COLOUR = "tab:cyan"
 
 
 class LazyPartialScan2D(LazySignal2D, PartialScan2D):

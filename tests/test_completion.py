@@ -64,7 +64,7 @@ def test_lazy_and_nonlazy_agree(lazy):
     ref = hp.complete_partial_scan(p, "linear").data
     src = p.as_lazy() if lazy else p
     for bs in (1, 4):
-        np.testing.assert_array_equal(array_of(hp.complete_partial_scan(src, "linear", batch_size=bs)), ref)
+        np.testing.assert_array_equal(array_of(hp.complete_partial_scan(src, "linear", navigation_chunks=bs)), ref)
 
 
 def test_linear_beats_nearest_on_smooth_image():
@@ -184,7 +184,7 @@ def test_rejects_non_images(lazy, case):
     [
         ("magic", {}, "unknown completion method 'magic'"),
         ("kriging", {}, "choose one of generator, nearest, linear, cubic, biharmonic"),
-        ("linear", {"model": "default"}, "model= is only used by method='generator'"),
+        ("linear", {"model": "default"}, "only used by method='generator'"),
     ],
 )
 def test_bad_method(lazy, method, kwargs, match):
@@ -251,8 +251,8 @@ def test_deterministic_task_names():
     b = hp.complete_partial_scan(p, "linear")
     assert a.data.name == b.data.name
     assert hp.complete_partial_scan(p, "nearest").data.name != a.data.name
-    assert hp.complete_partial_scan(p, "linear", keep_measured=True).data.name != a.data.name
-    assert hp.complete_partial_scan(p, "linear", batch_size=1).data.name != a.data.name
+    assert hp.complete_partial_scan(p, "linear", keep_measured=False).data.name != a.data.name
+    assert hp.complete_partial_scan(p, "linear", navigation_chunks=1).data.name != a.data.name
     # the simulation too: same input and seed, same graph
     s = make_signal((2,), True, 32)
     assert hp.to_partial_scan(s, "spiral", 0.1, seed=1).data.name == hp.to_partial_scan(s, "spiral", 0.1,

@@ -115,11 +115,11 @@ def test_lazy_nonlazy_and_batch_size_identical():
     """Chunking and laziness never change the result (noise and per-frame paths included)."""
     kwargs = dict(seed=21, vary_per_frame=True, noise={"dose": 30.0, "detector_sigma": 0.02, "line_jitter": 0.3})
     s = make_signal((2, 3), False, FRAME)
-    ref = hp.to_partial_scan(s, "jittered_grid", 0.1, batch_size=16, **kwargs).data
+    ref = hp.to_partial_scan(s, "jittered_grid", 0.1, navigation_chunks=16, **kwargs).data
     for lazy in LAZY:
         for bs in (1, 2, 5):
             src = s.as_lazy() if lazy else s
-            out = array_of(hp.to_partial_scan(src, "jittered_grid", 0.1, batch_size=bs, **kwargs))
+            out = array_of(hp.to_partial_scan(src, "jittered_grid", 0.1, navigation_chunks=bs, **kwargs))
             np.testing.assert_array_equal(out, ref)
     lazy_in = s.as_lazy()
     lazy_in.data = lazy_in.data.rechunk((1, 2, FRAME // 2, FRAME))  # odd input chunks, frames split

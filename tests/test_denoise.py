@@ -106,8 +106,8 @@ def test_denoise_methods_keep_axes_metadata(noisy_signal, clean, small_denoiser,
 
 
 def test_batch_equals_per_frame(noisy_signal, small_denoiser):
-    a = denoise(noisy_signal, model=small_denoiser, batch_size=4, show_progressbar=False).data
-    b = denoise(noisy_signal, model=small_denoiser, batch_size=1, show_progressbar=False).data
+    a = denoise(noisy_signal, model=small_denoiser, navigation_chunks=4, show_progressbar=False).data
+    b = denoise(noisy_signal, model=small_denoiser, navigation_chunks=1, show_progressbar=False).data
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 

@@ -13,7 +13,7 @@ NOISE = {"dose": 20.0, "line_jitter": 0.2}
 
 def _pipeline(s):
     p = hp.to_partial_scan(s, "spiral", 0.1, seed=1, vary_per_frame=True, noise=NOISE)
-    return p, hp.complete_partial_scan(p, "linear", batch_size=2)
+    return p, hp.complete_partial_scan(p, "linear", navigation_chunks=2)
 
 
 @pytest.mark.parametrize("processes", [True, False], ids=["processes", "threads"])

@@ -132,8 +132,8 @@ def test_generator_completion(small_model, partial_stack, lazy):
 
 
 def test_batch_equals_per_frame(small_model, partial_stack):
-    batched = ps.complete_partial_scan(partial_stack, model=small_model, batch_size=5, show_progressbar=False)
-    single = ps.complete_partial_scan(partial_stack, model=small_model, batch_size=1, show_progressbar=False)
+    batched = ps.complete_partial_scan(partial_stack, model=small_model, navigation_chunks=5, show_progressbar=False)
+    single = ps.complete_partial_scan(partial_stack, model=small_model, navigation_chunks=1, show_progressbar=False)
     np.testing.assert_allclose(batched.data, single.data, atol=1e-4)
 
 

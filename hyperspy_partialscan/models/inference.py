@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from ..device import autocast, select_device, to_device
 from .features import completion_inputs
 
-__all__ = ["complete_batch", "run_network"]
+__all__ = ["complete_batch", "denoise_batch", "run_network", "to_intensity_scale"]
 
 
 def _pad_to(t, multiple):
@@ -35,7 +35,7 @@ def run_network(network, inputs, device=None, precision=None):
     return y.float().cpu().numpy()
 
 
-def _to_scale(y, scales):
+def to_intensity_scale(y, scales):
     """Map normalised outputs (N, H, W) back with each frame's (offset, scale)."""
     lo = np.array([s[0] for s in scales], np.float32)[:, None, None]
     sc = np.array([s[1] for s in scales], np.float32)[:, None, None]
@@ -50,7 +50,7 @@ def complete_batch(network, frames, device=None, precision=None, scales=None):
     output is mapped back to that intensity scale.
     """
     inputs, scales = completion_inputs(frames, scales)
-    return _to_scale(run_network(network, inputs, device, precision), scales)
+    return to_intensity_scale(run_network(network, inputs, device, precision), scales)
 
 
 def denoise_batch(network, frames, device=None, precision=None, variance_model=None, sigma=None):
@@ -58,4 +58,4 @@ def denoise_batch(network, frames, device=None, precision=None, variance_model=N
     from .features import denoising_inputs
 
     inputs, scales = denoising_inputs(frames, variance_model, sigma)
-    return _to_scale(run_network(network, inputs, device, precision), scales)
+    return to_intensity_scale(run_network(network, inputs, device, precision), scales)
