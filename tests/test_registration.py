@@ -68,6 +68,17 @@ def test_packaged_yaml_identical_to_top_level():
     assert packaged.read_bytes() == TOP_YAML.read_bytes()
 
 
+def test_source_yamls_are_real_identical_files():
+    """Both copies are regular files (no symbolic link: Windows checkouts and some archives drop links)."""
+    package_yaml = REPO / "hyperspy_partialscan" / "hyperspy_extension.yaml"
+    if not TOP_YAML.exists() and not TOP_YAML.is_symlink():
+        pytest.skip("not a source checkout: no top-level hyperspy_extension.yaml")
+    for path in (TOP_YAML, package_yaml):
+        assert not path.is_symlink(), f"{path.relative_to(REPO)} is a symbolic link; it must be a real file"
+        assert path.is_file()
+    assert package_yaml.read_bytes() == TOP_YAML.read_bytes(), "the two hyperspy_extension.yaml files differ"
+
+
 def test_yaml_parses_and_registered_classes_import():
     from hyperspy.signal import BaseSignal
 
@@ -115,7 +126,7 @@ def test_wheel_contains_identical_yaml(tmp_path):
     shutil.copytree(
         REPO / "hyperspy_partialscan",
         src / "hyperspy_partialscan",
-        symlinks=True,  # keep the package's yaml a symbolic link, as in the repository
+        symlinks=True,  # copy the tree as it is (a link, should one come back, stays a link)
         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
     )
     if not (src / "README.md").exists():  # pyproject's readme; the test is about the yaml
