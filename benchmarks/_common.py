@@ -371,7 +371,7 @@ def denoise_stack(frames, method, *, model=None, batch_size=None, workers=None, 
     """
     import dask
 
-    from hyperspy_partialscan.denoise import denoise
+    from hyperspy_partialscan.denoising import denoise
 
     s = stack_signal(frames, metadata=metadata)
     if method == "generator":

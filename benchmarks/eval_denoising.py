@@ -4,7 +4,7 @@ Protocol
 --------
 * Data: the ``val`` split; up to ``--per-image`` (2) crops of 512x512 per image
   (the same seeded crops as ``eval_completion.py``), min/max normalised to [0, 1].
-* Noise: Poisson shot noise, ``degrade(crop, ImageNoise(dose=d))`` with d = 10,
+* Noise: Poisson shot noise, ``degrade(crop, FrameNoise(dose=d))`` with d = 10,
   50 and 200 electrons per pixel at full scale (a seeded draw per crop and dose).
 * Methods, scored by PSNR and SSIM (``data_range=1``) against the clean crop:
   - ``network``: the shipped denoiser, ``denoise(..., "generator")`` (noise
@@ -72,7 +72,7 @@ def noise_floor_psnr(noisy, clean):
     perfectly recovered, so this is an upper bound (an estimate: sigma_r is
     itself estimated and JPEG-exported references do not have white noise).
     """
-    from hyperspy_partialscan.denoising import estimate_sigma
+    from hyperspy_partialscan.noise import estimate_sigma
 
     sr2 = estimate_sigma(clean) ** 2
     sa2 = float(np.mean((np.asarray(noisy, np.float64) - clean) ** 2))
@@ -90,7 +90,7 @@ def _metrics(estimate, clean):
 
 def gaussian_best(noisy, clean):
     """Gaussian filter with the hindsight-best sigma (max PSNR against ``clean``) from :data:`SIGMAS`."""
-    from hyperspy_partialscan.denoising import gaussian_filter
+    from hyperspy_partialscan.filters import gaussian_filter
     from hyperspy_partialscan.metrics import psnr
 
     best = None
@@ -130,8 +130,8 @@ def main(argv=None):
     args = C.setup(parse_args(argv))
     import torch
 
-    from hyperspy_partialscan.denoise import fit_denoiser
-    from hyperspy_partialscan.denoising import ImageNoise, degrade
+    from hyperspy_partialscan.denoising import fit_denoiser
+    from hyperspy_partialscan.noise import FrameNoise, degrade
 
     t_start = time.perf_counter()
     model = C.resolve_model(args.model, "denoising")
@@ -150,7 +150,7 @@ def main(argv=None):
     try:
         for dose in args.doses:
             C.banner(f"dose {dose:g} e-/px")
-            noisy = np.stack([degrade(x, ImageNoise(dose=dose), np.random.default_rng([args.seed, C.frame_key(lab),
+            noisy = np.stack([degrade(x, FrameNoise(dose=dose), np.random.default_rng([args.seed, C.frame_key(lab),
                                                                                      int(dose * 1000)]))
                               for lab, x in crops])
             meta = None

@@ -301,7 +301,7 @@ class Checker:
         import hyperspy_partialscan as hps
 
         p = completion_input(self.args.check_size)
-        common = dict(method="generator", batch_size=2, show_progressbar=False)
+        common = dict(method="generator", navigation_chunks=2, show_progressbar=False)
 
         def run(dev, prec, **extra):
             return _arrays(hps.complete_partial_scan(p, device=dev, precision=prec, **common, **extra))
@@ -333,7 +333,7 @@ class Checker:
         tol = self.tolerance(precision)
         for name, signal in denoising_inputs(self.args.check_size).items():
             def run(dev, prec, signal=signal):
-                return hps.denoise(signal, "generator", device=dev, precision=prec, batch_size=2,
+                return hps.denoise(signal, "generator", device=dev, precision=prec, navigation_chunks=2,
                                    show_progressbar=False).data
 
             def check(run=run, name=name):
@@ -453,7 +453,7 @@ def end_to_end(device, precision, size, batch, args):
         return {"e2e_fps": "skipped", "e2e_peak_mib": None}
     def run(signal, batch_size):
         return hps.complete_partial_scan(signal, method="generator", device=device,
-                                         precision=_precision_arg(precision), batch_size=batch_size,
+                                         precision=_precision_arg(precision), navigation_chunks=batch_size, network_batch_size=batch_size,
                                          show_progressbar=False)
 
     p, one = throughput_frames(size, batch), throughput_frames(size, 1)

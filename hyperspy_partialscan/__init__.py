@@ -20,7 +20,7 @@ NoiseModel, generate_path, path_names
 from ._version import __version__
 from .completion import COMPLETION_METHODS, complete_partial_scan
 from .conversion import as_partial_scan, from_scan_positions, to_partial_scan
-from .denoise import DENOISING_METHODS, denoise, fit_denoiser
+from .denoising import DENOISING_METHODS, denoise, fit_denoiser
 from .models import list_models, load_model
 from .paths import generate_path, path_names
 from .plotting import plot_scan_path

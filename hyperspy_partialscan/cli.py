@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from .completion import COMPLETION_METHODS
-from .denoise import DENOISING_METHODS, FIT_METHODS
+from .denoising import DENOISING_METHODS, FIT_METHODS
 from .paths import path_names
 
 __all__ = ["main", "training_frames", "load_images"]
@@ -256,7 +256,7 @@ def _train(a):
 
 
 def _denoise(a):
-    from .denoise import denoise
+    from .denoising import denoise
 
     images = load_images(a.input, lazy=a.lazy)
     outputs = _output_paths(a.output, len(images))
@@ -270,7 +270,7 @@ def _denoise(a):
 
 
 def _fit_denoiser(a):
-    from .denoise import fit_denoiser
+    from .denoising import fit_denoiser
 
     images = load_images(a.input, lazy=False)
     if len(images) != 1:

@@ -1,191 +1,301 @@
-"""Denoising of S/TEM frames: noise model, noise-level estimates and classical filters.
+"""Signal-level denoising: trained network, classical filters, PCA, and self-supervised fine-tuning.
 
-Pure array functions; the signal-level entry point is
-:func:`hyperspy_partialscan.denoise`.
+Order for noisy partial scans: complete first, then denoise
+(``s.complete_partial_scan().denoise()``). The completion generator is trained
+to reproduce the (blurred) frame from noisy samples too, so most of the noise in
+the unsampled area is already averaged away, and the denoiser expects a full
+frame. Denoising a partial scan directly would need the denoiser to handle NaN
+holes, which it does not: :func:`denoise` rejects frames with NaN.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
-from scipy import ndimage
 
-__all__ = [
-    "ImageNoise",
-    "degrade",
-    "estimate_sigma",
-    "gaussian_filter",
-    "nl_means",
-    "tv",
-    "CLASSICAL_DENOISERS",
-    "denoise_frame",
-]
+from ._version import __version__
+from ._signal_tools import check_laziness, deliver, validate_signal2d
+from .filters import CLASSICAL_DENOISERS, denoise_frame
+from ._validation import check_number
+from .engine import FrameNetwork, check_finite_output, map_frames, plan_network
 
+__all__ = ["denoise", "fit_denoiser", "DENOISING_METHODS", "FIT_METHODS"]
 
-@dataclass(frozen=True)
-class ImageNoise:
-    """Noise of a full S/TEM frame (used to train and benchmark denoisers).
-
-    Parameters
-    ----------
-    dose : float or None
-        Electrons per pixel at full scale (the frame's maximum; intensity 0 is
-        zero signal): Poisson shot noise. None: no shot noise.
-    detector_sigma : float
-        Gaussian detector noise, fraction of full scale.
-    line_jitter : float
-        Standard deviation (pixels) of a smooth horizontal displacement of each
-        scan line (fast-scan jitter).
-    streak_sigma : float
-        Standard deviation of a per-line multiplicative gain error (streaks),
-        as a fraction.
-    """
-
-    dose: float | None = None
-    detector_sigma: float = 0.0
-    line_jitter: float = 0.0
-    streak_sigma: float = 0.0
-
-    def as_dict(self):
-        return asdict(self)
+DENOISING_METHODS = ("generator",) + tuple(CLASSICAL_DENOISERS) + ("pca",)
+DENOISER_TILE = 512
+DENOISER_OVERLAP = 32
 
 
-def degrade(frame, noise, rng=None):
-    """Apply :class:`ImageNoise` to a clean frame (values >= 0 expected, any scale).
-
-    Returns a float32 noisy frame on the same intensity scale.
-    """
-    rng = np.random.default_rng(rng)
-    f = np.asarray(frame, np.float64)
-    full = float(f.max()) if f.max() > 0 else 1.0
-    x = np.clip(f / full, 0, None)
-    h, w = x.shape
-    if noise.line_jitter:
-        shifts = ndimage.gaussian_filter1d(rng.standard_normal(h), 2.0)
-        shifts *= noise.line_jitter / (shifts.std() + 1e-12)
-        cols = np.arange(w)[None, :] + shifts[:, None]
-        rows = np.repeat(np.arange(h)[:, None], w, 1)
-        x = ndimage.map_coordinates(x, [rows, cols], order=1, mode="nearest")
-    if noise.streak_sigma:
-        x = x * (1 + noise.streak_sigma * rng.standard_normal(h))[:, None]
-        x = np.clip(x, 0, None)
-    if noise.dose is not None:
-        x = rng.poisson(x * noise.dose) / noise.dose
-    if noise.detector_sigma:
-        x = x + rng.normal(0, noise.detector_sigma, x.shape)
-    return (x * full).astype(np.float32)
+def _variance_model(signal):
+    """HyperSpy's Poisson variance model from the metadata, if any (dose/gain known)."""
+    vm = signal.metadata.get_item("Signal.Noise_properties.Variance_linear_model")
+    if vm is None:
+        return None
+    d = vm.as_dictionary()
+    if "gain_factor" not in d:
+        return None
+    return {"gain_factor": float(d["gain_factor"]), "gain_offset": float(d.get("gain_offset", 0.0))}
 
 
-def estimate_sigma(frame):
-    """Blind estimate of the noise standard deviation (Immerkaer 1996).
+class _Classical:
+    def __init__(self, method, params):
+        self.method, self.params = method, params
 
-    The frame is convolved with the difference of two Laplacians, which cancels
-    smooth structure; the mean absolute response gives the Gaussian-equivalent
-    sigma. Fast (one convolution) and robust to edges.
-    """
-    f = np.asarray(frame, np.float64)
-    if min(f.shape) < 3:
-        raise ValueError(f"frame {f.shape} is too small to estimate its noise")
-    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], float)
-    resp = ndimage.convolve(f, kernel, mode="reflect")[1:-1, 1:-1]
-    return float(np.sqrt(np.pi / 2) * np.abs(resp).mean() / 6)
+    def __call__(self, frames, indices):
+        out = np.empty(frames.shape, np.float32)
+        for k, (f, i) in enumerate(zip(frames, indices)):
+            _check_finite(f, i)
+            out[k] = denoise_frame(f, self.method, **self.params)
+        check_finite_output(out, indices, f"{self.method} denoising")
+        return out
 
 
-def estimate_noise_model(frame, bins=16):
-    """Blind estimate of signal-dependent noise: variance = gain * signal + offset.
+def _check_finite(frame, index):
+    if not np.isfinite(frame).all():
+        if not np.isfinite(frame).any():
+            raise ValueError(f"frame {int(index)} is all NaN: nothing to denoise")
+        raise ValueError(
+            f"frame {int(index)} has NaN or infinite pixels (a partial scan?): complete it first "
+            "(complete_partial_scan, or `hyperspy-partialscan complete` on the command line)"
+        )
 
-    S/TEM noise is mostly Poisson (variance proportional to the signal) plus
-    detector noise (constant), so one sigma for the whole frame over-smooths
-    dark areas and under-smooths bright ones. Following Foi et al. (2008) in
-    spirit: the Immerkaer response (which cancels smooth structure; for white
-    noise its variance is 36 times the pixel variance) is grouped into
-    ``bins`` quantile bins of the local mean, each bin's variance is taken
-    robustly (median absolute deviation, so edges and atoms do not inflate it)
-    and a non-negative linear model is fitted to them.
+
+class DenoiserNetwork(FrameNetwork):
+    """Picklable batch function running a denoising network (see :class:`~.engine.FrameNetwork`)."""
+
+    task = "denoising"
+
+    def __init__(self, plan, variance_model=None, sigma=None, tile=DENOISER_TILE, overlap=DENOISER_OVERLAP):
+        super().__init__(plan, tile=tile, overlap=overlap)
+        self.variance_model, self.sigma = variance_model, sigma
+
+    def check(self, frame, index):
+        _check_finite(frame, index)
+
+    def run(self, network, device, tiles, tile_scales):
+        from .models.inference import denoise_batch
+
+        return denoise_batch(network, tiles, device, self.plan.precision, self.variance_model, self.sigma)
+
+
+def denoise(
+    signal,
+    method="generator",
+    *,
+    model=None,
+    navigation_chunks=None,
+    network_batch_size=None,
+    device=None,
+    precision=None,
+    sigma=None,
+    n_components=None,
+    inplace=False,
+    lazy_output=None,
+    show_progressbar=None,
+    **method_params,
+):
+    """Denoise every frame of a signal.
 
     Parameters
     ----------
-    frame : numpy.ndarray
-        2-D frame, all finite.
-    bins : int
-        Number of intensity bins.
+    signal : hyperspy.signals.Signal2D
+        Full frames (lazy or not, any navigation shape). Partial scans must be
+        completed first.
+    method : str
+        ``"generator"`` (trained network, default), ``"gaussian"``,
+        ``"nl_means"``, ``"tv"`` (scikit-image, parameters estimated from the
+        data unless given in ``method_params``) or ``"pca"`` (HyperSpy's
+        decomposition of a stack; keeps ``n_components``).
+    model : str or pathlib.Path or Model, optional
+        Denoising model (default: the shipped default; see :func:`fit_denoiser`).
+    batch_size : int, optional
+        Frames per block.
+    device, precision : optional
+        Torch device and reduced precision for the network.
+    sigma : float, optional
+        Known noise standard deviation in data units (network); otherwise the
+        Poisson model in ``metadata.Signal.Noise_properties.Variance_linear_model``
+        is used when present (e.g. set by ``estimate_poissonian_noise_variance``),
+        else the noise level is estimated blindly.
+    n_components : int, optional
+        Components kept by ``"pca"`` (default: estimated from the scree plot's
+        elbow).
+    inplace : bool
+        Replace the data and return None.
+    lazy_output : bool, optional
+        Default: as the input.
+    show_progressbar : bool, optional
+    **method_params
+        Parameters of the classical filter (e.g. ``sigma`` for gaussian is
+        given as ``filter_sigma``; ``h`` for nl_means; ``weight`` for tv).
 
     Returns
     -------
-    tuple of float
-        ``(gain, offset)`` in the frame's units: variance = gain * signal + offset.
+    Signal or None
+        Same class as the input, with ``metadata.Signal.Denoising`` recording
+        method, parameters, model and package version.
     """
-    from scipy.optimize import nnls
+    validate_signal2d(signal, "denoise")
+    if method not in DENOISING_METHODS:
+        raise ValueError(f"unknown denoising method {method!r}; choose one of {', '.join(DENOISING_METHODS)}")
+    lazy_output = check_laziness(signal, inplace, lazy_output)
+    if method != "generator" and (model is not None or network_batch_size is not None):
+        raise ValueError(f"model= and network_batch_size= are only used by method='generator', not {method!r}")
+    if sigma is not None:
+        check_number("sigma", sigma, low=0, low_inclusive=False)
+    data = signal.data
+    frame_shape = signal.axes_manager.signal_shape[::-1]
+    if not signal._lazy:
+        flat = data.reshape((-1,) + tuple(frame_shape))
+        bad = ~np.isfinite(flat).all(axis=(1, 2))
+        if bad.any():
+            _check_finite(flat[np.flatnonzero(bad)[0]], np.flatnonzero(bad)[0])
+    record = {"method": method, "package_version": __version__}
+    if method == "pca":
+        result = _pca(signal, n_components, record)
+    else:
+        if "filter_sigma" in method_params:
+            method_params["sigma"] = method_params.pop("filter_sigma")
+        if method == "generator":
+            plan = plan_network(model, "denoising", device, precision, network_batch_size)
+            vm = _variance_model(signal) if sigma is None else None
+            func = DenoiserNetwork(plan, vm, sigma)
+            record.update(plan.provenance(),
+                          noise_level="given sigma" if sigma is not None else ("variance model" if vm else "blind"))
+            token = (method, plan, vm, sigma)
+            default_batch = max(1, plan.batch_size, (8 * 512 * 512) // (frame_shape[0] * frame_shape[1]))
+        else:
+            func = _Classical(method, method_params)
+            record["parameters"] = dict(method_params) or "estimated from the data"
+            token = (method, sorted(method_params.items()))
+            default_batch = 16
+        if data.dtype.kind != "f":
+            data = data.astype(np.float32)
+        result = map_frames(data, func, batch_size=navigation_chunks or default_batch, name=f"denoise-{method}",
+                            token=token, with_indices=True)
+    return deliver(
+        signal, result, lazy_output=lazy_output, show_progressbar=show_progressbar, inplace=inplace,
+        title=f"Denoised {signal.metadata.General.title}".rstrip(), record_path="Signal.Denoising", record=record,
+        signal_type="" if signal.metadata.Signal.get_item("signal_type") == "partial_scan" else None,
+    )
 
-    f = np.asarray(frame, np.float64)
-    if min(f.shape) < 3:
-        raise ValueError(f"frame {f.shape} is too small to estimate its noise")
-    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], float)
-    resp = ndimage.convolve(f, kernel, mode="reflect")[1:-1, 1:-1].ravel()
-    mean = ndimage.uniform_filter(f, 3, mode="reflect")[1:-1, 1:-1].ravel()
-    edges = np.unique(np.quantile(mean, np.linspace(0, 1, bins + 1)))
-    idx = np.clip(np.searchsorted(edges, mean, side="right") - 1, 0, max(len(edges) - 2, 0))
-    levels, variances, weights = [], [], []
-    for b in range(max(len(edges) - 1, 1)):
-        r = resp[idx == b]
-        if r.size < 16:
-            continue
-        mad = np.median(np.abs(r - np.median(r)))
-        levels.append(np.median(mean[idx == b]))
-        variances.append((1.4826 * mad) ** 2 / 36.0)
-        weights.append(np.sqrt(r.size))
-    if not levels:
-        return 0.0, estimate_sigma(f) ** 2
-    levels, variances, weights = map(np.asarray, (levels, variances, weights))
-    # the model is linear in the signal above the frame's floor (the detector's offset is unknown)
-    floor = float(mean.min())
-    design = np.stack([levels - floor, np.ones_like(levels)], axis=1) * weights[:, None]
-    (gain, base), _ = nnls(design, variances * weights)
-    return float(gain), float(base - gain * floor)
+
+def _pca(signal, n_components, record):
+    """PCA denoising of a stack through HyperSpy's own decomposition."""
+    if signal.axes_manager.navigation_size < 2:
+        raise ValueError("method='pca' needs a stack (navigation size >= 2): PCA denoises across frames")
+    s = signal.deepcopy()
+    if s._lazy:  # the decomposition needs the whole stack in memory
+        s.compute()
+    s.change_dtype("float64")
+    s.decomposition(algorithm="SVD", output_dimension=None, print_info=False)
+    if n_components is None:
+        n_components = int(s.estimate_elbow_position()) + 1
+    record["n_components"] = int(n_components)
+    return s.get_decomposition_model(int(n_components)).data.astype(np.float32)
 
 
-def gaussian_filter(frame, sigma=None):
-    """Gaussian filter; ``sigma`` (px) defaults to a value chosen from the noise level.
+#: the self-supervised objectives of :func:`fit_denoiser`
+FIT_METHODS = ("blind_spot", "sure", "noise2noise")
 
-    The default grows with the estimated noise-to-range ratio: 0.5 px for clean
-    frames up to 3 px for very noisy ones.
+
+def fit_denoiser(signal, *, init="default", epochs=20, method="blind_spot", batch_size=8, crop=128, lr=2e-4,
+                 sigma=None, keep_best=True, output=None, seed=0, show_progressbar=None):
+    """Fine-tune a denoiser on the user's own noisy data, without clean images.
+
+    Parameters
+    ----------
+    signal : hyperspy.signals.Signal2D
+        Noisy frames (a single image or a stack; computed if lazy).
+    init : str or None
+        Model to start from (``"default"``: the shipped denoiser; a name or
+        path; None: train from scratch).
+    epochs : int
+        Passes over the data; one epoch is as many crops as fit in the frames.
+    method : {"blind_spot", "sure", "noise2noise"}
+        ``"blind_spot"`` (Noise2Void/Noise2Self): a random 2 % of pixels are
+        replaced by a neighbour's value and the loss is the error at those
+        pixels only. ``"sure"``: the network itself is fitted by minimising
+        Stein's unbiased estimate of its error against the noise-free frame
+        (Monte-Carlo SURE, :func:`~hyperspy_partialscan.training.sure_per_item`;
+        needs the noise level, which is known or estimated as for
+        :func:`denoise`). ``"noise2noise"``: the frames must be repeated
+        exposures of the same field; the network maps one frame to another.
+        The trainer is :func:`hyperspy_partialscan.training.fit_self_supervised`.
+    batch_size, crop, lr : optional
+        Training parameters.
+    sigma : float, optional
+        Known noise standard deviation in data units; otherwise the Poisson
+        model in ``metadata.Signal.Noise_properties.Variance_linear_model``, else
+        a blind estimate (as :func:`denoise`, which should be called the same way).
+    keep_best : bool
+        Estimate the network's error with SURE on fixed crops of the data before
+        fitting and after every epoch, and return the weights with the lowest
+        estimate, the starting ones included: fitting then cannot make the
+        estimated error worse. The estimates are recorded in the model's
+        ``training`` record (``sure_start``, ``sure_best``, ``best_epoch``).
+    output : str or pathlib.Path, optional
+        Where to save the model (``.safetensors`` + ``.json``); default: a
+        temporary folder.
+    seed : int
+    show_progressbar : bool, optional
+
+    Returns
+    -------
+    Model
+        Usable as ``denoise(signal, model=...)``; saved to ``output``.
     """
-    frame = np.asarray(frame, np.float32)
-    if sigma is None:
-        rng_ = float(np.percentile(frame, 99.5) - np.percentile(frame, 0.5)) or 1.0
-        nsr = estimate_sigma(frame) / rng_
-        sigma = float(np.clip(0.5 + 12 * nsr, 0.5, 3.0))
-    return ndimage.gaussian_filter(frame, sigma).astype(np.float32)
+    import tempfile
+    from pathlib import Path
 
+    from .models import load_model, save_model
+    from .models.features import denoising_inputs
+    from .models.networks import DenoisingUNet
+    from .training.self_supervised import fit_self_supervised
 
-def nl_means(frame, h=None, sigma=None, patch_size=5, patch_distance=6):
-    """Non-local means (scikit-image), with the noise sigma estimated when not given."""
-    from skimage.restoration import denoise_nl_means
+    validate_signal2d(signal, "fit_denoiser")
+    if method not in FIT_METHODS:
+        raise ValueError(f"unknown self-supervised method {method!r}; choose one of {', '.join(FIT_METHODS)}")
+    if sigma is not None and not (np.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a positive noise standard deviation, got {sigma}")
+    if show_progressbar is None:
+        from hyperspy.defaults_parser import preferences
 
-    frame = np.asarray(frame, np.float64)
-    sigma = estimate_sigma(frame) if sigma is None else float(sigma)
-    h = 0.8 * sigma if h is None else float(h)
-    return denoise_nl_means(frame, patch_size=patch_size, patch_distance=patch_distance, h=h, sigma=sigma,
-                            fast_mode=True, preserve_range=True).astype(np.float32)
-
-
-def tv(frame, weight=None):
-    """Total-variation denoising (Chambolle); ``weight`` defaults to the estimated sigma."""
-    from skimage.restoration import denoise_tv_chambolle
-
-    frame = np.asarray(frame, np.float64)
-    weight = estimate_sigma(frame) if weight is None else float(weight)
-    return denoise_tv_chambolle(frame, weight=max(weight, 1e-12)).astype(np.float32)
-
-
-CLASSICAL_DENOISERS = {"gaussian": gaussian_filter, "nl_means": nl_means, "tv": tv}
-
-
-def denoise_frame(frame, method, **params):
-    """Denoise one frame with a classical filter by name."""
-    try:
-        func = CLASSICAL_DENOISERS[method]
-    except KeyError:
-        raise ValueError(f"unknown classical denoiser {method!r}; choose one of {', '.join(CLASSICAL_DENOISERS)}") from None
-    return func(frame, **params)
+        show_progressbar = preferences.General.show_progressbar
+    data = signal.data.compute() if signal._lazy else signal.data
+    frames = np.asarray(data, np.float32).reshape((-1,) + data.shape[-2:])
+    for i, f in enumerate(frames):
+        _check_finite(f, i)
+    if min(frames.shape[-2:]) < crop:
+        crop = int(min(frames.shape[-2:]) // 8 * 8)
+        if crop < 32:
+            raise ValueError(f"frames {frames.shape[-2:]} are too small to fit a denoiser (need >= 32 px)")
+    if method == "noise2noise" and len(frames) < 2:
+        raise ValueError("noise2noise needs a stack of at least two repeated frames of the same field")
+    base = None if init is None else load_model(None if init == "default" else init, task="denoising")
+    net = DenoisingUNet() if base is None else DenoisingUNet(**base.config["network"])
+    if base is not None:
+        net.load_state_dict(base.network.state_dict())
+    # frames normalised once; crops keep the whole frame's normalisation
+    vm = _variance_model(signal) if sigma is None else None
+    inputs, _ = denoising_inputs(frames, vm, sigma)
+    fit = fit_self_supervised(net, inputs, method=method, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr,
+                              seed=seed, keep_best=keep_best, show_progressbar=show_progressbar)
+    history = fit.pop("history")
+    training = {
+        "self_supervised": method,
+        "init": base.name if base is not None else None,
+        "init_sha256": base.sha256 if base is not None else None,
+        "epochs": epochs,
+        "iterations": fit.pop("iterations"),
+        "frames": int(len(frames)),
+        "frame_shape": list(frames.shape[1:]),
+        "source_title": signal.metadata.General.title,
+        "first_loss": history[0]["loss"],
+        "final_running_loss": history[-1]["running_loss"],
+        "noise_level": "given sigma" if sigma is not None else ("variance model" if vm else "blind"),
+        **fit,
+    }
+    out = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="partialscan_denoiser_")) / "denoiser"
+    extra = {"package_version": __version__, "inputs": ["noisy", "noise_level"], "training": training}
+    path = save_model(net, out, task="denoising", architecture="DenoisingUNet", extra=extra)
+    return load_model(path, task="denoising")

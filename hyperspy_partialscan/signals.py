@@ -19,7 +19,7 @@ from ._docstrings import as_method
 from ._signal_tools import signal_like
 from .completion import complete_partial_scan
 from .conversion import to_partial_scan
-from .denoise import denoise
+from .denoising import denoise
 from .plotting import plot_scan_path
 
 __all__ = ["PartialScan2D", "LazyPartialScan2D"]

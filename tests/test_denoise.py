@@ -7,8 +7,8 @@ import torch
 import hyperspy.api as hs
 
 import hyperspy_partialscan as ps
-from hyperspy_partialscan.denoise import denoise, fit_denoiser
-from hyperspy_partialscan.denoising import ImageNoise, degrade, estimate_noise_model, estimate_sigma
+from hyperspy_partialscan.denoising import denoise, fit_denoiser
+from hyperspy_partialscan.noise import FrameNoise, degrade, estimate_noise_model, estimate_sigma
 from hyperspy_partialscan.models import load_model, save_model
 from hyperspy_partialscan.models.networks import DenoisingUNet
 from hyperspy_partialscan.specimens import nanoparticle_field
@@ -33,7 +33,7 @@ def clean():
 
 @pytest.fixture(scope="module")
 def noisy_signal(clean):
-    noisy = np.stack([degrade(c, ImageNoise(dose=30), i) for i, c in enumerate(clean)])
+    noisy = np.stack([degrade(c, FrameNoise(dose=30), i) for i, c in enumerate(clean)])
     s = hs.signals.Signal2D(noisy)
     s.axes_manager[-1].scale = 0.5
     s.axes_manager[-1].units = "nm"
@@ -45,7 +45,7 @@ def noisy_signal(clean):
 def test_poisson_statistics():
     frame = np.full((200, 200), 0.5, np.float32)
     frame[0, 0] = 1.0  # full scale = 1
-    out = degrade(frame, ImageNoise(dose=40), 0)
+    out = degrade(frame, FrameNoise(dose=40), 0)
     counts = out[1:, 1:] * 40
     assert abs(counts.mean() - 20) < 0.3
     assert abs(counts.var() / counts.mean() - 1) < 0.05
@@ -54,7 +54,7 @@ def test_poisson_statistics():
 def test_detector_noise_and_estimate():
     frame = np.zeros((256, 256), np.float32)
     frame[0, 0] = 1.0
-    out = degrade(frame, ImageNoise(detector_sigma=0.05), 1)
+    out = degrade(frame, FrameNoise(detector_sigma=0.05), 1)
     assert abs(out[1:, 1:].std() - 0.05) < 0.003
     assert abs(estimate_sigma(out) - 0.05) < 0.005
 
@@ -63,14 +63,14 @@ def test_detector_noise_and_estimate():
 def test_blind_noise_model_recovers_poisson_gain(dose):
     clean = nanoparticle_field((384, 384), seed=3)
     clean = (clean - clean.min()) / (clean.max() - clean.min())
-    gain, offset = estimate_noise_model(degrade(clean, ImageNoise(dose=dose), 7))
+    gain, offset = estimate_noise_model(degrade(clean, FrameNoise(dose=dose), 7))
     assert gain == pytest.approx(1 / dose, rel=0.15)  # variance = signal / dose
     assert abs(offset) < 0.1 / dose
 
 
 def test_blind_noise_model_of_constant_noise():
     clean = nanoparticle_field((256, 256), seed=4) * 0.5 + 0.2
-    noisy = degrade(clean, ImageNoise(detector_sigma=0.04), 1)  # sigma: 0.04 of the maximum
+    noisy = degrade(clean, FrameNoise(detector_sigma=0.04), 1)  # sigma: 0.04 of the maximum
     truth = 0.04 * clean.max()
     assert np.std(noisy - clean) == pytest.approx(truth, rel=0.02)
     gain, offset = estimate_noise_model(noisy)
@@ -80,10 +80,10 @@ def test_blind_noise_model_of_constant_noise():
 
 def test_streaks_and_jitter_change_lines():
     frame = np.tile(np.linspace(0, 1, 128, dtype=np.float32), (128, 1))
-    jit = degrade(frame, ImageNoise(line_jitter=2.0), 2)
+    jit = degrade(frame, FrameNoise(line_jitter=2.0), 2)
     shifts = [np.argmin(np.abs(row - 0.5)) for row in jit]
     assert np.std(shifts) > 0.5  # lines are displaced horizontally
-    streak = degrade(frame, ImageNoise(streak_sigma=0.1), 3)
+    streak = degrade(frame, FrameNoise(streak_sigma=0.1), 3)
     ratio = streak[:, 64] / frame[:, 64]
     assert np.std(ratio) > 0.05 and np.allclose(streak[5] / streak[5, 64], frame[5] / frame[5, 64], atol=1e-5)
 
@@ -129,7 +129,7 @@ def test_inplace_records_and_drops_stale_variance(noisy_signal, small_denoiser, 
 
 def test_large_frame_tiled(small_denoiser):
     frame = nanoparticle_field((600, 540), seed=5)
-    s = hs.signals.Signal2D(degrade(frame, ImageNoise(dose=50), 0))
+    s = hs.signals.Signal2D(degrade(frame, FrameNoise(dose=50), 0))
     out = denoise(s, model=small_denoiser, show_progressbar=False)
     assert out.data.shape == (600, 540) and np.isfinite(out.data).all()
 
@@ -205,7 +205,7 @@ def _noise2noise_loss(model, signal):
 @pytest.mark.parametrize("method", ["blind_spot", "noise2noise"])
 def test_fit_denoiser_lowers_loss(noisy_signal, clean, small_denoiser, method, tmp_path):
     if method == "noise2noise":  # repeated exposures of one field
-        rep = np.stack([degrade(clean[0], ImageNoise(dose=30), 10 + i) for i in range(4)])
+        rep = np.stack([degrade(clean[0], FrameNoise(dose=30), 10 + i) for i in range(4)])
         signal, loss = hs.signals.Signal2D(rep), _noise2noise_loss
     else:
         signal, loss = noisy_signal, _blind_spot_loss

@@ -90,7 +90,7 @@ def noise_map(norm, scale, variance_model=None, sigma=None):
     """
     from scipy import ndimage
 
-    from ..denoising import estimate_noise_model
+    from ..noise import estimate_noise_model
 
     if variance_model is None and sigma is None:
         gain, base = estimate_noise_model(norm)  # in normalised units: data scale 1, offset 0

@@ -52,7 +52,7 @@ class NoisyCropSampler:
 
     def pair(self):
         """(noisy, clean, noise, known) for one crop, min/max normalised over its context window."""
-        from ..denoising import ImageNoise, degrade
+        from ..noise import FrameNoise, degrade
 
         rng, c = self.rng, self.crop
         while True:
@@ -72,7 +72,7 @@ class NoisyCropSampler:
             x = 1 - x
         dose = float(np.exp(rng.uniform(*np.log(self.dose_range))))
         extra = rng.uniform() < 0.3
-        noise = ImageNoise(
+        noise = FrameNoise(
             dose=dose,
             detector_sigma=float(rng.uniform(0, 0.02)) if extra else 0.0,
             line_jitter=float(rng.uniform(0, 0.5)) if extra else 0.0,
@@ -168,7 +168,7 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
 
 def denoising_validation_set(frames, crop=256, per_frame=1, doses=(10, 50, 200), seed=4321):
     """Fixed (dose, noisy, clean) validation crops, clean min/max normalised to [0, 1]."""
-    from ..denoising import ImageNoise, degrade
+    from ..noise import FrameNoise, degrade
 
     rng = np.random.default_rng(seed)
     out = []
@@ -183,7 +183,7 @@ def denoising_validation_set(frames, crop=256, per_frame=1, doses=(10, 50, 200),
                 continue
             x = (x - lo) / (hi - lo)
             for d in doses:
-                out.append((d, degrade(x, ImageNoise(dose=d), rng), x))
+                out.append((d, degrade(x, FrameNoise(dose=d), rng), x))
     return out
 
 
