@@ -217,7 +217,7 @@ def _save(signal, path, overwrite, show_progressbar):
     try:
         with atomic_path(path) as tmp:
             _write(signal, tmp, show_progressbar)
-    except CLIError:
+    except (CLIError, MemoryError):
         raise
     except Exception as err:
         kept = " (the existing file is unchanged)" if os.path.lexists(path) else ""
@@ -477,7 +477,11 @@ class _Parser(argparse.ArgumentParser):
 
 def _parse(argv):
     """Parse and validate the command line (see :func:`_validate`)."""
-    a = _build_parser().parse_args(argv)
+    parser = _build_parser()
+    a, extra = parser.parse_known_args(argv)
+    if extra:  # name the subcommand whose --help lists the options
+        parser.exit(2, f"error: unrecognized arguments: {' '.join(extra)} "
+                       f"(see `{parser.prog} {a.command} --help`)\n")
     _validate(a)
     return a
 
@@ -703,32 +707,44 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+_LIBRARIES = ("hyperspy", "rsciio")
+
+
 def _drop_redundant(record):
-    """HyperSpy logs an ERROR before re-raising a reader's exception, which the CLI reports itself."""
-    return not (record.name == "hyperspy.io" and record.levelno >= logging.ERROR)
+    """HyperSpy and RosettaSciIO log an ERROR before re-raising a reader's exception, which the CLI reports."""
+    return not (record.levelno >= logging.ERROR and record.name.split(".")[0] in _LIBRARIES)
 
 
 @contextlib.contextmanager
 def _logging(verbose):
-    """One handler for the run: the package's, HyperSpy's and RosettaSciIO's messages, each once, on stderr."""
+    """One handler for the run: the package's, HyperSpy's and RosettaSciIO's messages, each once, on stderr.
+
+    Both libraries install their own coloured handler on stdout; for the run
+    they propagate to this one instead. Their ERROR records are dropped unless
+    ``verbose`` (each precedes an exception that ends as the CLI's ``error:`` line).
+    """
     import hyperspy.api  # noqa: F401  (its import installs HyperSpy's own stdout handler: replace it now)
 
-    root, hs_logger = logging.getLogger(), logging.getLogger("hyperspy")
-    saved = (root.level, list(root.handlers), hs_logger.level, list(hs_logger.handlers), hs_logger.propagate)
+    root = logging.getLogger()
+    libs = [logging.getLogger(name) for name in _LIBRARIES]
+    saved = (root.level, list(root.handlers), [(lg.level, list(lg.handlers), lg.propagate) for lg in libs])
     handler = _StderrHandler()
     handler.setFormatter(_OneLineFormatter(verbose))
-    handler.addFilter(_drop_redundant)
+    if not verbose:
+        handler.addFilter(_drop_redundant)
     root.handlers = [handler]
     root.setLevel(logging.INFO if verbose else logging.WARNING)
-    hs_logger.handlers, hs_logger.propagate = [], True
-    hs_logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    for lg in libs:
+        lg.handlers, lg.propagate = [], True
+        lg.setLevel(logging.INFO if verbose else logging.WARNING)
     try:
         yield
     finally:
         root.setLevel(saved[0])
         root.handlers = saved[1]
-        hs_logger.setLevel(saved[2])
-        hs_logger.handlers, hs_logger.propagate = saved[3], saved[4]
+        for lg, (level, handlers, propagate) in zip(libs, saved[2], strict=True):
+            lg.setLevel(level)
+            lg.handlers, lg.propagate = handlers, propagate
 
 
 _HANDLERS = {"simulate": _simulate, "complete": _complete, "demo": _demo, "train": _train, "denoise": _denoise,
