@@ -93,7 +93,8 @@ def test_console_script_help():
 
 def test_console_script_error_exit_status(tmp_path):
     missing = tmp_path / "missing.hspy"
-    res = subprocess.run([_console_script(), "complete", str(missing), str(tmp_path / "out.hspy"), "--method", "linear"],
+    res = subprocess.run([_console_script(), "complete", str(missing), str(tmp_path / "out.hspy"),
+                          "--method", "linear"],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
     assert "missing.hspy" in res.stderr and "does not exist" in res.stderr
@@ -209,7 +210,8 @@ def test_complete_zero_filled_acquisition(tmp_path, capsys):
     src = tmp_path / "acquired.hspy"
     acquired.save(src)
     out = tmp_path / "completed.hspy"
-    rc, _, err = run(["complete", src, out, "--unscanned-value", "0", "--method", "nearest", "--no-progressbar"], capsys)
+    rc, _, err = run(["complete", src, out, "--unscanned-value", "0", "--method", "nearest", "--no-progressbar"],
+                     capsys)
     assert rc == 0, err
     s = load(out)
     assert not np.isnan(s.data).any()
@@ -305,7 +307,7 @@ def test_run_demo(tmp_path, capsys, no_models):
     # deterministic
     again = run_demo(tmp_path / "demo2", size=96, methods=["nearest", "linear"], show_progressbar=False,
                      figure=False, verbose=False)
-    for a, b in zip(rows, again):
+    for a, b in zip(rows, again, strict=True):
         assert (a["rmse_nearest"], a["rmse_linear"]) == (b["rmse_nearest"], b["rmse_linear"])
 
 
@@ -336,7 +338,8 @@ def tiny_denoiser(tmp_path):
     from hyperspy_partialscan.models.networks import DenoisingUNet
 
     torch.manual_seed(0)
-    return save_model(DenoisingUNet(width=4), tmp_path / "dn.safetensors", task="denoising", architecture="DenoisingUNet")
+    return save_model(DenoisingUNet(width=4), tmp_path / "dn.safetensors", task="denoising",
+                      architecture="DenoisingUNet")
 
 
 @pytest.mark.parametrize("method", ["gaussian", "generator"])

@@ -452,17 +452,26 @@ def _fake_trainer(calls, fail=False):
     return trainer
 
 
-@pytest.mark.parametrize("which", sorted(EARLIER_RUN))
-@pytest.mark.parametrize("cmd", sorted(TRAINERS))
-def test_training_refuses_earlier_run(cmd, which, work, capsys, monkeypatch):
+def _train(cmd, work, capsys, monkeypatch, which, *flags, fail=False):
+    """Run ``cmd`` (its training function faked) in a run folder holding an earlier run's ``which`` file.
+
+    Returns (exit status, stderr, the fake's calls, the run folder, its snapshot before, the model name).
+    """
     import hyperspy_partialscan.training as training
 
     func, name = TRAINERS[cmd]
     calls = []
-    monkeypatch.setattr(training, func, _fake_trainer(calls))
+    monkeypatch.setattr(training, func, _fake_trainer(calls, fail=fail))
     run_dir = _earlier_run(work, name, which)
     before = snapshot(run_dir)
-    rc, _, err = run([cmd, "--synthetic", "1", "--out", run_dir, "--no-progressbar"], capsys)
+    rc, _, err = run([cmd, "--synthetic", "1", "--out", run_dir, "--no-progressbar", *flags], capsys)
+    return rc, err, calls, run_dir, before, name
+
+
+@pytest.mark.parametrize("which", sorted(EARLIER_RUN))
+@pytest.mark.parametrize("cmd", sorted(TRAINERS))
+def test_training_refuses_earlier_run(cmd, which, work, capsys, monkeypatch):
+    rc, err, calls, run_dir, before, name = _train(cmd, work, capsys, monkeypatch, which)
     assert rc == 2
     line = one_error_line(err)
     assert "--resume" in line and "--overwrite" in line and EARLIER_RUN[which].format(name=name) in line
@@ -470,56 +479,38 @@ def test_training_refuses_earlier_run(cmd, which, work, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("cmd", sorted(TRAINERS))
-def test_training_resume_and_overwrite_exclusive(cmd, work, capsys):
-    run_dir = _earlier_run(work, TRAINERS[cmd][1], "checkpoint")
-    before = snapshot(run_dir)
-    rc, _, err = run([cmd, "--synthetic", "1", "--out", run_dir, "--resume", "--overwrite"], capsys)
+def test_training_resume_and_overwrite_exclusive(cmd, work, capsys, monkeypatch):
+    rc, err, calls, run_dir, before, _ = _train(cmd, work, capsys, monkeypatch, "checkpoint", "--resume", "--overwrite")
     assert rc == 2 and "exclude each other" in one_error_line(err)
-    assert snapshot(run_dir) == before
+    assert calls == [] and snapshot(run_dir) == before
 
 
+@pytest.mark.parametrize("which", sorted(EARLIER_RUN))
 @pytest.mark.parametrize("cmd", sorted(TRAINERS))
-def test_training_overwrite_starts_afresh(cmd, work, capsys, monkeypatch):
-    import hyperspy_partialscan.training as training
-
-    func, name = TRAINERS[cmd]
-    calls = []
-    monkeypatch.setattr(training, func, _fake_trainer(calls))
-    run_dir = _earlier_run(work, name, "validation")
-    (run_dir / "checkpoint.pt").write_bytes(b"old checkpoint")
-    rc, _, err = run([cmd, "--synthetic", "1", "--out", run_dir, "--overwrite", "--no-progressbar"], capsys)
+def test_training_overwrite_starts_afresh(cmd, which, work, capsys, monkeypatch):
+    rc, err, calls, run_dir, _, name = _train(cmd, work, capsys, monkeypatch, which, "--overwrite")
     assert rc == 0, err
     assert calls == [False]
     assert (run_dir / "validation.csv").read_text() == "iteration,psnr\n1,20\n"  # one run's log, not mixed
     assert (run_dir / "checkpoint.pt").read_bytes() == b"new checkpoint"
+    assert (run_dir / f"{name}.safetensors").read_bytes() == b"new model"
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
         ["checkpoint.pt", "validation.csv", f"{name}.safetensors", "notes.txt"])
 
 
+@pytest.mark.parametrize("which", sorted(EARLIER_RUN))
 @pytest.mark.parametrize("cmd", sorted(TRAINERS))
-def test_training_overwrite_failure_restores_earlier_run(cmd, work, capsys, monkeypatch):
-    import hyperspy_partialscan.training as training
-
-    func, name = TRAINERS[cmd]
-    monkeypatch.setattr(training, func, _fake_trainer([], fail=True))
-    run_dir = _earlier_run(work, name, "model")
-    (run_dir / "validation.csv").write_text("iteration,psnr\n400,30\n")
-    before = snapshot(run_dir)
-    rc, _, err = run([cmd, "--synthetic", "1", "--out", run_dir, "--overwrite", "--no-progressbar"], capsys)
+def test_training_overwrite_failure_restores_earlier_run(cmd, which, work, capsys, monkeypatch):
+    rc, err, calls, run_dir, before, _ = _train(cmd, work, capsys, monkeypatch, which, "--overwrite", fail=True)
     assert rc == 2 and "diverged" in one_error_line(err)
-    assert snapshot(run_dir) == before
+    assert calls == [False] and snapshot(run_dir) == before
 
 
 @pytest.mark.parametrize("cmd", sorted(TRAINERS))
 def test_training_resume_continues(cmd, work, capsys, monkeypatch):
-    import hyperspy_partialscan.training as training
-
-    func, name = TRAINERS[cmd]
-    calls = []
-    monkeypatch.setattr(training, func, _fake_trainer(calls))
-    run_dir = _earlier_run(work, name, "checkpoint")
-    rc, _, err = run([cmd, "--synthetic", "1", "--out", run_dir, "--resume", "--no-progressbar"], capsys)
-    assert rc == 0, err and calls == [True]
+    rc, err, calls, run_dir, _, _ = _train(cmd, work, capsys, monkeypatch, "checkpoint", "--resume")
+    assert rc == 0, err
+    assert calls == [True]
     assert (run_dir / "notes.txt").read_text() == "the user's own file"
 
 

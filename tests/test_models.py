@@ -3,11 +3,10 @@
 import hashlib
 import json
 
+import hyperspy.api as hs
 import numpy as np
 import pytest
 import torch
-
-import hyperspy.api as hs
 
 import hyperspy_partialscan as ps
 from hyperspy_partialscan.models import list_models, load_model, save_model
@@ -192,7 +191,12 @@ def test_nan_inf_safe(small_model):
 
 
 def test_training_lowers_loss_and_writes_model(tmp_path):
-    from hyperspy_partialscan.training import CropSampler, TrainConfig, huberised_mse, train_completion
+    from hyperspy_partialscan.training import (
+        CropSampler,
+        TrainConfig,
+        huberised_mse,
+        train_completion,
+    )
 
     frames = [nanoparticle_field((160, 160), seed=i) for i in range(3)]
     cfg = TrainConfig(iterations=40, batch_size=4, crop=64, width=8, inner_blocks=2, outer_blocks=1, warmup=5,
