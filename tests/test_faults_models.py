@@ -309,3 +309,15 @@ def test_cache_sees_a_changed_config(work):
     cfg["sha256"] = "f" * 64
     write_config(work, "dn", cfg)
     check_rejected(work, work / "dn.safetensors", ValueError, "do not belong together")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_save_refuses_non_finite_weights(value, work):
+    """A diverged network is not saved: the previous model at that path stays, and nothing else is written."""
+    net = DenoisingUNet(width=4)
+    with torch.no_grad():
+        next(iter(net.parameters())).view(-1)[0] = value
+    before = snapshot(work)
+    with pytest.raises(ValueError, match="refusing to save .* non-finite values"):
+        save_model(net, work / "dn.safetensors", task="denoising", architecture="DenoisingUNet")
+    assert snapshot(work) == before

@@ -271,6 +271,14 @@ def _parse_config(cpath, raw, wpath, digest):
     return config
 
 
+def _non_finite(state):
+    """The names of the floating-point tensors of ``state`` with a NaN or inf ("a, b, c and 2 more"), or ""."""
+    import torch
+
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    return ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+
+
 def _load(wpath, cpath, raw, digest):
     import torch
     from safetensors import SafetensorError
@@ -282,11 +290,11 @@ def _load(wpath, cpath, raw, digest):
     try:
         state = load_file(str(wpath))
     except (SafetensorError, OSError, RuntimeError, ValueError) as err:
-        raise ValueError(f"model weights {wpath} cannot be read as safetensors (corrupt or truncated?): {err}") from None
-    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        raise ValueError(f"model weights {wpath} cannot be read as safetensors (corrupt or truncated?): "
+                         f"{err}") from None
+    bad = _non_finite(state)
     if bad:
-        raise ValueError(f"model weights {wpath} hold non-finite values (NaN or inf) in {', '.join(bad[:3])}"
-                         + (f" and {len(bad) - 3} more" if len(bad) > 3 else ""))
+        raise ValueError(f"model weights {wpath} hold non-finite values (NaN or inf) in {bad}")
     try:
         with torch.device("meta"):  # shapes only: a tampered config cannot allocate a huge network
             shapes = {k: tuple(v.shape) for k, v in build_network(config["architecture"], config["network"])
@@ -331,6 +339,11 @@ def save_model(network, path, *, task, architecture, extra=None):
     pathlib.Path
         The weights path.
 
+    Raises
+    ------
+    ValueError
+        The weights hold NaN or inf (nothing is written).
+
     Examples
     --------
     >>> import tempfile
@@ -347,6 +360,10 @@ def save_model(network, path, *, task, architecture, extra=None):
     path = Path(path).with_suffix(".safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    bad = _non_finite(state)
+    if bad:  # load_model would refuse it: keep any previous model instead
+        raise ValueError(f"refusing to save {path}: the network's weights hold non-finite values (NaN or inf) in "
+                         f"{bad} (training diverged?)")
     config = {"name": path.stem, "task": task, "architecture": architecture, "network": dict(network.config)}
     config.update(extra or {})
     with atomic_paths([path, path.with_suffix(".json")]) as (wtmp, ctmp):
