@@ -164,7 +164,7 @@ def atomic_paths(targets: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
             _remove(tmp)
         raise
     try:
-        for tmp, target in zip(temps, targets):
+        for tmp, target in zip(temps, targets, strict=True):
             if os.path.lexists(tmp):
                 _commit(tmp, target)
     finally:
