@@ -1,19 +1,34 @@
 """The ``hyperspy-partialscan`` command line.
 
-Subcommands: ``simulate`` (full images to simulated partial scans), ``complete``
-(fill the unsampled pixels), ``demo`` (the main job on built-in data) and
-``train`` (train or fine-tune a completion generator). Run
-``hyperspy-partialscan SUBCOMMAND --help`` for the options. Errors are reported
-on stderr with exit status 2 (no traceback; add ``--verbose`` to see one).
+Subcommands:
+
+- ``simulate``: turn full images into simulated partial scans;
+- ``complete``: fill the unsampled pixels of partial scans;
+- ``demo``: the main job on built-in data (simulate, complete, compare);
+- ``train``: train or fine-tune a completion generator;
+- ``denoise``: denoise images (trained network or classical filters);
+- ``fit-denoiser``: fine-tune the denoiser on your own noisy data;
+- ``train-denoiser``: train a denoising network on clean images.
+
+Run ``hyperspy-partialscan SUBCOMMAND --help`` for the options. Errors are
+reported as one line on stderr with exit status 2 (no traceback; add
+``--verbose`` to see one); Ctrl-C exits with status 130. Outputs are written
+beside their targets and renamed over them only when complete, so a failed
+run leaves the input and any previous output untouched.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import math
+import os
+import shutil
 import sys
 from pathlib import Path
 
+from ._atomic import atomic_path, same_file, temporary_name
 from .completion import COMPLETION_METHODS
 from .denoising import DENOISING_METHODS, FIT_METHODS
 from .paths import path_names
@@ -64,11 +79,23 @@ def _to_gray(signal):
     return gray
 
 
+def _notice(message):
+    """A one-line note on stderr (what the CLI did on the user's behalf)."""
+    print(f"note: {message}", file=sys.stderr)
+
+
+def _signal_label(i, s):
+    title = s.metadata.get_item("General.title", "") or "untitled"
+    shape = "x".join(str(n) for n in s.data.shape)
+    return f"[{i}] {title!r} ({type(s).__name__.replace('Lazy', '')} {shape})"
+
+
 def load_images(path, lazy=False):
     """Load ``path`` with HyperSpy and return its 2-D image signals.
 
     Files holding several signals (a survey image and a spectrum, ...) give
-    their 2-D ones; RGB(A) images are converted to grey levels.
+    their 2-D ones, and a one-line note on stderr names those skipped; RGB(A)
+    images are converted to grey levels (mean of R, G and B), with a note.
 
     Raises
     ------
@@ -82,45 +109,74 @@ def load_images(path, lazy=False):
         raise CLIError(f"input file {str(path)!r} does not exist")
     if p.is_dir() and p.suffix.lower() != ".zspy":
         raise CLIError(f"input {str(path)!r} is a folder; give a file")
+    if not os.access(p, os.R_OK):
+        raise CLIError(f"input file {str(path)!r} is not readable (permission denied)")
     try:
         loaded = hs.load(str(p), lazy=lazy)
     except Exception as err:  # the readers raise anything from ValueError to struct.error
         raise CLIError(f"cannot read {str(path)!r} with RosettaSciIO: {type(err).__name__}: {err}") from err
     signals = loaded if isinstance(loaded, list) else [loaded]
     images, others = [], []
-    for s in signals:
+    for i, s in enumerate(signals):
         if s.axes_manager.signal_dimension != 2:
-            others.append(s)
+            others.append(_signal_label(i, s))
             continue
         if s.data.dtype.names is not None:  # rgb8, rgba16, ...
             s = _to_gray(s)
+            _notice(f"{path}: signal {i} is an RGB(A) image ({''.join(signals[i].data.dtype.names)}); "
+                    "converted to grey levels (mean of the R, G and B channels, alpha ignored)")
         images.append(s)
     if not images:
-        found = ", ".join(f"{type(s).__name__} with {s.axes_manager.signal_dimension}-D signal" for s in others)
         raise CLIError(
-            f"{str(path)!r} holds no 2-D image signal (found: {found or 'nothing'}); "
+            f"{str(path)!r} holds no 2-D image signal (found: {', '.join(others) or 'nothing'}); "
             "convert it first, e.g. with `s.transpose(signal_axes=2)` in HyperSpy"
         )
     if others:
-        _log.info("%s: using %d 2-D signal(s), skipping %d other(s)", path, len(images), len(others))
+        _notice(f"{path}: using {len(images)} 2-D signal(s), skipping {len(others)} other(s): {', '.join(others)}")
     return images
 
 
 def _output_paths(output, n):
-    """One output path per signal: ``output`` itself, or ``stem_0.ext``, ``stem_1.ext``... for several."""
+    """One output path per signal: ``output`` itself, or ``stem_0.ext``, ``stem_1.ext``... for several.
+
+    An output without extension gets ``.hspy``, as HyperSpy's ``save`` does.
+    """
     out = Path(output)
+    if not out.suffix:
+        out = out.with_name(out.name + ".hspy")
     if n == 1:
         return [out]
     return [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(n)]
 
 
+def _writable_formats():
+    """Lower-case extension -> RosettaSciIO plugin dict, for the plugins that write."""
+    from rsciio import IO_PLUGINS
+
+    return {e.lower(): plugin for plugin in IO_PLUGINS if plugin.get("writes")
+            for e in plugin["file_extensions"]}
+
+
+def _check_format(output):
+    """Refuse an output extension no RosettaSciIO plugin writes (before anything is computed)."""
+    ext = Path(output).suffix.lstrip(".").lower() or "hspy"
+    formats = _writable_formats()
+    if ext not in formats:
+        raise CLIError(f"cannot write {str(output)!r}: no RosettaSciIO writer for '.{ext}'; "
+                       f"use one of {', '.join('.' + e for e in sorted(formats))}")
+
+
 def _check_outputs(inp, outputs, overwrite):
     for out in outputs:
-        if out.resolve() == Path(inp).resolve():
-            raise CLIError(f"the output {str(out)!r} is the input file; choose another output name")
-        if out.exists() and not overwrite:
+        _check_format(out)
+        if same_file(out, inp) or out.resolve() == Path(inp).resolve():
+            raise CLIError(f"the output {str(out)!r} is the input file {str(inp)!r} (same file, or a link to it); "
+                           "choose another output name")
+        if out.is_dir() and out.suffix.lower() != ".zspy":
+            raise CLIError(f"the output {str(out)!r} is a folder; give a file name")
+        if os.path.lexists(out) and not overwrite:
             raise CLIError(f"output {str(out)!r} exists; add --overwrite to replace it")
-        if not out.parent.exists():
+        if not out.parent.is_dir():
             raise CLIError(f"the output folder {str(out.parent)!r} does not exist")
 
 
@@ -129,33 +185,43 @@ def _writer_has_progressbar(path):
     import importlib
     import inspect
 
-    from rsciio import IO_PLUGINS
+    plugin = _writable_formats().get(Path(path).suffix.lstrip(".").lower() or "hspy")
+    if plugin is None:
+        return False
+    try:
+        writer = importlib.import_module(plugin["api"]).file_writer
+    except (ImportError, AttributeError):
+        return False
+    return "show_progressbar" in inspect.signature(writer).parameters
 
-    ext = Path(path).suffix.lstrip(".").lower() or "hspy"  # HyperSpy's default format
-    for plugin in IO_PLUGINS:
-        if plugin.get("writes") and ext in (e.lower() for e in plugin["file_extensions"]):
-            try:
-                writer = importlib.import_module(plugin["api"]).file_writer
-            except (ImportError, AttributeError):
-                return False
-            return "show_progressbar" in inspect.signature(writer).parameters
-    return False
+
+def _write(signal, tmp, show_progressbar):
+    """Save ``signal`` to ``tmp``; lazy signals are computed here, with a progress bar only if wanted."""
+    if _writer_has_progressbar(tmp):  # these writers show a bar by default: pass our choice
+        signal.save(str(tmp), overwrite=True, show_progressbar=show_progressbar)
+    elif signal._lazy and show_progressbar:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar():
+            signal.save(str(tmp), overwrite=True)
+    else:
+        signal.save(str(tmp), overwrite=True)
+    if not os.path.lexists(tmp):
+        raise OSError(f"the writer did not create {tmp}")
 
 
 def _save(signal, path, overwrite, show_progressbar):
-    """Save; lazy signals are computed here, with a progress bar only if wanted."""
+    """Save ``signal`` as ``path`` atomically: written beside it, renamed over it only when complete."""
+    del overwrite  # checked up front (_check_outputs); the temporary is new
+    path = Path(path)
     try:
-        if _writer_has_progressbar(path):  # these writers show a bar by default: pass our choice
-            signal.save(str(path), overwrite=overwrite, show_progressbar=show_progressbar)
-        elif signal._lazy and show_progressbar:
-            from dask.diagnostics import ProgressBar
-
-            with ProgressBar():
-                signal.save(str(path), overwrite=overwrite)
-        else:
-            signal.save(str(path), overwrite=overwrite)
+        with atomic_path(path) as tmp:
+            _write(signal, tmp, show_progressbar)
+    except (CLIError, MemoryError):
+        raise
     except Exception as err:
-        raise CLIError(f"cannot write {str(path)!r}: {type(err).__name__}: {err}") from err
+        kept = " (the existing file is unchanged)" if os.path.lexists(path) else ""
+        raise CLIError(f"cannot write {str(path)!r}{kept}: {type(err).__name__}: {err}") from err
 
 
 def _describe(signal):
@@ -176,13 +242,15 @@ def _simulate(a):
     from .paths import validate_coverage
     from .simulate import NoiseModel
 
+    _check_format(_output_paths(a.output, 1)[0])
+
     coverage = validate_coverage(a.coverage)
     noise = NoiseModel(dose=a.dose) if a.dose is not None else None
     images = load_images(a.input, lazy=a.lazy)
     outputs = _output_paths(a.output, len(images))
     _check_outputs(a.input, outputs, a.overwrite)
     show = not a.no_progressbar
-    for i, (s, out) in enumerate(zip(images, outputs)):
+    for i, (s, out) in enumerate(zip(images, outputs, strict=True)):
         seed = a.seed + i if a.seed is not None else None
         ps = to_partial_scan(s, a.path, coverage, seed=seed, noise=noise, vary_per_frame=a.vary_per_frame,
                              batch_size=a.batch_size or 16, show_progressbar=show)
@@ -198,6 +266,8 @@ def _complete(a):
     from .conversion import as_partial_scan
     from .models import list_models
 
+    _check_format(_output_paths(a.output, 1)[0])
+
     if a.method == "generator" and a.model is None and not list_models("completion"):
         raise CLIError(
             "no completion model is installed with this package yet, so --method generator (the default) "
@@ -209,7 +279,7 @@ def _complete(a):
     outputs = _output_paths(a.output, len(images))
     _check_outputs(a.input, outputs, a.overwrite)
     show = not a.no_progressbar
-    for s, out in zip(images, outputs):
+    for s, out in zip(images, outputs, strict=True):
         if a.unscanned_value is not None:
             s = as_partial_scan(s, unscanned_value=a.unscanned_value)
         elif not s._lazy:
@@ -243,41 +313,115 @@ def _training_data(a):
     return frames, val, desc
 
 
+_RUN_FILES = ("checkpoint.pt", "validation.csv", "validation.png")
+
+
+@contextlib.contextmanager
+def _run_folder(a):
+    """Guard a training run folder: never mix or silently replace an earlier run.
+
+    A folder holding an earlier run (checkpoint, validation log, the model of
+    ``--name``) is refused unless ``--resume`` (continue it) or ``--overwrite``
+    (start afresh) is given. With ``--overwrite`` the earlier run's files are
+    moved aside into a hidden folder, deleted once the new run has finished,
+    and put back if it fails: the folder never holds a mixed validation log.
+    """
+    out = Path(a.out)
+    if a.resume and a.overwrite:
+        raise CLIError("--resume and --overwrite exclude each other: continue the run, or start afresh")
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {str(out)!r} is a file; give a run folder")
+    names = [*_RUN_FILES, f"{a.name}.safetensors", f"{a.name}.json"]
+    earlier = [n for n in names if os.path.lexists(out / n)]
+    if not earlier or a.resume:
+        yield
+        return
+    if not a.overwrite:
+        raise CLIError(f"run folder {str(out)!r} already holds a run ({', '.join(earlier)}); add --resume to "
+                       "continue it or --overwrite to start afresh")
+    aside = temporary_name(out / "previous-run", "old")
+    aside.mkdir()
+    for n in earlier:
+        os.replace(out / n, aside / n)
+    try:
+        yield
+    except BaseException:
+        for n in names:  # the failed run's files go, the earlier run's come back
+            if os.path.lexists(out / n):
+                (out / n).unlink()
+        for n in earlier:
+            os.replace(aside / n, out / n)
+        aside.rmdir()
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def _train(a):
     from .training import TrainConfig, train_completion
 
-    frames, val, desc = _training_data(a)
-    cfg = TrainConfig(iterations=a.iterations, batch_size=a.batch_size, crop=a.crop, lr=a.lr, width=a.width,
-                      target=a.target, threads=a.threads, seed=a.seed, adversarial=a.adversarial)
-    path = train_completion(frames, a.out, cfg, val_frames=val, init=a.init, resume=a.resume, name=a.name,
-                            data_description=desc, show_progressbar=not a.no_progressbar,
-                            max_seconds=a.max_minutes * 60 if a.max_minutes else None)
+    with _run_folder(a):
+        frames, val, desc = _training_data(a)
+        cfg = TrainConfig(iterations=a.iterations, batch_size=a.batch_size, crop=a.crop, lr=a.lr, width=a.width,
+                          target=a.target, threads=a.threads, seed=a.seed, adversarial=a.adversarial)
+        path = train_completion(frames, a.out, cfg, val_frames=val, init=a.init, resume=a.resume, name=a.name,
+                                data_description=desc, show_progressbar=not a.no_progressbar,
+                                max_seconds=a.max_minutes * 60 if a.max_minutes else None)
     print(f"model written to {path}")
 
 
 def _denoise(a):
     from .denoising import denoise
 
+    _check_format(_output_paths(a.output, 1)[0])
+
     images = load_images(a.input, lazy=a.lazy)
     outputs = _output_paths(a.output, len(images))
     _check_outputs(a.input, outputs, a.overwrite)
     show = not a.no_progressbar
-    for s, out in zip(images, outputs):
+    for s, out in zip(images, outputs, strict=True):
+        _refuse_partial_scan(a.input, s)
         done = denoise(s, a.method, model=a.model, batch_size=a.batch_size, device=a.device, sigma=a.sigma,
                        show_progressbar=show)
         _save(done, out, a.overwrite, show)
         print(f"wrote {out}: {_describe(done)} ({a.method})")
 
 
+def _refuse_partial_scan(inp, s):
+    """A partial scan (NaN = unsampled) must be completed before denoising: say how, on the command line."""
+    import numpy as np
+
+    partial = s.metadata.has_item("Signal.Partial_scan") and not s.metadata.has_item("Signal.Partial_scan.Completion")
+    if partial or (not s._lazy and np.issubdtype(s.data.dtype, np.floating) and not np.isfinite(s.data).all()):
+        raise CLIError(f"{inp} is a partial scan (NaN = unsampled pixels): complete it first, e.g. "
+                       f"`hyperspy-partialscan complete {inp} completed.hspy`, then denoise completed.hspy")
+
+
+def _model_outputs(output):
+    """The weights and JSON paths a model output ``NAME[.safetensors|.json]`` stands for."""
+    w = Path(output)
+    w = w.with_suffix(".safetensors") if w.suffix in (".safetensors", ".json") else w.with_name(w.name + ".safetensors")
+    return [w, w.with_suffix(".json")]
+
+
 def _fit_denoiser(a):
     from .denoising import fit_denoiser
 
+    targets = _model_outputs(a.output)
+    for t in targets:
+        if same_file(t, a.input):
+            raise CLIError(f"the model output {str(t)!r} is the input file; choose another output name")
+    existing = [str(t) for t in targets if os.path.lexists(t)]
+    if existing and not a.overwrite:
+        raise CLIError(f"model output {' and '.join(existing)} exists; add --overwrite to replace it")
     images = load_images(a.input, lazy=False)
     if len(images) != 1:
-        raise CLIError(f"{a.input} holds {len(images)} images; fit-denoiser needs exactly one signal (a frame or a stack)")
+        names = ", ".join(_signal_label(i, s) for i, s in enumerate(images))
+        raise CLIError(f"{a.input} holds {len(images)} images ({names}); fit-denoiser needs exactly one: save the one "
+                       "you want on its own first, e.g. `hs.load(IN)[0].save('one.hspy')` in HyperSpy")
     init = None if a.init == "none" else a.init
     model = fit_denoiser(images[0], init=init, epochs=a.epochs, method=a.method, sigma=a.sigma,
-                         keep_best=not a.keep_last, output=a.output, seed=a.seed, show_progressbar=not a.no_progressbar)
+                         keep_best=not a.keep_last, output=targets[0], seed=a.seed,
+                         show_progressbar=not a.no_progressbar)
     tr = model.config["training"]
     if "sure_best" in tr:
         print(f"estimated error (SURE): {tr['sure_start']:.3g} before, {tr['sure_best']:.3g} kept (epoch "
@@ -289,12 +433,13 @@ def _fit_denoiser(a):
 def _train_denoiser(a):
     from .training import train_denoiser
 
-    frames, val, desc = _training_data(a)
-    path = train_denoiser(frames, a.out, iterations=a.iterations, batch_size=a.batch_size, crop=a.crop,
-                          width=a.width, lr=a.lr, seed=a.seed, threads=a.threads, val_frames=val, resume=a.resume,
-                          max_seconds=a.max_minutes * 60 if a.max_minutes else None, name=a.name,
-                          data_description=desc, show_progressbar=not a.no_progressbar, init=a.init,
-                          invert=a.invert, dose_range=tuple(a.dose_range), context=a.context)
+    with _run_folder(a):
+        frames, val, desc = _training_data(a)
+        path = train_denoiser(frames, a.out, iterations=a.iterations, batch_size=a.batch_size, crop=a.crop,
+                              width=a.width, lr=a.lr, seed=a.seed, threads=a.threads, val_frames=val,
+                              resume=a.resume, max_seconds=a.max_minutes * 60 if a.max_minutes else None,
+                              name=a.name, data_description=desc, show_progressbar=not a.no_progressbar,
+                              init=a.init, invert=a.invert, dose_range=tuple(a.dose_range), context=a.context)
     print(f"model written to {path}")
 
 
@@ -317,11 +462,32 @@ def _add_training_args(p, *, name, iterations, batch_size, width):
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in a run folder that holds an earlier run (its files are replaced)")
     p.add_argument("--no-progressbar", action="store_true")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``error: ...`` and where to look) with exit status 2, not the whole usage."""
+
+    def error(self, message):
+        message = " ".join(str(message).split())
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def _parse(argv):
-    parser = argparse.ArgumentParser(
+    """Parse and validate the command line (see :func:`_validate`)."""
+    parser = _build_parser()
+    a, extra = parser.parse_known_args(argv)
+    if extra:  # name the subcommand whose --help lists the options
+        parser.exit(2, f"error: unrecognized arguments: {' '.join(extra)} "
+                       f"(see `{parser.prog} {a.command} --help`)\n")
+    _validate(a)
+    return a
+
+
+def _build_parser():
+    parser = _Parser(
         prog="hyperspy-partialscan",
         description="Simulate, complete and compare partial S/TEM scans (HyperSpy extension). "
         "Partial scans are float32 images whose unsampled pixels are NaN.",
@@ -339,13 +505,20 @@ def _parse(argv):
     p.add_argument("--coverage", type=float, default=0.05, help="fraction of sampled pixels in (0, 1] (default 0.05)")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the path and noise (default: random, recorded in the metadata)")
-    p.add_argument("--dose", type=float, default=None, help="electrons per probe position at full scale (Poisson noise)")
+    p.add_argument("--dose", type=float, default=None,
+                   help="electrons per probe position at full scale (Poisson noise)")
     p.add_argument("--vary-per-frame", action="store_true", help="a different path for every frame of a stack")
     p.add_argument("--lazy", action="store_true", help="load and process lazily (dask), for data larger than memory")
     p.add_argument("--batch-size", type=int, default=None, help="frames per dask block (default 16)")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.add_argument("--no-progressbar", action="store_true", help="hide the progress bar")
+    _add_complete(sub)
+    _add_demo_and_train(sub)
+    _add_denoise(sub)
+    return parser
 
+
+def _add_complete(sub):
     p = sub.add_parser("complete", help="complete partial scans (fill the unsampled pixels)",
                        description="Complete the partial scans (NaN = unsampled) in any RosettaSciIO-readable file. "
                        "Acquisitions that store unscanned positions as zeros need --unscanned-value 0.")
@@ -353,7 +526,8 @@ def _parse(argv):
     p.add_argument("output", help="output file; the extension picks the format (.hspy, .zspy, ...)")
     p.add_argument("--method", default="generator", choices=COMPLETION_METHODS,
                    help="completion method (default: generator, the trained network)")
-    p.add_argument("--model", default=None, help="model name or path for --method generator (default: the shipped model)")
+    p.add_argument("--model", default=None,
+                   help="model name or path for --method generator (default: the shipped model)")
     p.add_argument("--unscanned-value", type=float, default=None,
                    help="treat pixels equal to this value as unsampled (e.g. 0 for zero-filled acquisitions)")
     p.add_argument("--keep-measured", action="store_true", help="put the measured samples back into the completion")
@@ -363,6 +537,8 @@ def _parse(argv):
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.add_argument("--no-progressbar", action="store_true", help="hide the progress bar")
 
+
+def _add_demo_and_train(sub):
     p = sub.add_parser("demo", help="the main job on built-in data: simulate, complete, compare",
                        description="Simulate spiral, grid and random partial scans of two built-in specimens, "
                        "complete them with every available method and write an RMSE table (CSV, markdown) "
@@ -381,6 +557,8 @@ def _parse(argv):
     p.add_argument("--init", default=None, help="fine-tune from this model (name or path)")
     p.add_argument("--adversarial", action="store_true", help="add the multi-scale adversarial stage")
 
+
+def _add_denoise(sub):
     p = sub.add_parser("denoise", help="denoise images (trained network or classical filters)",
                        description="Denoise the 2-D images in any RosettaSciIO-readable file. Partial scans must be "
                        "completed first (hyperspy-partialscan complete).")
@@ -410,6 +588,7 @@ def _parse(argv):
                    help="keep the last epoch's weights (default: those with the lowest SURE error estimate, "
                         "the starting weights included)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace the model files if they exist")
     p.add_argument("--no-progressbar", action="store_true")
 
     p = sub.add_parser("train-denoiser", help="train a denoising network on clean images degraded on the fly")
@@ -423,36 +602,191 @@ def _parse(argv):
     p.add_argument("--context", type=int, default=4,
                    help="side, in crop sides, of the window whose min/max normalises each crop (default 4; "
                         "1: each crop's own range)")
-    return parser.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- checks of the numbers
+
+
+#: option -> (kind, low, high, low inclusive): "int" or "float"; None = unbounded. Floats must be finite.
+_RANGES = {
+    "coverage": ("float", 0, 1, False),
+    "dose": ("float", 0, None, False),
+    "seed": ("int", 0, None, True),
+    "batch_size": ("int", 1, None, True),
+    "unscanned_value": ("float", None, None, True),
+    "size": ("int", 16, None, True),
+    "sigma": ("float", 0, None, False),
+    "epochs": ("int", 1, None, True),
+    "iterations": ("int", 1, None, True),
+    "max_minutes": ("float", 0, None, False),
+    "crop": ("int", 16, None, True),
+    "lr": ("float", 0, None, False),
+    "width": ("int", 1, None, True),
+    "synthetic": ("int", 0, None, True),
+    "max_frames_per_file": ("int", 1, None, True),
+    "threads": ("int", 1, None, True),
+    "invert": ("float", 0, 1, True),
+    "context": ("int", 1, None, True),
+}
+
+
+def _range_text(kind, lo, hi, lo_incl):
+    """``a positive number``, ``an integer >= 1``, ``a number in [0, 1]``, ..."""
+    noun = "an integer" if kind == "int" else "a number"
+    if lo is None and hi is None:
+        return "a finite number"
+    if hi is not None:
+        return f"{noun} in {'[' if lo_incl else '('}{lo:g}, {hi:g}]"
+    if lo == 0 and not lo_incl:
+        return "a positive integer" if kind == "int" else "a positive number"
+    return f"{noun} >= {lo:g}" if lo_incl else f"{noun} > {lo:g}"
+
+
+def _check_number(option, value, kind, lo, hi, lo_incl):
+    """Raise CLIError ``--option must be ..., got value`` unless ``value`` is in range."""
+    ok = isinstance(value, int) or math.isfinite(value)
+    if ok and lo is not None:
+        ok = value >= lo if lo_incl else value > lo
+    if ok and hi is not None:
+        ok = value <= hi
+    if not ok:
+        raise CLIError(f"{option} must be {_range_text(kind, lo, hi, lo_incl)}, got {value:g}"
+                       if isinstance(value, float) else
+                       f"{option} must be {_range_text(kind, lo, hi, lo_incl)}, got {value}")
+
+
+def _validate(a):
+    """Check every numeric option up front: one line naming the option and its valid range."""
+    for dest, (kind, lo, hi, lo_incl) in _RANGES.items():
+        value = getattr(a, dest, None)
+        if value is not None:
+            _check_number("--" + dest.replace("_", "-"), value, kind, lo, hi, lo_incl)
+    if getattr(a, "dose_range", None) is not None:
+        low, high = a.dose_range
+        for v in (low, high):
+            _check_number("--dose-range", v, "float", 0, None, False)
+        if low > high:
+            raise CLIError(f"--dose-range must be LOW <= HIGH, got {low:g} {high:g}")
+    name = getattr(a, "name", None)
+    if name is not None and (not name or name in (".", "..") or any(c in name for c in "/\\")):
+        raise CLIError(f"--name must be a plain file name (no folder), got {name!r}")
+
+
+# --------------------------------------------------------------------------- logging
+
+
+class _OneLineFormatter(logging.Formatter):
+    """``LEVEL name: message`` on one line (continuation lines folded in); tracebacks only when verbose."""
+
+    def __init__(self, verbose):
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+        self.verbose = verbose
+
+    def format(self, record):
+        text = " ".join(logging.Formatter.format(self, _plain(record)).split())
+        if self.verbose and record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def _plain(record):
+    copy = logging.makeLogRecord(record.__dict__)
+    copy.exc_info, copy.exc_text, copy.stack_info = None, None, None
+    return copy
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the current ``sys.stderr`` (so that redirections made after set-up are honoured)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+_LIBRARIES = ("hyperspy", "rsciio")
+
+
+def _drop_redundant(record):
+    """HyperSpy and RosettaSciIO log an ERROR before re-raising a reader's exception, which the CLI reports."""
+    return not (record.levelno >= logging.ERROR and record.name.split(".")[0] in _LIBRARIES)
+
+
+@contextlib.contextmanager
+def _logging(verbose):
+    """One handler for the run: the package's, HyperSpy's and RosettaSciIO's messages, each once, on stderr.
+
+    Both libraries install their own coloured handler on stdout; for the run
+    they propagate to this one instead. Their ERROR records are dropped unless
+    ``verbose`` (each precedes an exception that ends as the CLI's ``error:`` line).
+    """
+    import hyperspy.api  # noqa: F401  (its import installs HyperSpy's own stdout handler: replace it now)
+
+    root = logging.getLogger()
+    libs = [logging.getLogger(name) for name in _LIBRARIES]
+    saved = (root.level, list(root.handlers), [(lg.level, list(lg.handlers), lg.propagate) for lg in libs])
+    handler = _StderrHandler()
+    handler.setFormatter(_OneLineFormatter(verbose))
+    if not verbose:
+        handler.addFilter(_drop_redundant)
+    root.handlers = [handler]
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    for lg in libs:
+        lg.handlers, lg.propagate = [], True
+        lg.setLevel(logging.INFO if verbose else logging.WARNING)
+    try:
+        yield
+    finally:
+        root.setLevel(saved[0])
+        root.handlers = saved[1]
+        for lg, (level, handlers, propagate) in zip(libs, saved[2], strict=True):
+            lg.setLevel(level)
+            lg.handlers, lg.propagate = handlers, propagate
 
 
 _HANDLERS = {"simulate": _simulate, "complete": _complete, "demo": _demo, "train": _train, "denoise": _denoise,
              "fit-denoiser": _fit_denoiser, "train-denoiser": _train_denoiser}
 
 
+def _message(err, verbose):
+    """The one-line text of an error reaching :func:`main`."""
+    if isinstance(err, (CLIError, ValueError, OSError, TypeError)) and str(err):
+        msg = str(err)
+    elif isinstance(err, MemoryError):
+        msg = "out of memory (MemoryError); try --lazy or a smaller --batch-size"
+    else:
+        msg = f"{type(err).__name__}: {err}"
+        if not verbose:
+            msg += " (run `hyperspy-partialscan -v ...` for the traceback)"
+    return " ".join(msg.split())
+
+
 def main(argv=None):
     """Run the command line (``hyperspy-partialscan --help``); returns the exit status.
 
-    Errors are printed as ``error: ...`` on stderr with status 2; usage errors
-    (unknown option or choice) exit with status 2 through argparse.
+    Errors are printed as one ``error: ...`` line on stderr with status 2
+    (usage errors too, through argparse, which exits); Ctrl-C returns 130.
     """
-    a = _parse(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        _HANDLERS[a.command](a)
+        a = _parse(sys.argv[1:] if argv is None else argv)
+    except CLIError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        with _logging(a.verbose):
+            _HANDLERS[a.command](a)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # report, don't dump a traceback on the user
         if a.verbose:
-            _log.exception("%s failed", a.command)
-        if isinstance(err, (CLIError, ValueError, OSError, TypeError)):
-            msg = str(err)
-        else:
-            msg = f"{type(err).__name__}: {err}"
-            if not a.verbose:
-                msg += " (run `hyperspy-partialscan -v ...` for the traceback)"
-        print(f"error: {msg}", file=sys.stderr)
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {_message(err, a.verbose)}", file=sys.stderr)
         return 2
     return 0
 

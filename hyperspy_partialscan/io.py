@@ -433,19 +433,30 @@ def _read_hyperspy(path, *, reader=None, index=None):
     if not isinstance(signals, list):
         signals = [signals]
     if index is not None:
+        if not -len(signals) <= index < len(signals):
+            raise _DataError(f"{path}: signal {index} asked for, but the file holds {len(signals)} signal(s): "
+                             f"{_signal_list(signals)}; pick one of these indices")
         signals = [signals[index]]
     arrays = []
     for s in signals:
         data = np.asarray(s.data)
         if is_rgbx(data):
             arrays.append(_rgb_to_gray(rgbx2regular_array(data)))
+            _logger.info("%s: RGB(A) signal %r averaged over its R, G and B channels to grey levels", path,
+                         s.metadata.get_item("General.title", ""))
         elif s.axes_manager.signal_dimension == 2:
             arrays.append(data)
         else:
-            _logger.debug("%s: skipping %s (not a 2-D signal)", path, s)
+            _logger.warning("%s: skipping %s (not a 2-D image signal)", path, s)
     if not arrays:
         warnings.warn(f"{path} holds no 2-D image signal", stacklevel=4)
     return arrays
+
+
+def _signal_list(signals):
+    """``[0] 'title' (Signal2D), [1] ...``: how to name the signals of a file so that one can be picked."""
+    return ", ".join(f"[{i}] {s.metadata.get_item('General.title', '')!r} ({type(s).__name__})"
+                     for i, s in enumerate(signals))
 
 
 def _split_frames(arrays, name):

@@ -93,7 +93,8 @@ def test_console_script_help():
 
 def test_console_script_error_exit_status(tmp_path):
     missing = tmp_path / "missing.hspy"
-    res = subprocess.run([_console_script(), "complete", str(missing), str(tmp_path / "out.hspy"), "--method", "linear"],
+    res = subprocess.run([_console_script(), "complete", str(missing), str(tmp_path / "out.hspy"),
+                          "--method", "linear"],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
     assert "missing.hspy" in res.stderr and "does not exist" in res.stderr
@@ -209,7 +210,8 @@ def test_complete_zero_filled_acquisition(tmp_path, capsys):
     src = tmp_path / "acquired.hspy"
     acquired.save(src)
     out = tmp_path / "completed.hspy"
-    rc, _, err = run(["complete", src, out, "--unscanned-value", "0", "--method", "nearest", "--no-progressbar"], capsys)
+    rc, _, err = run(["complete", src, out, "--unscanned-value", "0", "--method", "nearest", "--no-progressbar"],
+                     capsys)
     assert rc == 0, err
     s = load(out)
     assert not np.isnan(s.data).any()
@@ -248,14 +250,14 @@ def test_complete_generator(partial_file, tmp_path, capsys, tiny_model):
         (["simulate", "{tmp}/missing.hspy", "{tmp}/o.hspy"], "does not exist"),
         (["complete", "{tmp}/missing.hspy", "{tmp}/o.hspy", "--method", "linear"], "does not exist"),
         (["simulate", "{full}", "{tmp}/o.hspy", "--path", "zigzag"], "invalid choice: 'zigzag'"),
-        (["simulate", "{full}", "{tmp}/o.hspy", "--coverage", "2"], "coverage must be in (0, 1]"),
-        (["simulate", "{full}", "{tmp}/o.hspy", "--coverage", "0"], "coverage must be in (0, 1]"),
+        (["simulate", "{full}", "{tmp}/o.hspy", "--coverage", "2"], "--coverage must be a number in (0, 1]"),
+        (["simulate", "{full}", "{tmp}/o.hspy", "--coverage", "0"], "--coverage must be a number in (0, 1]"),
         (["complete", "{full}", "{tmp}/o.hspy", "--method", "magic"], "invalid choice: 'magic'"),
         (["complete", "{full}", "{tmp}/o.hspy", "--method", "linear", "--model", "x"], "--model is only used"),
         (["simulate", "{full}", "{tmp}/no_such_dir/o.hspy"], "does not exist"),
         (["simulate", "{tmp}/garbage.hspy", "{tmp}/o.hspy"], "cannot read"),
         (["demo", "--output-dir", "{tmp}/d", "--methods", "nearest,magic"], "unknown completion method"),
-        (["demo", "--output-dir", "{tmp}/d", "--coverage", "1.5"], "coverage must be in (0, 1]"),
+        (["demo", "--output-dir", "{tmp}/d", "--coverage", "1.5"], "--coverage must be a number in (0, 1]"),
         (["train", "--out", "{tmp}/run"], "no training frames"),
     ],
 )
@@ -305,7 +307,7 @@ def test_run_demo(tmp_path, capsys, no_models):
     # deterministic
     again = run_demo(tmp_path / "demo2", size=96, methods=["nearest", "linear"], show_progressbar=False,
                      figure=False, verbose=False)
-    for a, b in zip(rows, again):
+    for a, b in zip(rows, again, strict=True):
         assert (a["rmse_nearest"], a["rmse_linear"]) == (b["rmse_nearest"], b["rmse_linear"])
 
 
@@ -336,7 +338,8 @@ def tiny_denoiser(tmp_path):
     from hyperspy_partialscan.models.networks import DenoisingUNet
 
     torch.manual_seed(0)
-    return save_model(DenoisingUNet(width=4), tmp_path / "dn.safetensors", task="denoising", architecture="DenoisingUNet")
+    return save_model(DenoisingUNet(width=4), tmp_path / "dn.safetensors", task="denoising",
+                      architecture="DenoisingUNet")
 
 
 @pytest.mark.parametrize("method", ["gaussian", "generator"])
@@ -375,3 +378,58 @@ def test_train_denoiser_subcommand(tmp_path, capsys):
     from hyperspy_partialscan.models import load_model
 
     assert load_model(tmp_path / "run" / "dn.safetensors").task == "denoising"
+
+
+def test_fit_denoiser_overwrite(full_file, tmp_path, capsys, tiny_denoiser):
+    """An existing model output is refused without --overwrite and replaced (both files) with it."""
+    target = tmp_path / "mine.safetensors"
+    args = ["fit-denoiser", full_file, target, "--init", tiny_denoiser, "--epochs", "1", "--no-progressbar"]
+    assert run(args, capsys)[0] == 0
+    first = target.read_bytes(), target.with_suffix(".json").read_bytes()
+    rc, _, err = run(args + ["--seed", "1"], capsys)
+    assert rc == 2 and "--overwrite" in err
+    assert (target.read_bytes(), target.with_suffix(".json").read_bytes()) == first
+    rc, _, err = run(args + ["--seed", "1", "--overwrite"], capsys)
+    assert rc == 0, err
+    from hyperspy_partialscan.models import load_model
+
+    assert load_model(target).sha256 != load_model(tiny_denoiser).sha256
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary left
+
+
+def test_module_docstring_and_function_sizes():
+    """The module docstring names every subcommand; no function of cli.py is over 100 lines (docstring excluded)."""
+    import ast
+    import inspect
+
+    for sub in cli._HANDLERS:
+        assert f"``{sub}``" in cli.__doc__
+    tree = ast.parse(inspect.getsource(cli))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            first = node.body[0]
+            doc = isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant)
+            start = node.body[1].lineno if doc and len(node.body) > 1 else first.lineno
+            assert node.end_lineno - start + 1 <= 100, node.name
+
+
+def test_overwrite_is_atomic(full_file, tmp_path, capsys, monkeypatch):
+    """A failing write with --overwrite leaves the previous output byte-identical and no temporary."""
+    import errno
+
+    from hyperspy.signal import BaseSignal
+
+    out = tmp_path / "partial.hspy"
+    args = ["simulate", full_file, out, "--seed", "0", "--no-progressbar"]
+    assert run(args, capsys)[0] == 0
+    before = out.read_bytes()
+
+    def full_disk(self, filename, *a, **k):
+        Path(filename).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(BaseSignal, "save", full_disk)
+    rc, _, err = run(args + ["--overwrite", "--coverage", "0.5"], capsys)
+    assert rc == 2 and "No space left on device" in err and len(err.strip().splitlines()) == 1
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.hspy", "partial.hspy"]

@@ -269,3 +269,37 @@ def test_default_data_dir(monkeypatch, tmp_path):
     beside_source = Path(io_module.__file__).resolve().parents[2] / "shared" / "data"
     fallback = (tmp_path / "elsewhere" / "shared" / "data").resolve()
     assert default_data_dir() == (beside_source if beside_source.is_dir() else fallback)
+
+
+def test_manifest_index_out_of_range_names_the_signals(tmp_path):
+    """A loader hint picking a signal the file does not hold: the message lists the signals to pick from."""
+    import hyperspy.api as hs
+
+    s = hs.signals.Signal2D(np.ones((70, 70), dtype=np.float32))
+    s.metadata.General.title = "HAADF"
+    s.save(tmp_path / "one.hspy")
+    (tmp_path / "MANIFEST.tsv").write_text("file\tsplit\tmodality\tloader_hint\none.hspy\ttrain\tHAADF\ths:3\n")
+    before = (tmp_path / "one.hspy").read_bytes()
+    with pytest.raises(ValueError, match=r"signal 3 asked for, but the file holds 1 signal\(s\): \[0\] 'HAADF'"):
+        manifest_frames(tmp_path, "train")
+    assert (tmp_path / "one.hspy").read_bytes() == before
+
+
+def test_read_frames_reports_skipped_signals(tmp_path, monkeypatch, caplog):
+    """A 1-D signal beside the image is skipped with a warning (not only at debug level); RGB is noted."""
+    import logging
+
+    import hyperspy.api as hs
+
+    image = hs.signals.Signal2D(np.ones((70, 70), dtype=np.float32))
+    rgb = hs.signals.Signal1D(np.full((70, 70, 3), 9, dtype=np.uint8))
+    rgb.change_dtype("rgb8")
+    spectrum = hs.signals.Signal1D(np.arange(8.0))
+    (tmp_path / "multi.dm4").write_bytes(b"x")
+    monkeypatch.setattr(hs, "load", lambda *a, **k: [spectrum, image, rgb])
+    with caplog.at_level(logging.INFO, logger="hyperspy_partialscan.io"):
+        frames = read_frames(tmp_path / "multi.dm4")
+    assert len(frames) == 2 and float(frames[1][0, 0]) == 9.0
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "not a 2-D image signal" in warned[0].getMessage()
+    assert any("averaged over its R, G and B" in r.getMessage() for r in caplog.records)
