@@ -253,7 +253,7 @@ def _simulate(a):
     for i, (s, out) in enumerate(zip(images, outputs, strict=True)):
         seed = a.seed + i if a.seed is not None else None
         ps = to_partial_scan(s, a.path, coverage, seed=seed, noise=noise, vary_per_frame=a.vary_per_frame,
-                             batch_size=a.batch_size or 16, show_progressbar=show)
+                             navigation_chunks=a.navigation_chunks or 16, show_progressbar=show)
         _save(ps, out, a.overwrite, show)
         md = ps.metadata.Signal.Partial_scan
         shape = "x".join(str(n) for n in ps.data.shape)
@@ -288,7 +288,8 @@ def _complete(a):
             if np.issubdtype(s.data.dtype, np.number) and np.isfinite(s.data).all():
                 print(f"note: {a.input} has no unsampled (NaN) pixel, so there is nothing to complete; if its "
                       "unscanned positions hold zeros, add --unscanned-value 0", file=sys.stderr)
-        done = complete_partial_scan(s, a.method, model=a.model, batch_size=a.batch_size, device=a.device,
+        done = complete_partial_scan(s, a.method, model=a.model, navigation_chunks=a.navigation_chunks,
+                                     network_batch_size=a.network_batch_size, device=a.device,
                                      keep_measured=a.keep_measured, show_progressbar=show)
         _save(done, out, a.overwrite, show)
         print(f"wrote {out}: {_describe(done)} ({a.method})")
@@ -380,7 +381,8 @@ def _denoise(a):
     show = not a.no_progressbar
     for s, out in zip(images, outputs, strict=True):
         _refuse_partial_scan(a.input, s)
-        done = denoise(s, a.method, model=a.model, batch_size=a.batch_size, device=a.device, sigma=a.sigma,
+        done = denoise(s, a.method, model=a.model, navigation_chunks=a.navigation_chunks,
+                       network_batch_size=a.network_batch_size, device=a.device, sigma=a.sigma,
                        show_progressbar=show)
         _save(done, out, a.overwrite, show)
         print(f"wrote {out}: {_describe(done)} ({a.method})")
@@ -509,7 +511,7 @@ def _build_parser():
                    help="electrons per probe position at full scale (Poisson noise)")
     p.add_argument("--vary-per-frame", action="store_true", help="a different path for every frame of a stack")
     p.add_argument("--lazy", action="store_true", help="load and process lazily (dask), for data larger than memory")
-    p.add_argument("--batch-size", type=int, default=None, help="frames per dask block (default 16)")
+    p.add_argument("--navigation-chunks", type=int, default=None, help="frames per dask block (default 16)")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.add_argument("--no-progressbar", action="store_true", help="hide the progress bar")
     _add_complete(sub)
@@ -530,9 +532,14 @@ def _add_complete(sub):
                    help="model name or path for --method generator (default: the shipped model)")
     p.add_argument("--unscanned-value", type=float, default=None,
                    help="treat pixels equal to this value as unsampled (e.g. 0 for zero-filled acquisitions)")
-    p.add_argument("--keep-measured", action="store_true", help="put the measured samples back into the completion")
+    p.add_argument("--keep-measured", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep the measured samples unchanged in the completion (default); --no-keep-measured "
+                   "returns the method's own values there")
     p.add_argument("--lazy", action="store_true", help="load and process lazily (dask), for data larger than memory")
-    p.add_argument("--batch-size", type=int, default=None, help="frames per batch (default: automatic)")
+    p.add_argument("--navigation-chunks", type=int, default=None,
+                   help="frames per dask block, the unit of work (default: automatic)")
+    p.add_argument("--network-batch-size", type=int, default=None,
+                   help="frames or tiles per network call (default: 2-4 on the CPU, 16 on a GPU)")
     p.add_argument("--device", default=None, help="torch device for the generator (default: CUDA, MPS, then CPU)")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.add_argument("--no-progressbar", action="store_true", help="hide the progress bar")
@@ -569,7 +576,10 @@ def _add_denoise(sub):
     p.add_argument("--model", default=None, help="denoising model name or path (default: the shipped model)")
     p.add_argument("--sigma", type=float, default=None, help="known noise standard deviation in data units")
     p.add_argument("--lazy", action="store_true", help="load and process lazily (dask)")
-    p.add_argument("--batch-size", type=int, default=None, help="frames per batch (default: automatic)")
+    p.add_argument("--navigation-chunks", type=int, default=None,
+                   help="frames per dask block, the unit of work (default: automatic)")
+    p.add_argument("--network-batch-size", type=int, default=None,
+                   help="frames or tiles per network call (default: 2-4 on the CPU, 16 on a GPU)")
     p.add_argument("--device", default=None, help="torch device (default: CUDA, MPS, then CPU)")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.add_argument("--no-progressbar", action="store_true", help="hide the progress bar")
@@ -613,6 +623,8 @@ _RANGES = {
     "dose": ("float", 0, None, False),
     "seed": ("int", 0, None, True),
     "batch_size": ("int", 1, None, True),
+    "navigation_chunks": ("int", 1, None, True),
+    "network_batch_size": ("int", 1, None, True),
     "unscanned_value": ("float", None, None, True),
     "size": ("int", 16, None, True),
     "sigma": ("float", 0, None, False),
@@ -756,7 +768,7 @@ def _message(err, verbose):
     if isinstance(err, (CLIError, ValueError, OSError, TypeError)) and str(err):
         msg = str(err)
     elif isinstance(err, MemoryError):
-        msg = "out of memory (MemoryError); try --lazy or a smaller --batch-size"
+        msg = "out of memory (MemoryError); try --lazy or a smaller --navigation-chunks"
     else:
         msg = f"{type(err).__name__}: {err}"
         if not verbose:

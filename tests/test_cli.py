@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hyperspy.signals import Signal2D
 from pshelpers import make_signal
 
 from hyperspy_partialscan import cli
@@ -189,7 +190,7 @@ def test_complete_linear(partial_file, tmp_path, capsys, lazy):
                           + (["--lazy"] if lazy else []), capsys)
     assert rc == 0, err
     s = load(out)
-    assert isinstance(s, PartialScan2D)
+    assert type(s) is Signal2D  # a completion is an ordinary image
     assert not np.isnan(s.data).any()
     assert s.metadata.General.title.startswith("Completed")
     assert s.metadata.Signal.Partial_scan.Completion.method == "linear"
@@ -220,10 +221,12 @@ def test_complete_zero_filled_acquisition(tmp_path, capsys):
     np.testing.assert_array_equal(s.data, expected.data)
 
 
-def test_complete_without_nan_warns(full_file, tmp_path, capsys):
-    rc, _, err = run(["complete", full_file, tmp_path / "out.hspy", "--method", "nearest", "--no-progressbar"], capsys)
-    assert rc == 0
-    assert "--unscanned-value 0" in err
+def test_complete_without_nan_is_an_error(full_file, tmp_path, capsys):
+    out = tmp_path / "out.hspy"
+    rc, _, err = run(["complete", full_file, out, "--method", "nearest", "--no-progressbar"], capsys)
+    assert rc == 2 and not out.exists()
+    assert "--unscanned-value 0" in err and "nothing to complete" in err
+    assert len(err.strip().splitlines()) <= 2
 
 
 def test_complete_generator_without_model(partial_file, tmp_path, capsys, no_models):

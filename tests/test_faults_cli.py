@@ -353,7 +353,8 @@ NUMBERS = [
     (DEN + ["--sigma", "-1"], "--sigma must be a positive number, got -1"),
     (DEN + ["--sigma", "0"], "--sigma must be a positive number, got 0"),
     (DEN + ["--sigma", "inf"], "--sigma must be a positive number, got inf"),
-    (DEN + ["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+    (DEN + ["--navigation-chunks", "0"], "--navigation-chunks must be an integer >= 1, got 0"),
+    (DEN + ["--network-batch-size", "0"], "--network-batch-size must be an integer >= 1, got 0"),
     (FIT + ["--sigma", "nan"], "--sigma must be a positive number"),
     (FIT + ["--epochs", "0"], "--epochs must be an integer >= 1, got 0"),
     (FIT + ["--seed", "-1"], "--seed must be an integer >= 0, got -1"),
@@ -380,8 +381,8 @@ NUMBERS = [
     (SIM + ["--dose", "0"], "--dose must be a positive number, got 0"),
     (SIM + ["--dose", "nan"], "--dose must be a positive number, got nan"),
     (SIM + ["--seed", "-3"], "--seed must be an integer >= 0, got -3"),
-    (SIM + ["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
-    (COMP + ["--batch-size", "-2"], "--batch-size must be an integer >= 1, got -2"),
+    (SIM + ["--navigation-chunks", "0"], "--navigation-chunks must be an integer >= 1, got 0"),
+    (COMP + ["--navigation-chunks", "-2"], "--navigation-chunks must be an integer >= 1, got -2"),
     (COMP + ["--unscanned-value", "nan"], "--unscanned-value must be a finite number, got nan"),
     (DEMO + ["--size", "0"], "--size must be an integer >= 16, got 0"),
     (DEMO + ["--coverage", "0"], "--coverage must be a number in (0, 1], got 0"),
@@ -533,7 +534,7 @@ def test_train_denoiser_rerun_refused_for_real(work, capsys):
 @pytest.mark.parametrize("existing", [".safetensors", ".json"])
 @pytest.mark.parametrize("given", ["m.safetensors", "m.json", "m"])
 def test_fit_denoiser_refuses_existing_model(given, existing, work, capsys, monkeypatch):
-    denoise = importlib.import_module("hyperspy_partialscan.denoise")  # the package exports a function `denoise`
+    denoise = importlib.import_module("hyperspy_partialscan.denoising")  # the package exports a function `denoise`
     monkeypatch.setattr(denoise, "fit_denoiser", lambda *a, **k: pytest.fail("fitted despite an existing model"))
     (work / f"m{existing}").write_bytes(b"a model the user keeps")
     before = snapshot(work)
