@@ -59,7 +59,6 @@ if str(REPO) not in sys.path:
 
 from hyperspy_partialscan.metrics import rmse_percent  # noqa: E402,F401  (the benchmarks' RMSE, % of unit range)
 
-
 # --------------------------------------------------------------------------- options and environment
 
 
@@ -359,8 +358,8 @@ def complete_stack(partials, method, *, model=None, batch_size=None, device=None
     if workers:
         cfg["num_workers"] = int(workers)
     with dask.config.set(cfg):
-        out = complete_partial_scan(stack_signal(partials), method, navigation_chunks=batch_size, show_progressbar=False,
-                                    **kw)
+        out = complete_partial_scan(stack_signal(partials), method, navigation_chunks=batch_size,
+                                    show_progressbar=False, **kw)
     return np.asarray(out.data).reshape(np.shape(partials))
 
 

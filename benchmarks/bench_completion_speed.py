@@ -20,10 +20,9 @@
 
 from __future__ import annotations
 
-import _common as C  # noqa: I001 - first: sets the thread limits before numpy loads
-
 import time
 
+import _common as C  # noqa: I001 - first: sets the thread limits before numpy loads
 import numpy as np
 
 METHODS = ("nearest", "linear", "cubic", "biharmonic", "generator")
@@ -59,8 +58,9 @@ def per_frame_times(args, methods, model_ref, partials, device=None):
     rows = []
     for method in methods:
         kw = {"model": model_ref, "device": device} if method == "generator" else {}
-        def run(f):
-            inpainting.clear_triangulation_cache()  # time every frame as the first along its path (no cached triangulation)
+        def run(f, method=method, kw=kw):
+            # time every frame as the first along its path (no cached triangulation)
+            inpainting.clear_triangulation_cache()
             return complete_partial_scan(C.stack_signal(f[None]), method, show_progressbar=False, **kw)
 
         run(partials[0])  # warm-up (model load, imports)

@@ -21,8 +21,6 @@ the end (``--keep`` to keep them). Target: peak RSS of phase 2 < 2 GiB.
 
 from __future__ import annotations
 
-import _common as C  # noqa: I001 - first: sets the thread limits before numpy loads
-
 import json
 import os
 import shutil
@@ -31,9 +29,10 @@ import sys
 import tempfile
 import threading
 import time
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
+import _common as C  # noqa: I001 - first: sets the thread limits before numpy loads
 import numpy as np
 
 SIZE = 512
@@ -107,7 +106,7 @@ class PeakRSS:
 # --------------------------------------------------------------------------- phase 1: write the stack
 
 
-@lru_cache(maxsize=None)
+@cache
 def _bank_frame(k):
     """Specimen ``k`` of the bank (alternating lattice / nanoparticles), made once per process."""
     return C.specimen("lattice" if k % 2 == 0 else "particles", 1000 + k, (SIZE, SIZE))

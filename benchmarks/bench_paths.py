@@ -11,10 +11,9 @@ rasterised mask (not timed).
 
 from __future__ import annotations
 
-import _common as C  # noqa: I001 - first: sets the thread limits before numpy loads
-
 import time
 
+import _common as C  # noqa: I001 - first: sets the thread limits before numpy loads
 import numpy as np
 
 

@@ -27,16 +27,16 @@ with the published points of Ede & Beanland (2020) overlaid.
     python benchmarks/eval_completion.py --max-images 2 --coverages 0.05 --threads 1   # smoke test
     # a new model, classical results of an earlier full run reused (minutes instead of ~50):
     python benchmarks/eval_completion.py --model PATH --reuse-classical \
-        benchmarks/results/completion/eval_completion_crops.csv benchmarks/results/completion/eval_completion_curve_crops.csv
+        benchmarks/results/completion/eval_completion_crops.csv \
+        benchmarks/results/completion/eval_completion_curve_crops.csv
 """
 
 from __future__ import annotations
 
-import _common as C  # noqa: I001 - first: sets the thread limits before numpy loads
-
 import time
 from pathlib import Path
 
+import _common as C  # noqa: I001 - first: sets the thread limits before numpy loads
 import numpy as np
 
 PROTOCOL_PATHS = ("spiral", "jittered_grid", "random")
@@ -148,7 +148,8 @@ class Evaluator:
         for label, _, _ in crops:
             for m in methods:
                 rb, rr = self.cache[(label, path, ck, m)]
-                rows.append({"crop": label, "path": path, "coverage": coverage, "coverage_label": C.coverage_label(coverage),
+                rows.append({"crop": label, "path": path, "coverage": coverage,
+                             "coverage_label": C.coverage_label(coverage),
                              "coverage_measured": self.coverage_measured[(label, path, ck)], "method": m,
                              "rmse_blurred": rb, "rmse_raw": rr})
         return rows
@@ -225,7 +226,8 @@ def plot_curve(curve, paths, methods, png, note):
               "biharmonic": ("tab:green", "^"), "cubic": ("tab:purple", "D")}
     for ax, path in zip(axes.flat, paths):
         for m in methods:
-            pts = sorted((r["inv_coverage"], r["rmse_blurred"]) for r in curve if r["path"] == path and r["method"] == m)
+            pts = sorted((r["inv_coverage"], r["rmse_blurred"]) for r in curve
+                         if r["path"] == path and r["method"] == m)
             if pts:
                 color, marker = styles.get(m, (None, "o"))
                 ax.plot(*zip(*pts), marker=marker, ms=4, color=color, label=m, zorder=3 if m == "generator" else 2)
@@ -263,8 +265,8 @@ def plot_curve(curve, paths, methods, png, note):
 
 def main(argv=None):
     args = C.setup(parse_args(argv))
-    from hyperspy_partialscan.paths import PATHS
     from hyperspy_partialscan.metrics import blur_target
+    from hyperspy_partialscan.paths import PATHS
 
     t_start = time.perf_counter()
     paths = args.paths or list(PATHS)
@@ -335,7 +337,8 @@ def main(argv=None):
     C.write_csv(summary, out / "eval_completion_summary.csv")
     cols_b = [f"{m}_blurred" for m in args.methods]
     cols_r = [f"{m}_raw" for m in args.methods]
-    extra = [k for k in ("improvement_vs_linear_blurred_pct", "worse_than_linear_blurred_pct") if summary and k in summary[0]]
+    extra = [k for k in ("improvement_vs_linear_blurred_pct", "worse_than_linear_blurred_pct")
+             if summary and k in summary[0]]
     t_blur = C.markdown_table(summary, ["path", "crops"] + cols_b + extra, floatfmt=".3f",
                               headers=["path", "crops"] + list(args.methods)
                               + ["gen. vs linear (%)", "gen. worse than linear (% crops)"][: len(extra)])
@@ -343,7 +346,8 @@ def main(argv=None):
     t_raw = C.markdown_table(summary, ["path", "crops"] + cols_r + extra_r, floatfmt=".3f",
                              headers=["path", "crops"] + list(args.methods)
                              + ["gen. vs linear (%)", "gen. worse than linear (% crops)"][: len(extra_r)])
-    t_bars = C.markdown_table(bars, ["path", "bar", "value", "pass"]) if bars else "(bars need generator, linear and biharmonic)\n"
+    t_bars = (C.markdown_table(bars, ["path", "bar", "value", "pass"]) if bars
+              else "(bars need generator, linear and biharmonic)\n")
     all_pass = bool(bars) and all(b["pass"] for b in bars)
     incomplete = [m for m in ("generator", "linear", "biharmonic") if m not in args.methods]
     incomplete += [p for p in PROTOCOL_PATHS if p not in main_paths]
@@ -352,7 +356,8 @@ def main(argv=None):
                                headers=["method", "seconds per 512² frame (this run, all frames)"])
     notes = []
     if skipped:
-        notes.append("Skipped (smaller than the crop): " + ", ".join(f"`{lab}` {shape}" for lab, shape in skipped) + ".")
+        notes.append("Skipped (smaller than the crop): "
+                     + ", ".join(f"`{lab}` {shape}" for lab, shape in skipped) + ".")
     if ev.reused:
         notes.append(f"Classical results reused from an earlier run of this script with the same seed and size "
                      f"({ev.reused} rows: {', '.join(Path(p).name for p in args.reuse_classical)}); "
@@ -406,7 +411,8 @@ def main(argv=None):
     print(f"time: main protocol {C.human_seconds(t_main)}, curve {C.human_seconds(t_curve)}, total "
           f"{C.human_seconds(total)}")
     written = ["eval_completion.md", "eval_completion_summary.csv", "eval_completion_crops.csv"]
-    written += ["eval_completion_curve.csv", "eval_completion_curve_crops.csv", "eval_completion_curve.png"] if curve else []
+    if curve:
+        written += ["eval_completion_curve.csv", "eval_completion_curve_crops.csv", "eval_completion_curve.png"]
     print("written: " + ", ".join(str(out / w) for w in written))
     return summary, bars, curve
 

@@ -27,13 +27,12 @@ Protocol
 
 from __future__ import annotations
 
-import _common as C  # noqa: I001 - first: sets the thread limits before numpy loads
-
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
+import _common as C  # noqa: I001 - first: sets the thread limits before numpy loads
 import numpy as np
 
 CLASSICAL = ("gaussian_best", "nl_means", "tv")
@@ -297,11 +296,12 @@ def main(argv=None):
     notes = [f"{len(crops)} crops ({args.per_image} per image max) of {args.size}², seed {args.seed}; "
              f"denoiser `{info['name']}` (sha256 {info['sha256']}…, {info['iterations']} iterations); noise level "
              f"input: {args.noise_level}; fine-tuning: "
-             + (f"{args.finetune_epochs} epochs `{args.finetune_method}` per dose, the epoch with the lowest SURE estimate "
-                "kept (the start included)" if args.finetune_epochs > 0 else "skipped")
+             + (f"{args.finetune_epochs} epochs `{args.finetune_method}` per dose, the epoch with the lowest "
+                "SURE estimate kept (the start included)" if args.finetune_epochs > 0 else "skipped")
              + f"; Gaussian sigma grid {SIGMAS[0]}–{SIGMAS[-1]} px ({len(SIGMAS)} values)."]
     if skipped:
-        notes.append("Skipped (smaller than the crop): " + ", ".join(f"`{lab}` {shape}" for lab, shape in skipped) + ".")
+        notes.append("Skipped (smaller than the crop): "
+                     + ", ".join(f"`{lab}` {shape}" for lab, shape in skipped) + ".")
     if model.config.get("interim") or model.config.get("random_init"):
         notes.append(f"**The denoiser is an interim/random model ({info['name']}): not the shipped figures.**")
     sections = [("Setup", " ".join(notes)), ("Mean PSNR (dB)", t_psnr), ("Mean SSIM", t_ssim)]

@@ -453,7 +453,8 @@ def end_to_end(device, precision, size, batch, args):
         return {"e2e_fps": "skipped", "e2e_peak_mib": None}
     def run(signal, batch_size):
         return hps.complete_partial_scan(signal, method="generator", device=device,
-                                         precision=_precision_arg(precision), navigation_chunks=batch_size, network_batch_size=batch_size,
+                                         precision=_precision_arg(precision), navigation_chunks=batch_size,
+                                         network_batch_size=batch_size,
                                          show_progressbar=False)
 
     p, one = throughput_frames(size, batch), throughput_frames(size, 1)

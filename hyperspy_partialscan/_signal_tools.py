@@ -45,7 +45,8 @@ def validate_signal2d(signal, what="this operation"):
             "Use `transpose(signal_axes=2)` or `as_signal2D` to choose the image axes."
         )
     if np.issubdtype(signal.data.dtype, np.complexfloating):
-        raise TypeError(f"{what} needs real-valued data, got complex ({signal.data.dtype}); take .real, .amplitude or .phase first")
+        raise TypeError(f"{what} needs real-valued data, got complex ({signal.data.dtype}); "
+                        "take .real, .amplitude or .phase first")
     if not (np.issubdtype(signal.data.dtype, np.number) or signal.data.dtype == bool):
         raise TypeError(f"{what} needs numeric data, got {signal.data.dtype}")
 

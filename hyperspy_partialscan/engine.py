@@ -228,9 +228,8 @@ class Tiler:
         if max(frames.shape[-2:]) > self.tile:
             return self.apply(frames, func, batch_size=batch_size, scales=scales)
         bs = batch_size or len(frames)
-        return np.concatenate(
-            [func(frames[i : i + bs], None if scales is None else scales[i : i + bs]) for i in range(0, len(frames), bs)]
-        )
+        return np.concatenate([func(frames[i : i + bs], None if scales is None else scales[i : i + bs])
+                               for i in range(0, len(frames), bs)])
 
 
 @dataclass(frozen=True)
@@ -397,7 +396,7 @@ def check_finite_output(out, indices, what):
     >>> check_finite_output(np.full((1, 2, 2), np.nan), [3], "linear")
     Traceback (most recent call last):
     ...
-    FloatingPointError: linear gave non-finite values in 1 frame(s), first at flat navigation index 3 ...
+    FloatingPointError: linear gave non-finite values in 1 frame(s), first at flat navigation index 3; ...
     """
     bad = ~np.isfinite(out).reshape(len(out), -1).all(axis=1)
     if bad.any():

@@ -57,5 +57,6 @@ def denoise_frame(frame, method, **params):
     try:
         func = CLASSICAL_DENOISERS[method]
     except KeyError:
-        raise ValueError(f"unknown classical denoiser {method!r}; choose one of {', '.join(CLASSICAL_DENOISERS)}") from None
+        choices = ", ".join(CLASSICAL_DENOISERS)
+        raise ValueError(f"unknown classical denoiser {method!r}; choose one of {choices}") from None
     return func(frame, **params)

@@ -233,5 +233,6 @@ def complete_frame(frame, method):
     try:
         func = CLASSICAL_METHODS[method]
     except KeyError:
-        raise ValueError(f"unknown classical completion method {method!r}; choose one of {', '.join(CLASSICAL_METHODS)}") from None
+        choices = ", ".join(CLASSICAL_METHODS)
+        raise ValueError(f"unknown classical completion method {method!r}; choose one of {choices}") from None
     return func(frame)

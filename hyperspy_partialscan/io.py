@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright 2025 The hyperspy_partialscan developers
 #
 # This file is part of hyperspy_partialscan.
@@ -128,9 +127,13 @@ def read_frames(sources, *, min_size=64, max_frames_per_file=None, on_error="rai
 
     Examples
     --------
-    >>> frames = read_frames(["scan.dm4", "more_images/"])  # doctest: +SKIP
-    >>> frames[0].dtype
-    dtype('float32')
+    >>> import tempfile, pathlib, numpy as np, tifffile
+    >>> from hyperspy_partialscan.io import read_frames
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "scan.tif"
+    >>> tifffile.imwrite(path, np.arange(96 * 80, dtype=np.uint16).reshape(96, 80))
+    >>> frames = read_frames([path])
+    >>> len(frames), frames[0].shape, frames[0].dtype
+    (1, (96, 80), dtype('float32'))
     """
     if on_error not in ("raise", "warn"):
         raise ValueError(f"on_error must be 'raise' or 'warn', not {on_error!r}")

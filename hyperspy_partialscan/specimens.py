@@ -57,7 +57,8 @@ def atomic_lattice(shape=(512, 512), spacing=12.0, seed=None, grains=3, vacancie
         n = int(np.hypot(h, w) / a) + 2
         ij = np.stack(np.meshgrid(np.arange(-n, n), np.arange(-n, n)), -1).reshape(-1, 2)
         pos = ij @ basis + rng.uniform(0, a, 2)
-        keep = (pos[:, 0] > -3 * sigma) & (pos[:, 0] < h + 3 * sigma) & (pos[:, 1] > -3 * sigma) & (pos[:, 1] < w + 3 * sigma)
+        margin = 3 * sigma
+        keep = (pos[:, 0] > -margin) & (pos[:, 0] < h + margin) & (pos[:, 1] > -margin) & (pos[:, 1] < w + margin)
         pos = pos[keep]
         pos = pos[rng.uniform(size=len(pos)) > vacancies]
         inten = rng.choice([0.6, 1.0], size=len(pos), p=[0.5, 0.5]) if rng.uniform() < 0.5 else np.ones(len(pos))

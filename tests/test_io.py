@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright 2025 The hyperspy_partialscan developers
 #
 # This file is part of hyperspy_partialscan.

@@ -4,12 +4,11 @@ import inspect
 
 import numpy as np
 import pytest
+from hyperspy.signals import LazySignal2D, Signal2D
 from pshelpers import array_of, assert_tree_equal, axes_summary, metadata_without_partial_scan
 
 import hyperspy_partialscan as hp
 from hyperspy_partialscan.io import default_data_dir
-from hyperspy.signals import LazySignal2D, Signal2D
-
 from hyperspy_partialscan.signals import LazyPartialScan2D, PartialScan2D
 
 # (file relative to the data folder, hs.load keyword arguments, index in a returned list, crop)

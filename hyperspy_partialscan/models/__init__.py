@@ -162,8 +162,27 @@ def _read_config_bytes(cpath):
     return raw
 
 
-def list_models(task=None):
-    """Names of the models shipped with the package (optionally for one task)."""
+def list_models(task: str | None = None) -> list[str]:
+    """Names of the models shipped with the package (optionally for one task).
+
+    Parameters
+    ----------
+    task : {"completion", "denoising"}, optional
+        Only the models trained for this task.
+
+    Returns
+    -------
+    list of str
+        Names accepted by :func:`load_model`, sorted.
+
+    Examples
+    --------
+    >>> import hyperspy_partialscan as hps
+    >>> hps.list_models("completion")
+    ['completion_default']
+    >>> "denoising_default" in hps.list_models()
+    True
+    """
     names = []
     for cfg in sorted(WEIGHTS_DIR.glob("*.json")):
         if not cfg.with_suffix(".safetensors").exists() or not _is_plain_name(cfg.stem):
@@ -183,7 +202,7 @@ _CACHE: dict = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def load_model(name_or_path=None, task=None):
+def load_model(name_or_path: str | os.PathLike | Model | None = None, task: str | None = None) -> Model:
     """Load a model by shipped name or path, safely (no code is unpickled).
 
     Parameters

@@ -193,7 +193,8 @@ class DenoisingUNet(nn.Module):
         ws = [width * 2**i for i in range(4)]
 
         def block(cin, cout):
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), _act(), nn.Conv2d(cout, cout, 3, padding=1), _act())
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), _act(),
+                                 nn.Conv2d(cout, cout, 3, padding=1), _act())
 
         self.enc = nn.ModuleList([block(in_channels, ws[0])] + [block(ws[i], ws[i + 1]) for i in range(3)])
         self.up = nn.ModuleList([nn.ConvTranspose2d(ws[i + 1], ws[i], 2, stride=2) for i in range(3)])

@@ -19,7 +19,15 @@ risk
 Image-quality measures live in :mod:`hyperspy_partialscan.metrics`.
 """
 
-from .completion import TRAIN_PATHS, CropSampler, TrainConfig, export_checkpoint, huberised_mse, train_completion, validation_set
+from .completion import (
+    TRAIN_PATHS,
+    CropSampler,
+    TrainConfig,
+    export_checkpoint,
+    huberised_mse,
+    train_completion,
+    validation_set,
+)
 from .denoising import NoisyCropSampler, denoising_validation_set, mse_per_item, train_denoiser
 from .loop import ALRC, TrainingDiverged, fit_network, learning_rate, prepare_run
 from .risk import sure_per_item

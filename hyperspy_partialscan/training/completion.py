@@ -193,7 +193,8 @@ class CropSampler:
         return torch.from_numpy(inputs), torch.from_numpy(targets.astype(np.float32))
 
 
-def validation_set(frames, crop=256, per_frame=2, coverage=1 / 20, paths=("spiral", "jittered_grid", "random"), seed=1234):
+def validation_set(frames, crop=256, per_frame=2, coverage=1 / 20, paths=("spiral", "jittered_grid", "random"),
+                   seed=1234):
     """Fixed validation crops: per frame up to ``per_frame`` crops, each path at ``coverage``.
 
     Returns a list of (path, partial, blurred target, raw target), crops min/max
@@ -416,7 +417,8 @@ def train_completion(
         },
         "validation": last_validation(history, out),
     }
-    return save_model(net, out / f"{name}.safetensors", task="completion", architecture="PartialScanGenerator", extra=extra)
+    return save_model(net, out / f"{name}.safetensors", task="completion", architecture="PartialScanGenerator",
+                      extra=extra)
 
 
 def export_checkpoint(checkpoint, path, *, task="completion", extra=None):
@@ -427,7 +429,8 @@ def export_checkpoint(checkpoint, path, *, task="completion", extra=None):
     state = torch.load(checkpoint, weights_only=True)
     net = PartialScanGenerator(**state["network_config"])
     net.load_state_dict(state["network"])
-    info = {"package_version": __version__, "training": {"iterations": int(state["iteration"]), "checkpoint": str(checkpoint)}}
+    info = {"package_version": __version__,
+            "training": {"iterations": int(state["iteration"]), "checkpoint": str(checkpoint)}}
     info.update(extra or {})
     return save_model(net, path, task=task, architecture="PartialScanGenerator", extra=info)
 

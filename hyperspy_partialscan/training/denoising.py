@@ -39,7 +39,8 @@ class NoisyCropSampler:
         if not 0 <= invert <= 1:
             raise ValueError(f"invert must be a fraction in [0, 1], got {invert}")
         if not 0 < dose_range[0] <= dose_range[1]:
-            raise ValueError(f"dose_range must be (low, high) electrons per pixel with 0 < low <= high, got {dose_range}")
+            raise ValueError(f"dose_range must be (low, high) electrons per pixel with 0 < low <= high, "
+                             f"got {dose_range}")
         if context < 1:
             raise ValueError(f"context must be at least 1 (crop sides), got {context}")
         self.crop, self.dose_range, self.invert, self.context = crop, dose_range, float(invert), int(context)
@@ -101,7 +102,8 @@ def mse_per_item(net, batch):
 
 
 def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, width=16, lr=1e-3, seed=0,
-                   threads=None, val_frames=None, resume=False, overwrite=False, max_seconds=None, name="denoising_model",
+                   threads=None, val_frames=None, resume=False, overwrite=False, max_seconds=None,
+                   name="denoising_model",
                    data_description=None, show_progressbar=True, init=None, invert=0.25, dose_range=(5.0, 1000.0),
                    context=4):
     """Train (or fine-tune) the supervised denoising network on clean frames degraded on the fly.
@@ -151,7 +153,8 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
 
     t0 = time.time()
     history = fit_network(net, lambda it: sampler.batch(batch_size), mse_per_item, iterations=iterations, lr=lr,
-                          out_dir=out_dir, resume=resume, overwrite=overwrite, max_seconds=max_seconds, evaluate=evaluate,
+                          out_dir=out_dir, resume=resume, overwrite=overwrite, max_seconds=max_seconds,
+                          evaluate=evaluate,
                           show_progressbar=show_progressbar, desc="denoiser")
     extra = {
         "package_version": __version__,
