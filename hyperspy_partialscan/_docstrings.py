@@ -13,7 +13,7 @@ import inspect
 import re
 import textwrap
 
-__all__ = ["SNIPPETS", "fill", "as_method"]
+__all__ = ["SNIPPETS", "fill", "fill_doc", "as_method"]
 
 SNIPPETS = {
     "signal_in": """signal : hyperspy.signals.Signal2D
@@ -21,8 +21,9 @@ SNIPPETS = {
         (unless ``inplace``).""",
     "navigation_chunks": """navigation_chunks : int, optional
         Frames per dask block (HyperSpy's navigation chunks): the unit of work
-        of a worker and of the progress bar. Default: about 8 frames of 512x512
-        for networks (at least one network batch), 16 for classical methods.""",
+        of a worker and of the progress bar. Default for networks: about 8
+        frames of 512x512 (at least one network batch); otherwise 16 frames
+        (fewer for frames larger than 512x512).""",
     "network_batch_size": """network_batch_size : int, optional
         Frames (or tiles) per network call: 2 (completion) or 4 (denoising) on
         the CPU, 16 on a GPU. Bounds the network's memory whatever the block.""",
@@ -35,17 +36,27 @@ SNIPPETS = {
     "inplace": """inplace : bool
         Replace the signal's data (and title and metadata) and return None; the
         signal is only modified once the result is computed (or, for a lazy
-        signal, once the input has been checked).""",
+        signal, once the input has been checked). Cannot change laziness:
+        leave ``lazy_output`` unset or equal to the input's.""",
     "lazy_output": """lazy_output : bool, optional
-        Return a lazy signal; default: as the input. Cannot differ from the
-        input with ``inplace``.""",
+        Return a lazy signal; default: as the input.""",
     "show_progressbar": """show_progressbar : bool, optional
         Progress bar while computing; default: HyperSpy's preference.""",
+    "model": """model : str or pathlib.Path or Model, optional
+        Trained model: a name from :func:`hyperspy_partialscan.models.list_models`,
+        a path, or a loaded Model; default: the shipped default model for the
+        task. Only used by ``method="generator"`` (an error otherwise).""",
+    "seed": """seed : int, optional
+        Random seed in [0, 2**63); the same seed gives the same result.""",
 }
 
 
-def fill(doc: str) -> str:
-    """Insert the :data:`SNIPPETS` into a docstring's ``{name}`` fields (other braces must be doubled).
+def fill(doc: str, **extra) -> str:
+    """Insert the :data:`SNIPPETS` (and ``extra`` values) into a docstring's ``{name}`` fields.
+
+    Other braces must be doubled (``{{`` and ``}}``). ``extra`` gives values
+    of module constants (e.g. a default tile size), so the docstring never
+    repeats a literal that could drift.
 
     Examples
     --------
@@ -58,7 +69,28 @@ def fill(doc: str) -> str:
         show_progressbar : bool, optional
             Progress bar while computing; default: HyperSpy's preference.
     """
-    return doc.format(**SNIPPETS)
+    return doc.format(**{**SNIPPETS, **extra})
+
+
+def fill_doc(func=None, /, **extra):
+    """Decorator: fill ``func``'s docstring with :func:`fill` (``@fill_doc`` or ``@fill_doc(NAME=value)``).
+
+    Examples
+    --------
+    >>> from hyperspy_partialscan._docstrings import fill_doc
+    >>> @fill_doc(TILE=512)
+    ... def f(tile=512):
+    ...     '''Tile side, default {TILE}; a set: {{1}}.'''
+    >>> f.__doc__
+    'Tile side, default 512; a set: {1}.'
+    """
+
+    def apply(f):
+        if f.__doc__:
+            f.__doc__ = fill(f.__doc__, **extra)
+        return f
+
+    return apply if func is None else apply(func)
 
 
 _SIGNAL_PARAM = re.compile(r"\n    signal : [^\n]*\n(?:        [^\n]*\n|\n(?=        ))*")

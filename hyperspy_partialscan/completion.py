@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from ._version import __version__
-from ._signal_tools import deliver, check_laziness, validate_signal2d
+from ._docstrings import fill_doc
+from ._signal_tools import check_laziness, deliver, validate_signal2d
 from ._validation import check_number
-from .engine import FrameNetwork, check_finite_output, map_frames, plan_network
+from ._version import __version__
+from .conversion import check_not_empty, warn_float32_precision
+from .denoising import _variance_model
+from .engine import FrameNetwork, check_finite_output, compute, map_frames, plan_network
 from .inpainting import BIHARMONIC_MAX_PIXELS, CLASSICAL_METHODS, check_frame, complete_frame
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from hyperspy.signal import BaseSignal
+
 __all__ = ["complete_partial_scan", "COMPLETION_METHODS", "ClassicalCompleter", "GeneratorCompleter",
-           "check_partial_frames", "default_navigation_chunks"]
+           "check_partial_frames", "default_navigation_chunks", "measured_deviation"]
 
 COMPLETION_METHODS = ("generator",) + tuple(CLASSICAL_METHODS)
 
@@ -28,7 +38,7 @@ class ClassicalCompleter:
 
     def __call__(self, frames, indices):
         out = np.empty(frames.shape, np.float32)
-        for k, (f, i) in enumerate(zip(frames, indices)):
+        for k, (f, i) in enumerate(zip(frames, indices, strict=False)):
             check_frame(f, int(i))
             out[k] = complete_frame(f, self.method)
         check_finite_output(out, indices, f"{self.method} completion")
@@ -120,66 +130,119 @@ def check_partial_frames(data):
                              f"{int(np.flatnonzero(bad)[0])}: {hint}")
 
 
+@fill_doc(TILE=GENERATOR_TILE, OVERLAP=GENERATOR_OVERLAP, BIHARMONIC_MAX_PIXELS=BIHARMONIC_MAX_PIXELS)
 def complete_partial_scan(
-    signal,
-    method="generator",
+    signal: BaseSignal,
+    method: str = "generator",
     *,
-    model=None,
-    navigation_chunks=None,
-    network_batch_size=None,
-    device=None,
-    precision=None,
-    keep_measured=True,
-    tile_size=GENERATOR_TILE,
-    inplace=False,
-    lazy_output=None,
-    show_progressbar=None,
-):
+    model: str | Path | None = None,
+    navigation_chunks: int | None = None,
+    network_batch_size: int | None = None,
+    device: str | None = None,
+    precision: str | None = None,
+    keep_measured: bool = True,
+    tile_size: int = GENERATOR_TILE,
+    inplace: bool = False,
+    lazy_output: bool | None = None,
+    show_progressbar: bool | None = None,
+) -> BaseSignal | None:
     """Complete partial scans: fill every unsampled (NaN) pixel.
 
     Parameters
     ----------
     signal : hyperspy.signals.Signal2D
-        Partial scan(s), NaN = unsampled; lazy or not, any navigation shape.
-        (Dense acquisitions with zeros at unscanned pixels: convert them with
-        :func:`as_partial_scan` first.)
+        Partial scan(s), NaN = unsampled; lazy or not, any navigation shape (at
+        least one frame). Every frame needs at least one sampled pixel and at
+        least one unsampled (NaN) pixel: anything else is an error (checked up
+        front for in-memory input, when the blocks are computed for lazy
+        input). Dense acquisitions with zeros at unscanned pixels must be
+        converted with :func:`as_partial_scan` first.
     method : str
         ``"generator"`` (trained network, default), ``"nearest"``,
-        ``"linear"``, ``"cubic"`` or ``"biharmonic"``.
-    model : str or pathlib.Path, optional
-        Generator model name or path (default: the shipped default model).
-    batch_size : int, optional
-        Frames per block/batch (default: ~8 frames of 512x512 for the generator).
-    device : str, optional
-        Torch device for the generator (default: CUDA, then MPS, then CPU).
-    precision : {None, "bfloat16", "float16"}, optional
-        Reduced-precision inference (GPU).
+        ``"linear"``, ``"cubic"`` or ``"biharmonic"`` (frames of at most
+        {BIHARMONIC_MAX_PIXELS} pixels).
+    {model}
+    {navigation_chunks}
+    {network_batch_size}
+    {device}
+    {precision}
     keep_measured : bool
-        Put the measured samples back into the completion.
+        True (default): the measured samples are put back unchanged, so the
+        output equals the input at every sampled pixel and only NaN pixels are
+        filled. False: the output is the model's (or the interpolant's) value
+        everywhere, sampled pixels included, so measured values may move (the
+        generator smooths noise there; the interpolants reproduce the samples
+        up to rounding).
     tile_size : int
-        Frames larger than this go through overlapping, blended tiles (generator).
-    inplace : bool
-        Replace the signal's data and return None.
-    lazy_output : bool, optional
-        Default: as the input. Cannot differ from the input with ``inplace``.
-    show_progressbar : bool, optional
-        Default: HyperSpy's preference.
+        Generator only: frames larger than this (default {TILE}) go through
+        overlapping tiles ({OVERLAP} px overlap, smoothly blended). The
+        network inputs are built from the whole frame first.
+    {inplace}
+    {lazy_output}
+    {show_progressbar}
 
     Returns
     -------
-    PartialScan2D or LazyPartialScan2D or None
-        Completed signal titled ``"Completed <title>"``, with the provenance in
-        ``metadata.Signal.Partial_scan.Completion``; the axes, metadata and
+    Signal2D or LazySignal2D or None
+        An ordinary image (signal_type ``""``: nothing is unsampled any more)
+        titled ``"Completed <title>"``, float32, with the axes, metadata and
         original_metadata of the input (``metadata.Signal.Noise_properties``
-        without its data-sized ``variance``, which no longer matches).
+        without its data-sized ``variance``, which no longer matches). The
+        provenance is in ``metadata.Signal.Partial_scan.Completion``: method,
+        ``keep_measured``, package version, the model and device for the
+        generator, and ``measured_rms_deviation``, the RMS difference between
+        output and input at the sampled pixels in data units (0.0 with
+        ``keep_measured=True``). When the input records a variance model
+        (``metadata.Signal.Noise_properties.Variance_linear_model``),
+        ``measured_rms_deviation_over_noise`` is the RMS of that difference
+        divided by the noise, sqrt(gain_factor * max(value, 0) + gain_offset).
+        For lazy output both are the string ``"not computed (lazy output)"``.
+        None with ``inplace``.
 
     Raises
     ------
     ValueError
-        Unknown method, a frame with no sample at all, a frame too large for
-        biharmonic inpainting, or inplace with a change of laziness.
+        Unknown method; no frames (navigation size 0); a frame with no sampled
+        pixel or with no unsampled pixel; frames too large for biharmonic
+        inpainting; ``model`` or ``network_batch_size`` with a classical
+        method; an invalid ``tile_size``, device or precision; or ``inplace``
+        with a change of laziness.
+    FloatingPointError
+        The method produced non-finite values (e.g. a diverged model); nothing
+        is returned and an ``inplace`` signal is left unchanged.
+
+    Warns
+    -----
+    UserWarning
+        Integer input with values that lose precision in float32.
+
+    Examples
+    --------
+    >>> import numpy as np, hyperspy.api as hs
+    >>> import hyperspy_partialscan as hps
+    >>> from hyperspy_partialscan.specimens import nanoparticle_field
+    >>> s = hs.signals.Signal2D(nanoparticle_field((64, 64), seed=0))
+    >>> s.metadata.General.title = "particles"
+    >>> partial = hps.to_partial_scan(s, "random", 0.3, seed=0, show_progressbar=False)
+    >>> done = hps.complete_partial_scan(partial, "linear", show_progressbar=False)
+    >>> type(done).__name__, done.metadata.General.title, bool(np.isfinite(done.data).all())
+    ('Signal2D', 'Completed particles (30 % random)', True)
+    >>> done.metadata.Signal.Partial_scan.Completion.measured_rms_deviation
+    0.0
+
+    The same as a method, with the shipped generator, letting it change the
+    measured pixels too:
+
+    >>> net = partial.complete_partial_scan(keep_measured=False, device="cpu", show_progressbar=False)
+    >>> net.metadata.Signal.Partial_scan.Completion.method, net.data.shape
+    ('generator', (64, 64))
+    >>> bool(net.metadata.Signal.Partial_scan.Completion.measured_rms_deviation > 0)
+    True
     """
+    import dask.array as da
+
     validate_signal2d(signal, "complete_partial_scan")
+    check_not_empty(signal, "complete_partial_scan")
     if method not in COMPLETION_METHODS:
         raise ValueError(f"unknown completion method {method!r}; choose one of {', '.join(COMPLETION_METHODS)}")
     lazy_output = check_laziness(signal, inplace, lazy_output)
@@ -193,6 +256,7 @@ def complete_partial_scan(
         raise ValueError(f"model= and network_batch_size= are only used by method='generator', not {method!r}")
     data = signal.data
     if not signal._lazy:
+        warn_float32_precision(data, "complete_partial_scan")
         check_partial_frames(data)
     provenance = {"method": method, "keep_measured": bool(keep_measured), "package_version": __version__}
     if method == "generator":
@@ -209,8 +273,60 @@ def complete_partial_scan(
     if data.dtype.kind != "f":
         data = data.astype(np.float32)
     result = map_frames(data, func, batch_size=chunks, name=f"complete-{method}", token=token, with_indices=True)
+    variance = _variance_model(signal)
+    if lazy_output:
+        provenance["measured_rms_deviation"] = _LAZY_NOTE
+        if variance is not None:
+            provenance["measured_rms_deviation_over_noise"] = _LAZY_NOTE
+    else:
+        if isinstance(data, da.Array):  # one pass over the lazy input gives both
+            result, measured = compute(da.stack([result, data.astype(np.float32)]), show_progressbar)
+        else:
+            result, measured = compute(result, show_progressbar), data
+        provenance.update(measured_deviation(result, measured, variance))
     return deliver(
         signal, result, lazy_output=lazy_output, show_progressbar=show_progressbar, inplace=inplace,
         title=f"Completed {signal.metadata.General.title}".rstrip(), record_path="Signal.Partial_scan.Completion",
         record=provenance, signal_type="", validate=lambda: check_partial_frames(data),
     )
+
+
+_LAZY_NOTE = "not computed (lazy output)"
+
+
+def measured_deviation(output: np.ndarray, measured: np.ndarray, variance: dict | None = None) -> dict:
+    """RMS difference between ``output`` and ``measured`` at the finite pixels of ``measured``.
+
+    Parameters
+    ----------
+    output, measured : numpy.ndarray
+        Same shape; NaN in ``measured`` = unsampled (ignored).
+    variance : dict, optional
+        ``gain_factor`` and ``gain_offset`` of HyperSpy's linear variance model.
+
+    Returns
+    -------
+    dict
+        ``measured_rms_deviation`` (data units) and, with ``variance``,
+        ``measured_rms_deviation_over_noise`` (the RMS of the difference over
+        sqrt(gain_factor * max(measured, 0) + gain_offset), over pixels where
+        that variance is positive).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hyperspy_partialscan.completion import measured_deviation
+    >>> measured_deviation(np.array([1.0, 2.0, 5.0]), np.array([1.0, 4.0, np.nan]), {"gain_factor": 1.0,
+    ...                                                                                 "gain_offset": 0.0})
+    {'measured_rms_deviation': 1.4142135623730951, 'measured_rms_deviation_over_noise': 0.7071067811865476}
+    """
+    sampled = np.isfinite(measured)
+    m = np.asarray(measured, np.float64)[sampled]
+    d = np.asarray(output, np.float64)[sampled] - m
+    out = {"measured_rms_deviation": float(np.sqrt(np.mean(d * d))) if d.size else 0.0}
+    if variance is not None:
+        var = variance["gain_factor"] * np.maximum(m, 0) + variance["gain_offset"]
+        ok = var > 0
+        z = d[ok] / np.sqrt(var[ok])
+        out["measured_rms_deviation_over_noise"] = float(np.sqrt(np.mean(z * z))) if z.size else float("nan")
+    return out

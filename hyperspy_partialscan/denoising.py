@@ -10,13 +10,22 @@ holes, which it does not: :func:`denoise` rejects frames with NaN.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
-from ._version import __version__
+from ._docstrings import fill_doc
 from ._signal_tools import check_laziness, deliver, validate_signal2d
-from .filters import CLASSICAL_DENOISERS, denoise_frame
 from ._validation import check_number
+from ._version import __version__
+from .conversion import check_not_empty, warn_float32_precision
 from .engine import FrameNetwork, check_finite_output, map_frames, plan_network
+from .filters import CLASSICAL_DENOISERS, denoise_frame
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from hyperspy.signal import BaseSignal
 
 __all__ = ["denoise", "fit_denoiser", "DENOISING_METHODS", "FIT_METHODS"]
 
@@ -42,7 +51,7 @@ class _Classical:
 
     def __call__(self, frames, indices):
         out = np.empty(frames.shape, np.float32)
-        for k, (f, i) in enumerate(zip(frames, indices)):
+        for k, (f, i) in enumerate(zip(frames, indices, strict=False)):
             _check_finite(f, i)
             out[k] = denoise_frame(f, self.method, **self.params)
         check_finite_output(out, indices, f"{self.method} denoising")
@@ -77,40 +86,42 @@ class DenoiserNetwork(FrameNetwork):
         return denoise_batch(network, tiles, device, self.plan.precision, self.variance_model, self.sigma)
 
 
+@fill_doc
 def denoise(
-    signal,
-    method="generator",
+    signal: BaseSignal,
+    method: str = "generator",
     *,
-    model=None,
-    navigation_chunks=None,
-    network_batch_size=None,
-    device=None,
-    precision=None,
-    sigma=None,
-    n_components=None,
-    inplace=False,
-    lazy_output=None,
-    show_progressbar=None,
-    **method_params,
-):
+    model: str | Path | None = None,
+    navigation_chunks: int | None = None,
+    network_batch_size: int | None = None,
+    device: str | None = None,
+    precision: str | None = None,
+    sigma: float | None = None,
+    n_components: int | None = None,
+    inplace: bool = False,
+    lazy_output: bool | None = None,
+    show_progressbar: bool | None = None,
+    **method_params: Any,
+) -> BaseSignal | None:
     """Denoise every frame of a signal.
 
     Parameters
     ----------
     signal : hyperspy.signals.Signal2D
-        Full frames (lazy or not, any navigation shape). Partial scans must be
-        completed first.
+        Full frames (lazy or not, any navigation shape, at least one frame).
+        Partial scans must be completed first: a frame with NaN or inf is an
+        error.
     method : str
         ``"generator"`` (trained network, default), ``"gaussian"``,
         ``"nl_means"``, ``"tv"`` (scikit-image, parameters estimated from the
         data unless given in ``method_params``) or ``"pca"`` (HyperSpy's
         decomposition of a stack; keeps ``n_components``).
-    model : str or pathlib.Path or Model, optional
-        Denoising model (default: the shipped default; see :func:`fit_denoiser`).
-    batch_size : int, optional
-        Frames per block.
-    device, precision : optional
-        Torch device and reduced precision for the network.
+    {model}
+        A model fitted to one's own data: :func:`fit_denoiser`.
+    {navigation_chunks}
+    {network_batch_size}
+    {device}
+    {precision}
     sigma : float, optional
         Known noise standard deviation in data units (network); otherwise the
         Poisson model in ``metadata.Signal.Noise_properties.Variance_linear_model``
@@ -119,22 +130,60 @@ def denoise(
     n_components : int, optional
         Components kept by ``"pca"`` (default: estimated from the scree plot's
         elbow).
-    inplace : bool
-        Replace the data and return None.
-    lazy_output : bool, optional
-        Default: as the input.
-    show_progressbar : bool, optional
+    {inplace}
+    {lazy_output}
+    {show_progressbar}
     **method_params
         Parameters of the classical filter (e.g. ``sigma`` for gaussian is
         given as ``filter_sigma``; ``h`` for nl_means; ``weight`` for tv).
 
     Returns
     -------
-    Signal or None
-        Same class as the input, with ``metadata.Signal.Denoising`` recording
-        method, parameters, model and package version.
+    Signal2D or LazySignal2D or None
+        float32, titled ``"Denoised <title>"``, same class as the input (a
+        partial scan's type is dropped), with ``metadata.Signal.Denoising``
+        recording method, parameters, model and package version. None with
+        ``inplace``.
+
+    Raises
+    ------
+    ValueError
+        Unknown method; no frames (navigation size 0); a frame with NaN or
+        inf (checked up front for in-memory input); ``model`` or
+        ``network_batch_size`` with a classical method; a non-positive
+        ``sigma``; ``"pca"`` on a single frame; or ``inplace`` with a change
+        of laziness.
+    FloatingPointError
+        The method produced non-finite values; nothing is returned.
+
+    Warns
+    -----
+    UserWarning
+        Integer input with values that lose precision in float32.
+
+    Examples
+    --------
+    >>> import numpy as np, hyperspy.api as hs
+    >>> import hyperspy_partialscan as hps
+    >>> from hyperspy_partialscan.specimens import nanoparticle_field
+    >>> clean = nanoparticle_field((64, 64), seed=0)
+    >>> noisy = hs.signals.Signal2D(clean + np.random.default_rng(0).normal(0, 0.05, clean.shape))
+    >>> out = hps.denoise(noisy, "gaussian", filter_sigma=1.0, show_progressbar=False)
+    >>> out.metadata.Signal.Denoising.method, out.data.dtype.name
+    ('gaussian', 'float32')
+    >>> bool(np.abs(out.data - clean).mean() < np.abs(noisy.data - clean).mean())
+    True
+
+    The shipped network, on a completed partial scan (complete first, then
+    denoise; ``partial.denoise(...)`` is the method form, for full frames):
+
+    >>> partial = hps.to_partial_scan(noisy, "random", 0.5, seed=0, show_progressbar=False)
+    >>> done = partial.complete_partial_scan("linear", show_progressbar=False)
+    >>> hps.denoise(done, device="cpu", show_progressbar=False).metadata.General.title
+    'Denoised Completed (50 % random)'
     """
     validate_signal2d(signal, "denoise")
+    check_not_empty(signal, "denoise")
     if method not in DENOISING_METHODS:
         raise ValueError(f"unknown denoising method {method!r}; choose one of {', '.join(DENOISING_METHODS)}")
     lazy_output = check_laziness(signal, inplace, lazy_output)
@@ -145,6 +194,7 @@ def denoise(
     data = signal.data
     frame_shape = signal.axes_manager.signal_shape[::-1]
     if not signal._lazy:
+        warn_float32_precision(data, "denoise")
         flat = data.reshape((-1,) + tuple(frame_shape))
         bad = ~np.isfinite(flat).all(axis=(1, 2))
         if bad.any():
@@ -198,8 +248,11 @@ def _pca(signal, n_components, record):
 FIT_METHODS = ("blind_spot", "sure", "noise2noise")
 
 
-def fit_denoiser(signal, *, init="default", epochs=20, method="blind_spot", batch_size=8, crop=128, lr=2e-4,
-                 sigma=None, keep_best=True, output=None, seed=0, show_progressbar=None):
+@fill_doc
+def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epochs: int = 20,
+                 method: str = "blind_spot", batch_size: int = 8, crop: int = 128, lr: float = 2e-4,
+                 sigma: float | None = None, keep_best: bool = True, output: str | Path | None = None, seed: int = 0,
+                 show_progressbar: bool | None = None) -> Any:
     """Fine-tune a denoiser on the user's own noisy data, without clean images.
 
     Parameters
@@ -211,7 +264,7 @@ def fit_denoiser(signal, *, init="default", epochs=20, method="blind_spot", batc
         path; None: train from scratch).
     epochs : int
         Passes over the data; one epoch is as many crops as fit in the frames.
-    method : {"blind_spot", "sure", "noise2noise"}
+    method : {{"blind_spot", "sure", "noise2noise"}}
         ``"blind_spot"`` (Noise2Void/Noise2Self): a random 2 % of pixels are
         replaced by a neighbour's value and the loss is the error at those
         pixels only. ``"sure"``: the network itself is fitted by minimising
@@ -236,13 +289,33 @@ def fit_denoiser(signal, *, init="default", epochs=20, method="blind_spot", batc
     output : str or pathlib.Path, optional
         Where to save the model (``.safetensors`` + ``.json``); default: a
         temporary folder.
-    seed : int
-    show_progressbar : bool, optional
+    {seed}
+    {show_progressbar}
 
     Returns
     -------
     Model
         Usable as ``denoise(signal, model=...)``; saved to ``output``.
+
+    Raises
+    ------
+    ValueError
+        Unknown method, no frames (navigation size 0), a frame with NaN or
+        inf, a non-positive ``sigma``, frames smaller than 32 px, or
+        ``"noise2noise"`` on a single frame.
+
+    Examples
+    --------
+    >>> import numpy as np, hyperspy.api as hs
+    >>> import hyperspy_partialscan as hps
+    >>> from hyperspy_partialscan.specimens import nanoparticle_field
+    >>> clean = nanoparticle_field((64, 64), seed=0)
+    >>> noisy = hs.signals.Signal2D(clean + np.random.default_rng(0).normal(0, 0.05, clean.shape))
+    >>> model = hps.fit_denoiser(noisy, epochs=1, crop=32, keep_best=False, show_progressbar=False)
+    >>> model.task, model.config["training"]["self_supervised"]
+    ('denoising', 'blind_spot')
+    >>> hps.denoise(noisy, model=model, device="cpu", show_progressbar=False).data.shape
+    (64, 64)
     """
     import tempfile
     from pathlib import Path
@@ -253,6 +326,7 @@ def fit_denoiser(signal, *, init="default", epochs=20, method="blind_spot", batc
     from .training.self_supervised import fit_self_supervised
 
     validate_signal2d(signal, "fit_denoiser")
+    check_not_empty(signal, "fit_denoiser")
     if method not in FIT_METHODS:
         raise ValueError(f"unknown self-supervised method {method!r}; choose one of {', '.join(FIT_METHODS)}")
     if sigma is not None and not (np.isfinite(sigma) and sigma > 0):

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from .paths import generate_path
 from .simulate import path_rng
 
+if TYPE_CHECKING:
+    from hyperspy.signal import BaseSignal
+    from matplotlib.axes import Axes
+
 __all__ = ["plot_scan_path", "scan_path_of"]
 
 
-def scan_path_of(signal, index=None):
+def scan_path_of(signal: BaseSignal, index: int | None = None) -> np.ndarray:
     """Ordered probe positions (N, 2) of a partial scan's frame.
 
     Regenerated from the recorded path name, seed and options for simulated
@@ -62,7 +68,8 @@ def scan_path_of(signal, index=None):
     return generate_path(md.path, shape, md.coverage_requested, rng, **opts).positions
 
 
-def plot_scan_path(signal, ax=None, *, max_points=20000, cmap="gray", line_color="tab:orange", **kwargs):
+def plot_scan_path(signal: BaseSignal, ax: Axes | None = None, *, max_points: int = 20000, cmap: str = "gray",
+                   line_color: str = "tab:orange", **kwargs: Any) -> Axes:
     """Draw the ordered scan path over the current frame (matplotlib).
 
     Parameters
@@ -85,12 +92,29 @@ def plot_scan_path(signal, ax=None, *, max_points=20000, cmap="gray", line_color
     Returns
     -------
     matplotlib.axes.Axes
+        The axes drawn in: the frame (unsampled pixels NaN), the path, start
+        and end markers, a legend, and the title ``"<path> path, <N> positions"``.
 
     Raises
     ------
     ValueError
         If the signal records no scan path (see :func:`scan_path_of`), or
         ``max_points`` is not a positive integer.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import hyperspy.api as hs
+    >>> import hyperspy_partialscan as hps
+    >>> from hyperspy_partialscan.specimens import nanoparticle_field
+    >>> s = hs.signals.Signal2D(nanoparticle_field((64, 64), seed=0))
+    >>> partial = hps.to_partial_scan(s, "spiral", 0.1, seed=0, show_progressbar=False)
+    >>> ax = hps.plot_scan_path(partial, max_points=500)
+    >>> type(ax).__name__, ax.get_title().split(",")[0]
+    ('Axes', 'spiral path')
+    >>> ax = partial.plot_scan_path(color="red")  # the method form
+    >>> import matplotlib.pyplot as plt; plt.close("all")
     """
     import matplotlib.pyplot as plt
 
@@ -102,7 +126,8 @@ def plot_scan_path(signal, ax=None, *, max_points=20000, cmap="gray", line_color
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 6))
     sx, sy = signal.axes_manager.signal_axes
-    extent = [sx.axis[0] - sx.scale / 2, sx.axis[-1] + sx.scale / 2, sy.axis[-1] + sy.scale / 2, sy.axis[0] - sy.scale / 2]
+    extent = [sx.axis[0] - sx.scale / 2, sx.axis[-1] + sx.scale / 2,
+              sy.axis[-1] + sy.scale / 2, sy.axis[0] - sy.scale / 2]
     ax.imshow(np.where(np.isfinite(frame), frame, np.nan), cmap=cmap, extent=extent, interpolation="nearest")
     step = -(-len(pos) // max_points)  # ceil: at most max_points vertices
     p = pos[:: max(step, 1)]
@@ -114,7 +139,7 @@ def plot_scan_path(signal, ax=None, *, max_points=20000, cmap="gray", line_color
     ax.plot(x, y, **kwargs)
     colour = kwargs.get("color", kwargs.get("c"))
     ends = [pos[:1], pos[-1:]]
-    for end, marker, ms, label in zip(ends, ("o", "x"), (6, 7), ("start", "end")):
+    for end, marker, ms, label in zip(ends, ("o", "x"), (6, 7), ("start", "end"), strict=False):
         ax.plot(sx.offset + end[:, 1] * sx.scale, sy.offset + end[:, 0] * sy.scale, marker, color=colour, ms=ms,
                 label=label)
     md = signal.metadata.Signal.Partial_scan

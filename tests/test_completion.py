@@ -4,6 +4,7 @@ import dask.array as da
 import hyperspy.api as hs
 import numpy as np
 import pytest
+from hyperspy.signals import LazySignal2D, Signal2D
 from pshelpers import (
     array_of,
     assert_tree_equal,
@@ -16,7 +17,6 @@ from pshelpers import (
 
 import hyperspy_partialscan as hp
 from hyperspy_partialscan.inpainting import BIHARMONIC_MAX_PIXELS
-from hyperspy.signals import LazySignal2D, Signal2D
 
 LAZY = [False, True]
 CLASSICAL = ["nearest", "linear", "cubic", "biharmonic"]
@@ -336,3 +336,45 @@ def test_alrc_scales_down_only_rare_large_losses():
     # a risk estimate (SURE) may be negative: a non-positive bound never flips the loss's sign
     neg = ALRC(decay=0.9, mu=-1.0, mu2=1.0 + 1e-6)
     assert float(neg(torch.tensor(0.5))) == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------ input problems (reliability and trust issues)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize("keep_measured", [True, False])
+def test_measured_rms_deviation_recorded(lazy, keep_measured):
+    from pshelpers import assert_unchanged, make_signal, snapshot
+
+    import hyperspy_partialscan as hp
+
+    s = hp.to_partial_scan(make_signal((2,), lazy, 32), "random", 0.3, seed=0)
+    snap = snapshot(s)
+    out = hp.complete_partial_scan(s, "nearest", keep_measured=keep_measured, show_progressbar=False,
+                                   lazy_output=lazy)
+    assert_unchanged(s, snap)
+    c = out.metadata.Signal.Partial_scan.Completion
+    if lazy:
+        assert c.measured_rms_deviation == "not computed (lazy output)"
+        assert c.measured_rms_deviation_over_noise == "not computed (lazy output)"
+    else:
+        assert c.measured_rms_deviation == pytest.approx(0.0, abs=1e-6)
+        assert c.measured_rms_deviation_over_noise == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+@pytest.mark.parametrize("func", ["complete_partial_scan", "denoise"])
+def test_empty_navigation_is_an_error_everywhere(lazy, func):
+    import dask.array as da
+    import hyperspy.api as hs
+
+    import hyperspy_partialscan as hp
+
+    zeros = da.zeros((0, 8, 8), np.float32) if lazy else np.zeros((0, 8, 8), np.float32)
+    cls = hs.signals.Signal2D(np.zeros((1, 1))).as_lazy().__class__ if lazy else hs.signals.Signal2D
+    for method in ("linear", "generator") if func == "complete_partial_scan" else ("gaussian", "generator"):
+        with pytest.raises(ValueError, match="has no frames \\(navigation size 0\\)"):
+            getattr(hp, func)(cls(zeros), method)
+    if func == "denoise":
+        with pytest.raises(ValueError, match="has no frames \\(navigation size 0\\)"):
+            hp.fit_denoiser(cls(zeros))

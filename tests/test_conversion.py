@@ -55,7 +55,13 @@ def test_to_partial_scan_basics(lazy, nav_shape):
     md = p.metadata.Signal.Partial_scan
     assert md.path == "spiral"
     assert md.coverage_requested == 0.1
-    assert md.coverage_measured == pytest.approx(mask.mean())
+    assert md.coverage_path == pytest.approx(mask.mean())
+    if lazy:  # the actual coverage is signal.coverage; not computed for the record
+        assert not md.has_item("coverage_measured")
+    elif nav_shape:
+        assert md.coverage_measured == pytest.approx([mask.mean()] * int(np.prod(nav_shape)))
+    else:
+        assert md.coverage_measured == pytest.approx(mask.mean())
     assert md.seed == 11
     assert md.vary_per_frame is False
     assert md.source == "simulated"
@@ -74,7 +80,7 @@ def test_noise_properties(lazy):
     s = s.as_lazy() if lazy else s
     model = s.metadata.Signal.Noise_properties.Variance_linear_model.as_dictionary()
     snap = snapshot(s)
-    for out in (hp.to_partial_scan(s, "spiral", 0.2, seed=0), hp.as_partial_scan(s)):
+    for out in (hp.to_partial_scan(s, "spiral", 0.2, seed=0), hp.as_partial_scan(s, unscanned_value=0)):
         assert out.metadata.Signal.Noise_properties.Variance_linear_model.as_dictionary() == model
         assert not out.metadata.has_item("Signal.Noise_properties.variance")
     noisy = hp.to_partial_scan(s, "spiral", 0.2, seed=0, noise={"dose": 100.0})
@@ -208,7 +214,7 @@ def test_as_partial_scan_zeros(lazy, nav_shape):
     if lazy:
         s = s.as_lazy()
     snap = snapshot(s)
-    p = hp.as_partial_scan(s)
+    p = hp.as_partial_scan(s, unscanned_value=0)
     assert_unchanged(s, snap)
     assert type(p) is _cls(lazy)
     data = array_of(p)
@@ -259,7 +265,7 @@ def test_as_partial_scan_masks(lazy, lazy_output, mask_kind):
 def test_as_partial_scan_lazy_to_nonlazy(lazy):
     s = make_signal((3,), True, 16)
     s.data = da.where(da.arange(16)[None, :, None] % 2 == 0, s.data, 0).astype(np.float32)
-    p = hp.as_partial_scan(s, lazy_output=False)
+    p = hp.as_partial_scan(s, unscanned_value=0, lazy_output=False)
     assert type(p) is PartialScan2D and isinstance(p.data, np.ndarray)
     assert p.metadata.Signal.Partial_scan.coverage_measured == pytest.approx(0.5)
     assert s._lazy  # the input stays lazy
@@ -356,3 +362,103 @@ def test_from_scan_positions_errors(pos, val, match):
 def test_from_scan_positions_rejects_complex():
     with pytest.raises(TypeError, match="real"):
         hp.from_scan_positions([(0, 0)], [1 + 1j], (8, 10))
+
+
+# ------------------------------------------------------------------ input problems (reliability issue)
+
+
+@pytest.mark.parametrize("lazy", LAZY)
+def test_to_partial_scan_masks_non_finite_input(lazy):
+    s = make_signal((2,), False, 32)
+    s.data[0, :5, :] = np.nan  # 160 NaN
+    s.data[1, 0, :3] = np.inf  # 3 inf
+    s = s.as_lazy() if lazy else s
+    snap = snapshot(s)
+    if lazy:  # not read in advance: no count, masked all the same
+        p = hp.to_partial_scan(s, "random", 0.5, seed=0)
+    else:
+        with pytest.warns(UserWarning, match="163 non-finite input pixel"):
+            p = hp.to_partial_scan(s, "random", 0.5, seed=0)
+    assert_unchanged(s, snap)
+    data = array_of(p)
+    assert np.isnan(data[0, :5]).all() and np.isnan(data[1, 0, :3]).all()
+    assert not np.isinf(data).any()
+    actual = np.isfinite(data).reshape(2, -1).mean(axis=1)
+    md = p.metadata.Signal.Partial_scan
+    if lazy:
+        assert p.coverage == pytest.approx(actual.mean())
+    else:
+        assert md.coverage_measured == pytest.approx(list(actual))
+        assert md.coverage_measured[0] < md.coverage_path
+
+
+@pytest.mark.parametrize("noise", [None, {"dose": 50.0}])
+def test_to_partial_scan_all_nan_frame_is_an_error(noise):
+    s = make_signal((2,), False, 32)
+    s.data[1] = np.nan
+    snap = snapshot(s)
+    with pytest.raises(ValueError, match="1 frame\\(s\\) have no finite pixel .* index 1"):
+        hp.to_partial_scan(s, "spiral", 0.1, seed=0, noise=noise)
+    assert_unchanged(s, snap)
+
+
+def test_to_partial_scan_warns_on_unreachable_coverage():
+    s = make_signal((), False, 64)
+    with pytest.warns(UserWarning, match="coverage 1e-05 was requested but the 'spiral' path"):
+        p = hp.to_partial_scan(s, "spiral", 1e-5, seed=0)
+    md = p.metadata.Signal.Partial_scan
+    assert md.coverage_requested == 1e-5 and md.coverage_measured == pytest.approx(md.coverage_path)
+
+
+@pytest.mark.parametrize("func", ["to_partial_scan", "as_partial_scan"])
+def test_large_integers_warn(func):
+    s = make_signal((), False, 16, dtype=np.uint32)
+    s.data[:] = 2**24 + 1
+    s.data[0, 0] = 0
+    snap = snapshot(s)
+    with pytest.warns(UserWarning, match="255 integer value\\(s\\) above 2\\*\\*24"):
+        if func == "to_partial_scan":
+            hp.to_partial_scan(s, "random", 0.5, seed=0)
+        else:
+            hp.as_partial_scan(s, unscanned_value=0)
+    assert_unchanged(s, snap)
+
+
+@pytest.mark.parametrize("lazy", LAZY)
+@pytest.mark.parametrize("func", ["to_partial_scan", "as_partial_scan"])
+def test_empty_navigation_is_an_error(lazy, func):
+    import hyperspy.api as hs
+
+    zeros = da.zeros((0, 8, 8), np.float32) if lazy else np.zeros((0, 8, 8), np.float32)
+    s = (hs.signals.Signal2D if not lazy else hs.signals.Signal2D(np.zeros((1, 1))).as_lazy().__class__)(zeros)
+    with pytest.raises(ValueError, match="has no frames \\(navigation size 0\\)"):
+        getattr(hp, func)(s, unscanned_value=0) if func == "as_partial_scan" else hp.to_partial_scan(s)
+
+
+@pytest.mark.parametrize("lazy", LAZY)
+def test_as_partial_scan_needs_mask_or_value(lazy):
+    s = make_signal((2,), lazy, 16)
+    snap = snapshot(s)
+    with pytest.raises(ValueError, match="give mask= .* or unscanned_value="):
+        hp.as_partial_scan(s)
+    assert_unchanged(s, snap)
+
+
+@pytest.mark.parametrize("lazy", LAZY)
+def test_as_partial_scan_mask_wins_over_value(lazy):
+    s = make_signal((), False, 16)
+    mask = np.ones((16, 16), bool)
+    mask[:, :4] = False
+    s.data[5, 5:9] = 0  # 4 real zero counts at scanned pixels
+    s = s.as_lazy() if lazy else s
+    snap = snapshot(s)
+    if lazy:  # not counted for lazy data
+        p = hp.as_partial_scan(s, mask=mask, unscanned_value=0)
+    else:
+        with pytest.warns(UserWarning, match="4 pixel\\(s\\) that the mask marks as scanned hold unscanned_value=0"):
+            p = hp.as_partial_scan(s, mask=mask, unscanned_value=0)
+    assert_unchanged(s, snap)
+    data = array_of(p)
+    np.testing.assert_array_equal(data[5, 5:9], 0)
+    np.testing.assert_array_equal(np.isfinite(data), mask)
+    assert p.metadata.Signal.Partial_scan.unscanned_marked_by == "mask"

@@ -1,18 +1,17 @@
 """Denoising: noise model, classical filters, network, self-supervised fine-tuning."""
 
+import hyperspy.api as hs
 import numpy as np
 import pytest
 import torch
 
-import hyperspy.api as hs
-
 import hyperspy_partialscan as ps
 from hyperspy_partialscan.denoising import denoise, fit_denoiser
-from hyperspy_partialscan.noise import FrameNoise, degrade, estimate_noise_model, estimate_sigma
+from hyperspy_partialscan.metrics import psnr
 from hyperspy_partialscan.models import load_model, save_model
 from hyperspy_partialscan.models.networks import DenoisingUNet
+from hyperspy_partialscan.noise import FrameNoise, degrade, estimate_noise_model, estimate_sigma
 from hyperspy_partialscan.specimens import nanoparticle_field
-from hyperspy_partialscan.metrics import psnr
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +237,8 @@ def test_sure_estimates_the_error_against_the_clean_frame():
 
     gen = torch.Generator().manual_seed(0)
     yy, xx = np.mgrid[:128, :128]
-    clean = torch.tensor((0.5 + 0.3 * np.sin(xx / 6) * np.cos(yy / 9)).astype(np.float32))[None, None].repeat(4, 1, 1, 1)
+    clean = torch.tensor((0.5 + 0.3 * np.sin(xx / 6) * np.cos(yy / 9)).astype(np.float32))
+    clean = clean[None, None].repeat(4, 1, 1, 1)
     sd = 0.05 + 0.1 * clean  # signal-dependent, as shot noise
     x = torch.cat([clean + sd * torch.randn(clean.shape, generator=gen), NOISE_MAP_GAIN * sd], 1)
     estimates, truths = [], []

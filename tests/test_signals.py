@@ -4,6 +4,7 @@ import dask.array as da
 import hyperspy.api as hs
 import numpy as np
 import pytest
+from hyperspy.signals import LazySignal2D, Signal2D
 from pshelpers import (
     array_of,
     assert_tree_equal,
@@ -15,8 +16,6 @@ from pshelpers import (
 
 import hyperspy_partialscan as hp
 from hyperspy_partialscan.plotting import scan_path_of
-from hyperspy.signals import LazySignal2D, Signal2D
-
 from hyperspy_partialscan.signals import LazyPartialScan2D, PartialScan2D
 
 LAZY = [False, True]
@@ -186,7 +185,7 @@ def test_plot_scan_path_errors(lazy, close_figures):
     with pytest.raises(ValueError, match="records no scan path"):
         s.plot_scan_path()
     assert_unchanged(s, snap)
-    acquired = hp.as_partial_scan(make_signal((), lazy, 32))
+    acquired = hp.as_partial_scan(make_signal((), lazy, 32), unscanned_value=0)
     with pytest.raises(ValueError, match="no recorded probe positions"):
         acquired.plot_scan_path()
     cropped = _partial(lazy, nav_shape=(), size=48).isig[:32, :32]
