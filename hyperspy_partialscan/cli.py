@@ -230,6 +230,8 @@ def _describe(signal):
 
 
 def _simulate(a):
+    import numpy as np
+
     from .conversion import to_partial_scan
     from .paths import validate_coverage
     from .simulate import NoiseModel
@@ -249,8 +251,10 @@ def _simulate(a):
         _save(ps, out, a.overwrite, show)
         md = ps.metadata.Signal.Partial_scan
         shape = "x".join(str(n) for n in ps.data.shape)
-        print(f"wrote {out}: {type(ps).__name__.replace('Lazy', '')} {shape}, {a.path} path, "
-              f"{100 * md.coverage_measured:.2f}% of each frame sampled, seed {md.seed}")
+        measured = md.get_item("coverage_measured", md.coverage_path)
+        covered = f"{100 * float(np.mean(measured)):.2f}% {'of each frame ' if np.ndim(measured) == 0 else ''}sampled"
+        print(f"wrote {out}: {type(ps).__name__.replace('Lazy', '')} {shape}, {a.path} path, {covered}"
+              f"{' (mean over frames)' if np.ndim(measured) else ''}, seed {md.seed}")
 
 
 def _complete(a):

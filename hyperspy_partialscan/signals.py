@@ -40,7 +40,7 @@ class PartialScan2D(Signal2D):
     >>> import hyperspy.api as hs
     >>> import hyperspy_partialscan as hps
     >>> s = hs.data.atomic_resolution_image()
-    >>> p = hps.to_partial_scan(s, "spiral", coverage=0.1, seed=0)
+    >>> p = hps.to_partial_scan(s, "spiral", coverage=0.1, seed=0, show_progressbar=False)
     >>> type(p).__name__, round(p.coverage, 2), p.scan_mask.data.dtype.name
     ('PartialScan2D', 0.1, 'bool')
     """
