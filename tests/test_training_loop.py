@@ -1,0 +1,128 @@
+"""The shared training loop: ALRC, schedule, run folders, divergence stop."""
+
+import numpy as np
+import pytest
+import torch
+
+
+def test_alrc_scales_down_only_rare_large_losses():
+    import torch
+
+    from hyperspy_partialscan.training import ALRC
+
+    alrc = ALRC(n_sigma=3.0, decay=0.9)
+    rng = np.random.default_rng(0)
+    for v in 1.0 + 0.1 * rng.standard_normal(200):  # settle the running moments
+        out = alrc(torch.tensor(float(v)))
+    assert float(out) == pytest.approx(float(v))  # ordinary losses pass unchanged
+    bound = alrc.mu + 3 * np.sqrt(alrc.mu2 - alrc.mu**2)
+    spike = torch.tensor(50.0, requires_grad=True)
+    clipped = alrc(spike)
+    clipped.backward()
+    assert float(clipped) == pytest.approx(bound, rel=1e-6) and float(spike.grad) == pytest.approx(bound / 50, rel=1e-6)
+    # a risk estimate (SURE) may be negative: a non-positive bound never flips the loss's sign
+    neg = ALRC(decay=0.9, mu=-1.0, mu2=1.0 + 1e-6)
+    assert float(neg(torch.tensor(0.5))) == pytest.approx(0.5)
+
+
+
+class _Linear(torch.nn.Module):
+    """A linear convolution: with a huge learning rate its loss and weights overflow for sure."""
+
+    config = {"kind": "linear"}
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(2, 1, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def _tiny_net():
+    return _Linear()
+
+
+def _batches(it):
+    g = torch.Generator().manual_seed(it)
+    x = torch.rand(2, 2, 32, 32, generator=g)
+    return x, 1 - x[:, :1]
+
+
+def _mse(net, batch):
+    x, y = batch
+    return ((net(x) - y) ** 2).mean(dim=(1, 2, 3))
+
+
+def test_learning_rate_schedule():
+    from hyperspy_partialscan.training import learning_rate
+
+    lrs = [learning_rate(i, iterations=50, lr=1e-3, lr_min=1e-5, warmup=5) for i in range(50)]
+    assert lrs[0] == pytest.approx(2e-4) and max(lrs) == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[5:], lrs[6:]))  # cosine decay never rises
+    # a wall-time budget that is spent ends the decay whatever the iteration
+    assert learning_rate(10, iterations=50, lr=1e-3, lr_min=1e-5, warmup=5, time_fraction=1.0) == pytest.approx(1e-5)
+
+
+def test_a_new_run_never_mixes_with_a_previous_one(tmp_path):
+    from hyperspy_partialscan.training import fit_network
+
+    run = tmp_path / "run"
+    fit_network(_tiny_net(), _batches, _mse, iterations=4, out_dir=run, checkpoint_every=2, show_progressbar=False,
+                evaluate=lambda n: {"val": 1.0}, val_every=2)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(FileExistsError, match="already holds a training run"):
+        fit_network(_tiny_net(), _batches, _mse, iterations=3, out_dir=run, show_progressbar=False)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # untouched
+    fit_network(_tiny_net(), _batches, _mse, iterations=2, out_dir=run, overwrite=True, show_progressbar=False,
+                evaluate=lambda n: {"val": 2.0}, val_every=1)
+    aside = [p for p in run.iterdir() if p.name.startswith("replaced-")]
+    assert len(aside) == 1 and (aside[0] / "validation.csv").read_bytes() == before["validation.csv"]
+    rows = (run / "validation.csv").read_text().strip().splitlines()
+    assert len(rows) == 3 and rows[1].startswith("1,")  # header + this run's two rows only
+
+
+def test_resume_continues_and_needs_a_checkpoint(tmp_path):
+    from hyperspy_partialscan.training import fit_network
+
+    with pytest.raises(FileNotFoundError, match="cannot resume"):
+        fit_network(_tiny_net(), _batches, _mse, iterations=2, out_dir=tmp_path / "none", resume=True,
+                    show_progressbar=False)
+    run = tmp_path / "run"
+    fit_network(_tiny_net(), _batches, _mse, iterations=3, out_dir=run, show_progressbar=False)
+    history = fit_network(_tiny_net(), _batches, _mse, iterations=5, out_dir=run, resume=True, show_progressbar=False)
+    assert [h["iteration"] for h in history] == [4, 5]
+
+
+@pytest.mark.parametrize("bad", ["nan_loss", "huge_lr"])
+def test_divergence_stops_training_and_keeps_the_last_finite_checkpoint(tmp_path, bad):
+    from hyperspy_partialscan.training import TrainingDiverged, fit_network
+
+    run = tmp_path / "run"
+    fit_network(_tiny_net(), _batches, _mse, iterations=2, out_dir=run, show_progressbar=False)
+    good = (run / "checkpoint.pt").read_bytes()
+
+    def loss(net, batch):
+        value = _mse(net, batch)
+        return value * float("nan") if bad == "nan_loss" else value
+
+    with pytest.raises(TrainingDiverged, match="diverged.*last checkpoint"):
+        fit_network(_tiny_net(), _batches, loss, iterations=50, out_dir=run, resume=True, checkpoint_every=1,
+                    lr=1e30 if bad == "huge_lr" else 1e-3, warmup=1, show_progressbar=False)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["network"].values())
+    if bad == "nan_loss":
+        assert (run / "checkpoint.pt").read_bytes() == good  # no step was taken
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"iterations": 0}, "iterations must be"),
+    ({"iterations": 2, "lr": -1.0}, "lr must be"),
+    ({"iterations": 2, "max_seconds": 0}, "max_seconds must be"),
+])
+def test_fit_network_rejects_bad_numbers(kwargs, message):
+    from hyperspy_partialscan.training import fit_network
+
+    with pytest.raises(ValueError, match=message):
+        fit_network(_tiny_net(), _batches, _mse, show_progressbar=False, **kwargs)
