@@ -150,7 +150,7 @@ def child_write(args):
         dt = time.perf_counter() - t0
     return {"phase": "write", "frames": n, "seconds": dt, "peak_rss": max(probe.peak, probe.high_water()),
             "peak_rss_sampled": probe.peak, "ru_maxrss": probe.high_water(),
-            "coverage_measured": partial.metadata.Signal.Partial_scan.coverage_measured}
+            "coverage_measured": partial.metadata.Signal.Partial_scan.coverage_path}
 
 
 # --------------------------------------------------------------------------- phase 2: complete it
