@@ -251,7 +251,8 @@ def _arrays(result):
 def has_uncertainty():
     import hyperspy_partialscan as hps
 
-    return "uncertainty" in inspect.signature(hps.complete_partial_scan).parameters
+    return ("uncertainty" in inspect.signature(hps.complete_partial_scan).parameters
+            and bool(hps.list_models("uncertainty")))
 
 
 class Checker:

@@ -9,8 +9,9 @@ complete_partial_scan
 denoise, fit_denoiser
     Denoise frames (trained network, classical filters, PCA) and fine-tune the
     denoiser on your own noisy data without clean references.
-plot_scan_path
-    Draw the ordered probe path over an image.
+plot_scan_path, plot_completion
+    Draw the ordered probe path over an image; a partial scan, its completion
+    and the completion's per-pixel uncertainty side by side.
 list_models, load_model
     Shipped and user-trained networks.
 NoiseModel, generate_path, path_names
@@ -23,7 +24,7 @@ from .conversion import as_partial_scan, from_scan_positions, to_partial_scan
 from .denoising import DENOISING_METHODS, denoise, fit_denoiser
 from .models import list_models, load_model
 from .paths import generate_path, path_names
-from .plotting import plot_scan_path
+from .plotting import plot_completion, plot_scan_path
 from .simulate import NoiseModel
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "fit_denoiser",
     "DENOISING_METHODS",
     "plot_scan_path",
+    "plot_completion",
     "list_models",
     "load_model",
     "NoiseModel",

@@ -106,6 +106,11 @@ def _add_complete(sub):
                    help="model name or path for --method generator (default: the shipped model)")
     p.add_argument("--unscanned-value", type=float, default=None,
                    help="treat pixels equal to this value as unsampled (e.g. 0 for zero-filled acquisitions)")
+    p.add_argument("--uncertainty", default=None, metavar="SIGMA_OUT",
+                   help="also write the completion's per-pixel uncertainty (predicted standard deviation of its "
+                   "error against the blurred truth, data units) to this file (--method generator; with --lazy "
+                   "the frames are completed once per output)")
+    p.add_argument("--uncertainty-model", default=None, help="uncertainty model name or path (default: shipped)")
     p.add_argument("--keep-measured", action=argparse.BooleanOptionalAction, default=True,
                    help="keep the measured samples unchanged in the completion (default); --no-keep-measured "
                    "returns the method's own values there")

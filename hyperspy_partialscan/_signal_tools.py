@@ -14,7 +14,7 @@ import numpy as np
 
 from .engine import compute
 
-__all__ = ["validate_signal2d", "signal_like", "check_laziness", "deliver"]
+__all__ = ["validate_signal2d", "signal_like", "check_laziness", "deliver", "variance_model"]
 
 
 def validate_signal2d(signal, what="this operation"):
@@ -159,3 +159,14 @@ def deliver(signal, result, *, lazy_output, show_progressbar, inplace, title, re
     if signal_type is not None and signal.metadata.Signal.get_item("signal_type") != signal_type:
         signal.set_signal_type(signal_type)
     return None
+
+
+def variance_model(signal):
+    """HyperSpy's Poisson variance model from the metadata, if any (dose/gain known)."""
+    vm = signal.metadata.get_item("Signal.Noise_properties.Variance_linear_model")
+    if vm is None:
+        return None
+    d = vm.as_dictionary()
+    if "gain_factor" not in d:
+        return None
+    return {"gain_factor": float(d["gain_factor"]), "gain_offset": float(d.get("gain_offset", 0.0))}

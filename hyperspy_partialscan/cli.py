@@ -271,11 +271,19 @@ def _complete(a):
         )
     if a.model is not None and a.method != "generator":
         raise CLIError(f"--model is only used by --method generator, not {a.method!r}")
+    if a.uncertainty is not None:
+        if a.method != "generator":
+            raise CLIError(f"--uncertainty needs --method generator (the trained network); {a.method!r} has no "
+                           "calibrated error estimate")
+        _check_format(_output_paths(a.uncertainty, 1)[0])
     images = load_images(a.input, lazy=a.lazy)
     outputs = _output_paths(a.output, len(images))
-    _check_outputs(a.input, outputs, a.overwrite)
+    sigmas = _output_paths(a.uncertainty, len(images)) if a.uncertainty is not None else [None] * len(images)
+    if a.uncertainty is not None and any(same_file(o, g) or Path(o) == Path(g) for o, g in zip(outputs, sigmas)):
+        raise CLIError("--uncertainty must name another file than the completion's output")
+    _check_outputs(a.input, outputs + [g for g in sigmas if g is not None], a.overwrite)
     show = not a.no_progressbar
-    for s, out in zip(images, outputs, strict=True):
+    for s, out, sigma_out in zip(images, outputs, sigmas, strict=True):
         if a.unscanned_value is not None:
             s = as_partial_scan(s, unscanned_value=a.unscanned_value)
         elif not s._lazy:
@@ -286,9 +294,14 @@ def _complete(a):
                       "unscanned positions hold zeros, add --unscanned-value 0", file=sys.stderr)
         done = complete_partial_scan(s, a.method, model=a.model, navigation_chunks=a.navigation_chunks,
                                      network_batch_size=a.network_batch_size, device=a.device,
-                                     keep_measured=a.keep_measured, show_progressbar=show)
+                                     keep_measured=a.keep_measured, show_progressbar=show,
+                                     uncertainty=sigma_out is not None, uncertainty_model=a.uncertainty_model)
+        done, sigma = done if sigma_out is not None else (done, None)
         _save(done, out, a.overwrite, show)
         print(f"wrote {out}: {_describe(done)} ({a.method})")
+        if sigma is not None:
+            _save(sigma, sigma_out, a.overwrite, show)
+            print(f"wrote {sigma_out}: {_describe(sigma)} (per-pixel uncertainty, sigma in data units)")
 
 
 def _demo(a):

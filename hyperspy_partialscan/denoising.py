@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._docstrings import fill_doc
-from ._signal_tools import check_laziness, deliver, validate_signal2d
+from ._signal_tools import check_laziness, deliver, validate_signal2d, variance_model
 from ._validation import check_number
 from ._version import __version__
 from .conversion import check_not_empty, warn_float32_precision
@@ -32,17 +32,6 @@ __all__ = ["denoise", "fit_denoiser", "DENOISING_METHODS", "FIT_METHODS"]
 DENOISING_METHODS = ("generator",) + tuple(CLASSICAL_DENOISERS) + ("pca",)
 DENOISER_TILE = 512
 DENOISER_OVERLAP = 32
-
-
-def _variance_model(signal):
-    """HyperSpy's Poisson variance model from the metadata, if any (dose/gain known)."""
-    vm = signal.metadata.get_item("Signal.Noise_properties.Variance_linear_model")
-    if vm is None:
-        return None
-    d = vm.as_dictionary()
-    if "gain_factor" not in d:
-        return None
-    return {"gain_factor": float(d["gain_factor"]), "gain_offset": float(d.get("gain_offset", 0.0))}
 
 
 class _Classical:
@@ -207,7 +196,7 @@ def denoise(
             method_params["sigma"] = method_params.pop("filter_sigma")
         if method == "generator":
             plan = plan_network(model, "denoising", device, precision, network_batch_size)
-            vm = _variance_model(signal) if sigma is None else None
+            vm = variance_model(signal) if sigma is None else None
             func = DenoiserNetwork(plan, vm, sigma)
             record.update(plan.provenance(),
                           noise_level="given sigma" if sigma is not None else ("variance model" if vm else "blind"))
@@ -350,7 +339,7 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
     if base is not None:
         net.load_state_dict(base.network.state_dict())
     # frames normalised once; crops keep the whole frame's normalisation
-    vm = _variance_model(signal) if sigma is None else None
+    vm = variance_model(signal) if sigma is None else None
     inputs, _ = denoising_inputs(frames, vm, sigma)
     fit = fit_self_supervised(net, inputs, method=method, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr,
                               seed=seed, keep_best=keep_best, show_progressbar=show_progressbar)

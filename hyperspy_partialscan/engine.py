@@ -62,8 +62,9 @@ def _block_indices(block_info, nav_shape):
 class _Block:
     """Picklable block function: reshape the block to (n, H, W), call, reshape back."""
 
-    def __init__(self, func, nav_shape, dtype, with_indices):
+    def __init__(self, func, nav_shape, dtype, with_indices, channels=None):
         self.func, self.nav_shape, self.dtype, self.with_indices = func, nav_shape, dtype, with_indices
+        self.channels = channels
 
     def __call__(self, block, block_info=None):
         frames = np.asarray(block).reshape((-1,) + block.shape[-2:])
@@ -72,10 +73,12 @@ class _Block:
             out = self.func(frames, idx)
         else:
             out = self.func(frames)
-        return np.asarray(out, dtype=self.dtype).reshape(block.shape)
+        shape = block.shape if self.channels is None else block.shape[:-2] + (self.channels,) + block.shape[-2:]
+        return np.asarray(out, dtype=self.dtype).reshape(shape)
 
 
-def map_frames(data, func, *, batch_size=16, name="partialscan", token=None, dtype=np.float32, with_indices=False):
+def map_frames(data, func, *, batch_size=16, name="partialscan", token=None, dtype=np.float32, with_indices=False,
+               channels=None):
     """Lazily apply ``func`` to batches of frames.
 
     Parameters
@@ -95,6 +98,10 @@ def map_frames(data, func, *, batch_size=16, name="partialscan", token=None, dty
         parameters, model hash); hashed into the deterministic task name.
     dtype : numpy dtype
         Output dtype.
+    channels : int, optional
+        ``func`` returns (n, channels, H, W): several results per frame from
+        one pass over the data (e.g. a completion and its uncertainty); the
+        output then has shape ``nav + (channels, H, W)``.
 
     Returns
     -------
@@ -108,13 +115,17 @@ def map_frames(data, func, *, batch_size=16, name="partialscan", token=None, dty
         arr = data.rechunk(chunks)
     else:
         arr = da.from_array(data, chunks=chunks)
-    block = _Block(func, data.shape[:-2], np.dtype(dtype), with_indices)
+    block = _Block(func, data.shape[:-2], np.dtype(dtype), with_indices, channels)
+    extra = {}
+    if channels is not None:
+        extra = {"new_axis": [arr.ndim - 2], "chunks": arr.chunks[:-2] + ((channels,),) + arr.chunks[-2:]}
     return da.map_blocks(
         block,
         arr,
         dtype=np.dtype(dtype),
-        name=f"{name}-{tokenize(arr.name, token, batch_size, str(np.dtype(dtype)))}",
-        meta=np.empty((0,) * arr.ndim, dtype=dtype),
+        name=f"{name}-{tokenize(arr.name, token, batch_size, str(np.dtype(dtype)), channels)}",
+        meta=np.empty((0,) * (arr.ndim + (channels is not None)), dtype=dtype),
+        **extra,
     )
 
 
@@ -189,13 +200,14 @@ class Tiler:
         return [frame[..., r : r + h, c : c + w] for r, c, h, w in self.windows(frame.shape[-2:])]
 
     def merge(self, tiles, shape):
-        """Blend processed tiles back into a frame of ``shape``."""
-        out = np.zeros(shape, np.float64)
+        """Blend processed tiles (h, w) or (channels, h, w) back into a frame of ``shape`` (leading channels kept)."""
+        lead = np.shape(tiles[0])[:-2]
+        out = np.zeros(lead + tuple(shape), np.float64)
         wsum = np.zeros(shape, np.float64)
         for t, win in zip(tiles, self.windows(shape)):
             r, c, h, w = win
             wt = self._weight(shape, win)
-            out[r : r + h, c : c + w] += wt * t
+            out[..., r : r + h, c : c + w] += wt * t
             wsum[r : r + h, c : c + w] += wt
         return (out / wsum).astype(np.float32)
 

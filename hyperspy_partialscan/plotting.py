@@ -1,4 +1,4 @@
-"""Plots: the scan path over an image."""
+"""Plots: the scan path over an image; a partial scan, its completion and the completion's uncertainty side by side."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ if TYPE_CHECKING:
     from hyperspy.signal import BaseSignal
     from matplotlib.axes import Axes
 
-__all__ = ["plot_scan_path", "scan_path_of"]
+__all__ = ["plot_scan_path", "scan_path_of", "plot_completion", "UNSAMPLED_COLOUR"]
+
+#: colour of unsampled (NaN) pixels in plots
+UNSAMPLED_COLOUR = "tab:cyan"
 
 
 def scan_path_of(signal: BaseSignal, index: int | None = None) -> np.ndarray:
@@ -149,3 +152,81 @@ def plot_scan_path(signal: BaseSignal, ax: Axes | None = None, *, max_points: in
     ax.set_ylabel(f"{sy.name} ({sy.units})")
     ax.legend(loc="upper right", fontsize="small")
     return ax
+
+
+def _frame(signal, index):
+    """The 2-D frame at flat navigation ``index`` (default: the current one) as numpy."""
+    am = signal.axes_manager
+    if index is None:
+        index = int(np.ravel_multi_index(am.indices[::-1], am.navigation_shape[::-1])) if am.navigation_dimension else 0
+    data = signal.data.reshape((-1,) + tuple(am.signal_shape[::-1]))[index]
+    return np.asarray(data.compute() if hasattr(data, "compute") else data, np.float64)
+
+
+def plot_completion(partial: BaseSignal, completed: BaseSignal, sigma: BaseSignal | None = None, *,
+                    truth: BaseSignal | None = None, index: int | None = None, cmap: str = "gray",
+                    sigma_cmap: str = "magma", figsize: tuple | None = None):
+    """Draw a partial scan, its completion and the completion's uncertainty side by side, axes shared.
+
+    Unsampled pixels of the partial scan are drawn in :data:`UNSAMPLED_COLOUR`,
+    never confused with bright pixels. With ``truth`` (the full frame), a
+    fourth panel shows the actual error against the blurred truth (the target
+    sigma refers to) on sigma's colour scale, so the two can be compared by eye.
+
+    Parameters
+    ----------
+    partial : hyperspy.signals.Signal2D
+        The partial scan (NaN = unsampled).
+    completed : hyperspy.signals.Signal2D
+        Its completion.
+    sigma : hyperspy.signals.Signal2D, optional
+        The completion's uncertainty (``complete_partial_scan(..., uncertainty=True)``).
+    truth : hyperspy.signals.Signal2D, optional
+        The full frame, when known (simulations).
+    index : int, optional
+        Flat navigation index of the frame to draw (default: the current one).
+    cmap, sigma_cmap : str
+        Colour maps of the images and of sigma and the error.
+    figsize : tuple, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import numpy as np, hyperspy.api as hs
+    >>> import hyperspy_partialscan as hps
+    >>> s = hs.signals.Signal2D(np.random.default_rng(0).uniform(size=(32, 32)))
+    >>> p = hps.to_partial_scan(s, "random", 0.3, seed=0, show_progressbar=False)
+    >>> c = hps.complete_partial_scan(p, "linear", show_progressbar=False)
+    >>> len(hps.plot_completion(p, c).axes)
+    2
+    """
+    import matplotlib.pyplot as plt
+
+    from .metrics import blur_target
+
+    panels = [("partial scan", _frame(partial, index), cmap), ("completion", _frame(completed, index), cmap)]
+    if sigma is not None:
+        panels.append(("uncertainty (sigma)", _frame(sigma, index), sigma_cmap))
+    if truth is not None:
+        err = np.abs(panels[1][1] - blur_target(_frame(truth, index)))
+        panels.append(("|error| vs blurred truth", err, sigma_cmap))
+    fig, axes = plt.subplots(1, len(panels), sharex=True, sharey=True, figsize=figsize or (3.2 * len(panels), 3.4),
+                             squeeze=False)
+    finite = panels[1][1][np.isfinite(panels[1][1])]
+    lo, hi = (np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0))
+    scale = max(np.percentile(p[1], 99) for p in panels[2:]) if len(panels) > 2 else None
+    for ax, (title, image, cm) in zip(axes[0], panels):
+        colours = plt.get_cmap(cm).copy()
+        colours.set_bad(UNSAMPLED_COLOUR)
+        limits = (lo, hi) if cm == cmap else (0, scale)
+        im = ax.imshow(np.ma.masked_invalid(image), cmap=colours, vmin=limits[0], vmax=limits[1])
+        ax.set_title(title)
+        ax.set_axis_off()
+        if cm != cmap:
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return fig

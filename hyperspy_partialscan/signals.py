@@ -20,7 +20,7 @@ from ._signal_tools import signal_like
 from .completion import complete_partial_scan
 from .conversion import to_partial_scan
 from .denoising import denoise
-from .plotting import plot_scan_path
+from .plotting import UNSAMPLED_COLOUR, plot_scan_path
 
 __all__ = ["PartialScan2D", "LazyPartialScan2D"]
 
@@ -89,13 +89,11 @@ def _mark_unsampled(signal):
         return
     for im in image.get_images():
         cmap = im.get_cmap().copy()
-        cmap.set_bad(UNSAMPLED_COLOUR)
+        cmap.set_bad(UNSAMPLED_COLOUR)  # (plotting.UNSAMPLED_COLOUR)
         im.set_cmap(cmap)
     image.figure.canvas.draw_idle()
 
 
-#: colour of unsampled pixels in plots
-UNSAMPLED_COLOUR = "tab:cyan"
 
 
 class LazyPartialScan2D(LazySignal2D, PartialScan2D):

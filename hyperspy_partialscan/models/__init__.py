@@ -104,7 +104,8 @@ def _sha256(path):
 #: a model's JSON larger than this is refused before parsing (the shipped ones are a few KiB)
 MAX_CONFIG_BYTES = 1 << 20
 #: the task each architecture is trained for
-ARCHITECTURE_TASKS = {"PartialScanGenerator": "completion", "DenoisingUNet": "denoising"}
+ARCHITECTURE_TASKS = {"PartialScanGenerator": "completion", "DenoisingUNet": "denoising",
+                      "UncertaintyUNet": "uncertainty"}
 
 
 def _is_plain_name(name):

@@ -12,7 +12,8 @@ import numpy as np
 
 from ..inpainting import check_frame, linear_fill, nearest_fill
 
-__all__ = ["INPUT_CHANNELS", "frame_scale", "completion_inputs", "DISTANCE_SCALE"]
+__all__ = ["INPUT_CHANNELS", "frame_scale", "completion_inputs", "DISTANCE_SCALE", "UNCERTAINTY_CHANNELS",
+           "sampled_noise_sd", "uncertainty_inputs"]
 
 INPUT_CHANNELS = ("nearest", "linear", "mask", "distance")
 DISTANCE_SCALE = 8.0
@@ -124,3 +125,63 @@ def denoising_inputs(frames, variance_model=None, sigma=None):
         vm = None if variance_model is None else dict(variance_model, offset=lo)
         out[i, 1] = noise_map(out[i, 0], s, vm, sigma)
     return out, scales
+
+
+#: channels of the uncertainty network: the generator's inputs, the completion and the noise level
+UNCERTAINTY_CHANNELS = INPUT_CHANNELS + ("completion", "noise_level")
+
+
+def sampled_noise_sd(completion, scale, variance_model=None):
+    """Noise standard deviation of a measurement at each pixel, in normalised units.
+
+    Parameters
+    ----------
+    completion : numpy.ndarray
+        The completed frame in data units (the expected signal at each pixel).
+    scale : float
+        The frame's normalisation scale (data units per normalised unit).
+    variance_model : dict or None
+        ``gain_factor`` and ``gain_offset`` (variance = gain_factor * signal +
+        gain_offset, data units, signal counted from ``offset``, default 0);
+        None: no noise (zeros).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, the completion's shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hyperspy_partialscan.models.features import sampled_noise_sd
+    >>> sampled_noise_sd(np.full((1, 2), 100.0), 10.0, {"gain_factor": 1.0, "gain_offset": 0.0})
+    array([[1., 1.]], dtype=float32)
+    """
+    if variance_model is None:
+        return np.zeros(np.shape(completion), np.float32)
+    g = float(variance_model.get("gain_factor", 0.0))
+    o = float(variance_model.get("gain_offset", 0.0))
+    signal = np.clip(np.asarray(completion, np.float64) - float(variance_model.get("offset", 0.0)), 0, None)
+    return (np.sqrt(np.clip(g * signal + o, 0, None)) / scale).astype(np.float32)
+
+
+def uncertainty_inputs(inputs, completion_norm, noise_sd_norm):
+    """Inputs of the uncertainty network (N, 6, H, W).
+
+    Parameters
+    ----------
+    inputs : numpy.ndarray
+        (N, 4, H, W) generator inputs (:func:`completion_inputs`).
+    completion_norm : numpy.ndarray
+        (N, H, W) the completion, normalised as the inputs.
+    noise_sd_norm : numpy.ndarray
+        (N, H, W) measurement noise standard deviation, normalised units
+        (:func:`sampled_noise_sd`); scaled by :data:`NOISE_MAP_GAIN` here.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32.
+    """
+    return np.concatenate([np.asarray(inputs, np.float32), np.asarray(completion_norm, np.float32)[:, None],
+                           NOISE_MAP_GAIN * np.asarray(noise_sd_norm, np.float32)[:, None]], axis=1)

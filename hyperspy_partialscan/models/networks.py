@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["PartialScanGenerator", "DenoisingUNet", "MultiScaleDiscriminator", "build_network"]
+__all__ = ["PartialScanGenerator", "DenoisingUNet", "UncertaintyUNet", "MultiScaleDiscriminator", "build_network"]
 
 
 def _act():
@@ -213,7 +213,45 @@ class DenoisingUNet(nn.Module):
         return x[:, :1] + self.out(h)
 
 
-NETWORKS = {"PartialScanGenerator": PartialScanGenerator, "DenoisingUNet": DenoisingUNet}
+class UncertaintyUNet(DenoisingUNet):
+    """Predicts the log standard deviation of a completion's error, per pixel.
+
+    The same U-Net as :class:`DenoisingUNet` without the residual: its inputs
+    are the generator's input channels, the completion and a noise-level map
+    (:func:`~hyperspy_partialscan.models.features.uncertainty_inputs`); its
+    output is ``log(sigma)`` in normalised intensity units, sigma being the
+    predicted standard deviation of the completion's error against the
+    training target (the Gaussian-blurred truth). Trained with a Gaussian
+    negative log-likelihood on the errors of a frozen generator (the per-pixel
+    form of the adaptive-scanning paper's critic).
+
+    Parameters
+    ----------
+    in_channels : int
+    width : int
+    """
+
+    #: log sigma the untrained network starts from (5 % of the normalised range)
+    INITIAL_LOG_SIGMA = -3.0
+    #: bounds of the predicted log sigma (normalised units)
+    LOG_SIGMA_RANGE = (-12.0, 3.0)
+
+    def __init__(self, in_channels=6, width=8):
+        super().__init__(in_channels=in_channels, width=width)
+        nn.init.constant_(self.out.bias, self.INITIAL_LOG_SIGMA)
+
+    def forward(self, x):
+        skips, h = [], x
+        for i, enc in enumerate(self.enc):
+            h = enc(h if i == 0 else F.max_pool2d(h, 2))
+            skips.append(h)
+        for i in reversed(range(3)):
+            h = self.dec[i](torch.cat([self.up[i](h), skips[i]], 1))
+        return self.out(h).clamp(*self.LOG_SIGMA_RANGE)
+
+
+NETWORKS = {"PartialScanGenerator": PartialScanGenerator, "DenoisingUNet": DenoisingUNet,
+            "UncertaintyUNet": UncertaintyUNet}
 
 
 def build_network(architecture, config):

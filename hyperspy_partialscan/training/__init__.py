@@ -12,6 +12,9 @@ denoising
 self_supervised
     Fine-tuning a denoiser on the user's own noisy frames
     (:func:`fit_self_supervised`, behind :func:`hyperspy_partialscan.fit_denoiser`).
+uncertainty
+    The completion's per-pixel uncertainty (:func:`train_uncertainty`,
+    :func:`calibrate_uncertainty`).
 risk
     Unbiased risk estimates (SURE) used to fit and select denoisers without
     clean data.
@@ -32,6 +35,7 @@ from .denoising import NoisyCropSampler, denoising_validation_set, mse_per_item,
 from .loop import ALRC, TrainingDiverged, fit_network, learning_rate, prepare_run
 from .risk import sure_per_item
 from .self_supervised import fit_self_supervised
+from .uncertainty import calibrate_uncertainty, train_uncertainty
 
 __all__ = [
     "TrainConfig",
@@ -52,4 +56,6 @@ __all__ = [
     "denoising_validation_set",
     "sure_per_item",
     "fit_self_supervised",
+    "train_uncertainty",
+    "calibrate_uncertainty",
 ]

@@ -146,6 +146,14 @@ class CropSampler:
 
     def crop(self):
         """One (partial scan, target) pair, both (crop, crop), normalised to [0, 1]."""
+        return self.crop_with_noise()[:2]
+
+    def crop_with_noise(self):
+        """One (partial scan, target, noise) triple: the pair of :meth:`crop` and its NoiseModel (or None).
+
+        In the crop's units (clean frame normalised to [0, 1], zero signal at 0) the
+        simulated noise variance is ``x / dose + detector_sigma**2``.
+        """
         c, rng = self.config, self.rng
         while True:
             f = self.frames[rng.choice(len(self.frames), p=self.weights)]
@@ -182,7 +190,7 @@ class CropSampler:
             if frame_scale(partial)[1] < c.min_sampled_range:
                 continue
             target = blur_target(x) if c.target == "blurred" else x
-            return partial, target
+            return partial, target, noise
 
     def batch(self, n):
         """Network inputs (n, 4, H, W) and normalised targets (n, 1, H, W)."""

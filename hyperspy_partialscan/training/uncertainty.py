@@ -1,0 +1,320 @@
+"""Training and calibration of the completion's per-pixel uncertainty.
+
+A small network (:class:`~hyperspy_partialscan.models.networks.UncertaintyUNet`)
+learns, for a *frozen* generator, the standard deviation of the generator's
+error at every pixel — the per-pixel form of the critic of Ede's adaptive
+scanning paper, which predicts the completion's loss. Training minimises the
+Gaussian negative log-likelihood ``log sigma + e**2 / (2 sigma**2)`` of the
+error ``e`` of the completion (measured samples kept) against the training
+target, the Gaussian-blurred truth, stabilised by ALRC like every loss of the
+package. Crops are drawn as for the generator (every path family, coverages
+1/100 to 1/10) and a larger fraction carries shot noise, detector noise and
+scan jitter; the noise-level input is the true one for half of the noisy
+crops and the blind estimate (:func:`~hyperspy_partialscan.noise.estimate_sampled_noise`)
+for the rest, as at inference without a known dose.
+
+:func:`calibrate_uncertainty` then measures, on frames not used for training,
+one scale factor per path family and coverage so that 68.3 % of the errors at
+unsampled pixels lie within sigma (a Gaussian's one-sigma fraction), and
+stores the factors and their provenance in the model's JSON.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._version import __version__
+from ..metrics import blur_target
+from ..models import load_model, save_model
+from ..models.features import UNCERTAINTY_CHANNELS, completion_inputs, sampled_noise_sd, uncertainty_inputs
+from ..models.networks import UncertaintyUNet
+from ..noise import estimate_sampled_noise
+from .completion import CropSampler, TrainConfig
+from .loop import fit_network, last_validation, resumed_state, start_from
+
+__all__ = ["UncertaintySampler", "gaussian_nll_per_item", "train_uncertainty", "calibrate_uncertainty",
+           "CALIBRATION_COVERAGES", "CALIBRATION_PATHS", "ONE_SIGMA_FRACTION"]
+
+#: fraction of training crops with simulated noise
+NOISE_FRACTION = 0.6
+#: a Gaussian's fraction within one standard deviation: the calibration's target
+ONE_SIGMA_FRACTION = 0.6827
+#: coverages and path families calibrated separately
+CALIBRATION_COVERAGES = (1 / 10, 1 / 20, 1 / 50, 1 / 100)
+CALIBRATION_PATHS = ("spiral", "jittered_grid", "random", "grid", "lines", "lissajous", "line_hop")
+#: the target the uncertainty refers to (recorded in models and outputs)
+TARGET = "the Gaussian-blurred truth (5x5 kernel, sigma 2.5 px; hyperspy_partialscan.metrics.blur_target)"
+
+
+def coverage_key(coverage):
+    """A coverage as a metadata-safe key (no dots or slashes): ``1/20`` -> ``"1_in_20"``."""
+    return f"1_in_{1 / coverage:g}".replace(".", "p")
+
+
+def noise_variance_model(noise):
+    """The variance model, in a training crop's units, of a simulated :class:`~.simulate.NoiseModel` (or None)."""
+    if noise is None:
+        return {"gain_factor": 0.0, "gain_offset": 0.0}
+    gain = 0.0 if noise.dose is None else 1.0 / noise.dose
+    return {"gain_factor": gain, "gain_offset": float(noise.detector_sigma) ** 2}
+
+
+def blind_variance_model(partial):
+    """The blind estimate of a partial scan's noise as a variance model (zero noise if it cannot be estimated)."""
+    est = estimate_sampled_noise(partial)
+    return {"gain_factor": 0.0, "gain_offset": 0.0} if est is None else {"gain_factor": est[0],
+                                                                          "gain_offset": est[1]}
+
+
+def completion_with_measurements(generator, inputs):
+    """The generator's normalised completion (N, H, W) with the measured samples put back."""
+    with torch.no_grad():
+        pred = generator(torch.from_numpy(inputs))[:, 0].numpy()
+    return np.where(inputs[:, 2] > 0.5, inputs[:, 0], pred).astype(np.float32)
+
+
+class UncertaintySampler:
+    """Batches of (uncertainty-network inputs, completion error) from random training crops.
+
+    Parameters
+    ----------
+    frames : list of numpy.ndarray
+        Training images.
+    generator : torch.nn.Module
+        The frozen completion network whose errors are learnt.
+    config : TrainConfig
+        Crop size, coverages, paths and noise fraction of the crops.
+    rng : numpy.random.Generator
+    """
+
+    def __init__(self, frames, generator, config, rng):
+        self.crops = CropSampler(frames, config, rng)
+        self.generator, self.rng = generator.eval(), rng
+
+    def batch(self, n):
+        """Inputs (n, 6, H, W) and errors (n, 1, H, W), normalised units."""
+        triples = [self.crops.crop_with_noise() for _ in range(n)]
+        partial = np.stack([t[0] for t in triples])
+        inputs, scales = completion_inputs(partial)
+        pred = completion_with_measurements(self.generator, inputs)
+        sd = np.empty_like(pred)
+        for i, ((p, _, noise), (lo, s)) in enumerate(zip(triples, scales)):
+            vm = noise_variance_model(noise) if self.rng.uniform() < 0.5 else blind_variance_model(p)
+            sd[i] = sampled_noise_sd(pred[i] * s + lo, s, vm)
+        targets = np.stack([(t - lo) / s for (_, t, _), (lo, s) in zip(triples, scales)])
+        x = uncertainty_inputs(inputs, pred, sd)
+        return torch.from_numpy(x), torch.from_numpy((pred - targets)[:, None].astype(np.float32))
+
+
+def gaussian_nll_per_item(net, batch):
+    """Per-item Gaussian negative log-likelihood of the errors under the predicted sigma (constant dropped)."""
+    x, err = batch
+    log_sigma = net(x)
+    return (log_sigma + 0.5 * err**2 * torch.exp(-2 * log_sigma)).mean(dim=(1, 2, 3))
+
+
+def _fixed_batches(frames, generator, config, seed, n_batches, batch_size):
+    sampler = UncertaintySampler(frames, generator, config, np.random.default_rng(seed))
+    return [sampler.batch(batch_size) for _ in range(n_batches)]
+
+
+def _validation(net, batches):
+    """Mean NLL and the fraction of errors within one predicted sigma on fixed batches."""
+    with torch.no_grad():
+        nll = float(np.mean([float(gaussian_nll_per_item(net, b).mean()) for b in batches]))
+        within = [float((b[1].abs() <= torch.exp(net(b[0]))).float().mean()) for b in batches]
+    return {"val_nll": round(nll, 4), "val_within_sigma": round(float(np.mean(within)), 4)}
+
+
+def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch_size=8, crop=128, width=8, lr=1e-3,
+                      seed=0, threads=None, val_frames=None, resume=False, overwrite=False, max_seconds=None,
+                      name="uncertainty_model", init=None, data_description=None, show_progressbar=True):
+    """Train the per-pixel uncertainty network of a completion generator.
+
+    Parameters
+    ----------
+    frames : list of numpy.ndarray
+        Training images (never the frames used to calibrate or evaluate).
+    out_dir : str or pathlib.Path
+        Run folder (checkpoints, validation log, the exported model).
+    generator : str or pathlib.Path or Model, optional
+        The completion model whose errors are learnt (default: the shipped
+        one); recorded with its SHA-256, and only this generator may use the
+        result.
+    iterations, batch_size, crop, width, lr, seed, threads : optional
+        Training parameters.
+    val_frames : list of numpy.ndarray, optional
+        Frames for the validation log (NLL and fraction within one sigma).
+    resume, overwrite, max_seconds : optional
+        As :func:`~hyperspy_partialscan.training.fit_network`.
+    name : str
+        Name of the exported model.
+    init : str or Model, optional
+        Fine-tune this uncertainty model.
+    data_description : object, optional
+        Recorded in the model's provenance.
+    show_progressbar : bool
+
+    Returns
+    -------
+    pathlib.Path
+        The exported ``.safetensors`` (uncalibrated: run :func:`calibrate_uncertainty`).
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    gen = load_model(generator, task="completion")
+    gen_net = gen.on(torch.device("cpu"))
+    for p in gen_net.parameters():
+        p.requires_grad_(False)
+    net, init_record = start_from(init, "uncertainty", UncertaintyUNet)
+    state = resumed_state(out_dir, resume)
+    start = 0 if state is None else int(state["iteration"])
+    if state is not None:
+        net = UncertaintyUNet(**state["network_config"])
+    elif net is None:
+        net = UncertaintyUNet(in_channels=len(UNCERTAINTY_CHANNELS), width=width)
+    config = TrainConfig(crop=crop, batch_size=batch_size, noise_fraction=NOISE_FRACTION, seed=seed)
+    sampler = UncertaintySampler(frames, gen_net, config, np.random.default_rng([seed, start]))
+    evaluate = None
+    if val_frames:
+        val = _fixed_batches(val_frames, gen_net, config, 4321, 6, 8)
+
+        def evaluate(n):
+            return _validation(n, val)
+
+    t0 = time.time()
+    history = fit_network(net, lambda it: sampler.batch(batch_size), gaussian_nll_per_item, iterations=iterations,
+                          lr=lr, out_dir=out_dir, resume=resume, overwrite=overwrite, max_seconds=max_seconds,
+                          evaluate=evaluate, val_every=250, show_progressbar=show_progressbar, desc="uncertainty")
+    extra = {
+        "package_version": __version__,
+        "inputs": list(UNCERTAINTY_CHANNELS),
+        "generator": {"name": gen.name, "sha256": gen.sha256},
+        "target": TARGET,
+        "training": {"iterations": history[-1]["iteration"] if history else start, "batch_size": batch_size,
+                     "crop": crop, "lr": lr, "seed": seed, "noise_fraction": NOISE_FRACTION,
+                     "loss": "Gaussian negative log-likelihood with ALRC", "data": data_description,
+                     "seconds_this_run": round(time.time() - t0, 1), **init_record},
+        "validation": last_validation(history, out_dir),
+        "calibration": None,
+    }
+    return save_model(net, Path(out_dir) / f"{name}.safetensors", task="uncertainty",
+                      architecture="UncertaintyUNet", extra=extra)
+
+
+def calibration_crops(frames, *, crop=256, per_frame=2, seed=2468):
+    """Fixed crops (normalised to [0, 1]) of the calibration frames."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for f in frames:
+        if min(f.shape) < crop:
+            continue
+        for _ in range(per_frame):
+            r, q = rng.integers(0, f.shape[0] - crop + 1), rng.integers(0, f.shape[1] - crop + 1)
+            x = np.asarray(f[r : r + crop, q : q + crop], np.float64)
+            lo, hi = float(x.min()), float(x.max())
+            if hi - lo > 1e-6:
+                out.append(((x - lo) / (hi - lo)).astype(np.float32))
+    return out
+
+
+def calibrate_uncertainty(model, frames, *, generator=None, output=None, crop=256, per_frame=2, doses=(None, 100.0),
+                          seed=2468, data_description=None):
+    """Calibrate an uncertainty model on frames not used for training, and store the scales in its JSON.
+
+    For every path family of :data:`CALIBRATION_PATHS` and coverage of
+    :data:`CALIBRATION_COVERAGES`, crops are scanned (clean and at each dose,
+    the noise level known for half of the noisy crops and estimated blindly
+    for the rest), completed by the model's generator (measured samples kept),
+    and the scale ``s`` is found such that a fraction :data:`ONE_SIGMA_FRACTION`
+    of the errors at unsampled pixels lies within ``s * sigma``.
+
+    Parameters
+    ----------
+    model : str or pathlib.Path or Model
+        An uncertainty model.
+    generator : str or pathlib.Path or Model, optional
+        Its generator (default: the name it records); must have the recorded SHA-256.
+    frames : list of numpy.ndarray
+        Calibration frames (not used for training, not the evaluation split).
+    output : str or pathlib.Path, optional
+        Where to write the calibrated model (default: over ``model``'s files, atomically).
+    crop, per_frame, doses, seed : optional
+        The calibration crops and noise.
+    data_description : object, optional
+        Recorded with the calibration.
+
+    Returns
+    -------
+    pathlib.Path
+        The calibrated model's ``.safetensors``.
+    """
+    from ..paths import generate_path
+    from ..simulate import NoiseModel, sample_frame
+
+    unc = load_model(model, task="uncertainty")
+    gen = load_model(generator if generator is not None else unc.config["generator"]["name"], task="completion")
+    if gen.sha256 != unc.config["generator"]["sha256"]:
+        recorded = unc.config["generator"]
+        raise ValueError(f"uncertainty model {unc.name!r} belongs to generator {recorded['name']!r} of SHA-256 "
+                         f"{recorded['sha256'][:12]}…, not the one found ({gen.sha256[:12]}…)")
+    crops = calibration_crops(frames, crop=crop, per_frame=per_frame, seed=seed)
+    if not crops:
+        raise ValueError(f"no calibration frame is at least {crop}x{crop} pixels")
+    gen_net, unc_net = gen.on(torch.device("cpu")), unc.on(torch.device("cpu"))
+    rng = np.random.default_rng(seed)
+    ratios = {}
+    for path in CALIBRATION_PATHS:
+        for coverage in CALIBRATION_COVERAGES:
+            z = []
+            for k, x in enumerate(crops):
+                dose = doses[k % len(doses)]
+                noise = NoiseModel(dose=dose) if dose is not None else None
+                try:
+                    scan = generate_path(path, x.shape, coverage, rng)
+                except ValueError:
+                    continue
+                partial = sample_frame(x, scan, noise, rng)
+                if np.isfinite(partial).sum() < 4:
+                    continue
+                sigma, pred = _predict(gen_net, unc_net, partial, noise, known=bool(k % 2))
+                unsampled = ~np.isfinite(partial)
+                err = pred - blur_target(x)
+                z.append(np.abs(err[unsampled]) / sigma[unsampled])
+            if z:
+                ratios[(path, coverage)] = np.concatenate(z)
+    scales = {path: {coverage_key(c): float(np.quantile(ratios[(path, c)], ONE_SIGMA_FRACTION))
+                     for c in CALIBRATION_COVERAGES if (path, c) in ratios} for path in CALIBRATION_PATHS}
+    every = np.concatenate(list(ratios.values()))
+    calibration = {
+        "method": f"scale so that {ONE_SIGMA_FRACTION:.1%} of the errors at unsampled pixels lie within sigma",
+        "scales": scales,
+        "global": float(np.quantile(every, ONE_SIGMA_FRACTION)),
+        "coverages": [float(c) for c in CALIBRATION_COVERAGES],
+        "doses": [d for d in doses],
+        "crops": len(crops),
+        "crop": crop,
+        "pixels": int(every.size),
+        "data": data_description,
+        "seed": seed,
+    }
+    extra = {k: v for k, v in unc.config.items() if k not in ("task", "architecture", "network", "sha256")}
+    extra["calibration"] = calibration
+    return save_model(unc_net, Path(output) if output is not None else unc.path, task="uncertainty",
+                      architecture="UncertaintyUNet", extra=extra)
+
+
+def _predict(gen_net, unc_net, partial, noise, known):
+    """(uncalibrated sigma, completion) in a calibration crop's units."""
+    inputs, ((lo, s),) = completion_inputs(partial[None])
+    pred = completion_with_measurements(gen_net, inputs)
+    vm = noise_variance_model(noise) if known else blind_variance_model(partial)
+    sd = sampled_noise_sd(pred[0] * s + lo, s, vm)
+    with torch.no_grad():
+        log_sigma = unc_net(torch.from_numpy(uncertainty_inputs(inputs, pred, sd[None])))[0, 0].numpy()
+    return np.exp(log_sigma) * s, pred[0] * s + lo

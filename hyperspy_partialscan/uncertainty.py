@@ -1,0 +1,181 @@
+"""The completion's per-pixel uncertainty: how far to trust each completed pixel.
+
+``complete_partial_scan(..., uncertainty=True)`` runs, beside the generator and
+in the same pass over the data, a small network that predicts the standard
+deviation of the completion's error at every pixel with respect to the
+generator's training target, the Gaussian-blurred truth (sigma 2.5 px); see
+:mod:`hyperspy_partialscan.training.uncertainty` for how it is trained and
+calibrated. This module resolves what the network needs per frame:
+
+* the **noise level of the measurements**: HyperSpy's variance model in
+  ``metadata.Signal.Noise_properties.Variance_linear_model`` when present; else
+  the simulated noise recorded by :func:`~hyperspy_partialscan.to_partial_scan`;
+  else a blind estimate from neighbouring samples
+  (:func:`~hyperspy_partialscan.noise.estimate_sampled_noise`);
+* the **calibration scale** for the frame's path family and coverage, stored in
+  the uncertainty model's JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["UncertaintySpec", "plan_uncertainty", "noise_source", "calibration_scale", "MEANING"]
+
+#: what the uncertainty means (recorded in the output's metadata)
+MEANING = ("predicted standard deviation of the completion's error at each pixel, in data units, with respect to "
+           "the Gaussian-blurred truth (5x5 kernel, sigma 2.5 px), the generator's training target; calibrated so "
+           "that about 68 % of the errors at unsampled pixels lie within sigma and 95 % within 2 sigma")
+
+
+def calibration_scale(calibration, path, coverage):
+    """The calibration factor for a frame's path family and coverage (nearest calibrated coverage, log scale).
+
+    Parameters
+    ----------
+    calibration : dict or None
+        The ``calibration`` record of an uncertainty model's JSON (None: 1).
+    path : str or None
+        Path family (None or unknown: the global factor).
+    coverage : float
+        Fraction of sampled pixels of the frame.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from hyperspy_partialscan.uncertainty import calibration_scale
+    >>> cal = {"global": 1.5, "scales": {"spiral": {"1_in_10": 1.2, "1_in_50": 2.0}}}
+    >>> calibration_scale(cal, "spiral", 0.08), calibration_scale(cal, "spiral", 0.01)
+    (1.2, 2.0)
+    >>> calibration_scale(cal, None, 0.1)
+    1.5
+    """
+    if not calibration:
+        return 1.0
+    table = (calibration.get("scales") or {}).get(path) or {}
+    if not table or not coverage > 0:
+        return float(calibration.get("global", 1.0))
+    best = min(table, key=lambda key: abs(np.log(float(key.split("_in_")[1].replace("p", "."))) + np.log(coverage)))
+    return float(table[best])
+
+
+def noise_source(signal):
+    """How the measurements' noise level is known: ``(kind, parameters)``.
+
+    ``("variance model", {"gain_factor", "gain_offset"})`` from HyperSpy's
+    ``Noise_properties.Variance_linear_model``; ``("simulation", {"dose",
+    "detector_sigma"})`` from a :func:`~hyperspy_partialscan.to_partial_scan`
+    record; ``("estimated", {})`` otherwise (blind, per frame).
+    """
+    from ._signal_tools import variance_model
+
+    vm = variance_model(signal)
+    if vm is not None:
+        return "variance model", vm
+    noise = signal.metadata.get_item("Signal.Partial_scan.noise")
+    if noise is not None:
+        noise = noise.as_dictionary() if hasattr(noise, "as_dictionary") else dict(noise)
+        if noise.get("dose") is not None or noise.get("detector_sigma"):
+            return "simulation", {"dose": noise.get("dose"), "detector_sigma": float(noise.get("detector_sigma") or 0)}
+    return "estimated", {}
+
+
+def _frame_variance_model(frame, kind, params):
+    """The variance model (data units) of one frame's measurements."""
+    from .noise import estimate_sampled_noise
+
+    if kind == "variance model":
+        return dict(params)
+    if kind == "simulation":
+        vals = frame[np.isfinite(frame)]
+        zero = 0.0 if vals.min() >= 0 else float(vals.min())
+        full = max(float(vals.max()), zero + 1e-12) - zero
+        dose = params.get("dose")
+        return {"gain_factor": full / dose if dose else 0.0, "gain_offset": (params["detector_sigma"] * full) ** 2,
+                "offset": zero}
+    est = estimate_sampled_noise(frame)
+    return {"gain_factor": 0.0, "gain_offset": 0.0} if est is None else {"gain_factor": est[0],
+                                                                          "gain_offset": est[1]}
+
+
+@dataclass(frozen=True)
+class UncertaintySpec:
+    """What a block needs to predict the uncertainty: the network plan, calibration, path family, noise source."""
+
+    plan: object
+    calibration: dict | None
+    path: str | None
+    noise_kind: str
+    noise_params: dict
+
+    def frame_terms(self, frame):
+        """(variance model, calibration factor) of one partial-scan frame."""
+        coverage = float(np.isfinite(frame).mean())
+        return (_frame_variance_model(frame, self.noise_kind, self.noise_params),
+                calibration_scale(self.calibration, self.path, coverage))
+
+    def sigma(self, tiles, raw, tile_scales, device):
+        """Calibrated sigma (data units) of tiles (n, 4, h, w) whose normalised completions are ``raw`` (n, h, w)."""
+        from .engine import _worker_network
+        from .models.features import sampled_noise_sd, uncertainty_inputs
+        from .models.inference import run_network
+
+        network = _worker_network(self.plan, "uncertainty")
+        kept = np.where(tiles[:, 2] > 0.5, tiles[:, 0], raw).astype(np.float32)
+        sd = np.stack([sampled_noise_sd(k * s[1] + s[0], s[1], s[2]) for k, s in zip(kept, tile_scales)])
+        log_sigma = run_network(network, uncertainty_inputs(tiles, kept, sd), device, self.plan.precision)
+        factor = np.array([s[1] * s[3] for s in tile_scales], np.float32)[:, None, None]
+        return np.exp(log_sigma) * factor
+
+
+def plan_uncertainty(generator_plan, model=None, path=None, signal=None):
+    """Resolve the uncertainty model matching a generator plan (before any graph is built).
+
+    Parameters
+    ----------
+    generator_plan : NetworkPlan
+        The completion network's plan.
+    model : str or pathlib.Path, optional
+        Uncertainty model name or path; default: the shipped one, which must
+        belong to the generator.
+    path : str, optional
+        The frames' path family (for the calibration), e.g. from the metadata.
+    signal : hyperspy.signal.BaseSignal, optional
+        Source of the noise information (:func:`noise_source`).
+
+    Returns
+    -------
+    UncertaintySpec
+
+    Raises
+    ------
+    ValueError
+        The uncertainty model was trained for another generator.
+    """
+    from .engine import NetworkPlan
+    from .models import list_models, load_model
+
+    if model is None:
+        shipped = list_models("uncertainty")
+        if not shipped:
+            raise ValueError("no uncertainty model is shipped with this installation: pass uncertainty_model=PATH "
+                             "(trained with hyperspy_partialscan.training.train_uncertainty)")
+        model = shipped[0]
+    m = load_model(model, task="uncertainty")
+    recorded = m.config.get("generator") or {}
+    if recorded.get("sha256") != generator_plan.sha256:
+        raise ValueError(
+            f"the uncertainty model {m.name!r} was trained for the generator {recorded.get('name')!r} "
+            f"(SHA-256 {str(recorded.get('sha256'))[:12]}…), not for {generator_plan.name!r} "
+            f"({generator_plan.sha256[:12]}…); train one for this generator with "
+            "hyperspy_partialscan.training.train_uncertainty"
+        )
+    plan = NetworkPlan(str(m.path), m.sha256, m.name, generator_plan.device, generator_plan.precision,
+                       generator_plan.batch_size)
+    kind, params = noise_source(signal) if signal is not None else ("estimated", {})
+    return UncertaintySpec(plan, m.config.get("calibration"), path, kind, params)

@@ -1,0 +1,79 @@
+"""Train and calibrate the shipped uncertainty model of ``completion_default`` (stage 1).
+
+The `train` split of the sample data is divided by file: every fifth file (in manifest order) is
+held out for the calibration, the rest (plus synthetic lattices and nanoparticle fields, as for the
+generator's last stage) trains the network. The `val` split is never touched; benchmarks/eval_uncertainty.py
+reports on it.
+
+    python scripts/train_uncertainty_default.py [--data ../shared/data] [--out runs/uncertainty_default]
+        [--minutes 45] [--resume]
+
+The result is OUT/uncertainty_default.safetensors (+ .json), calibrated; to ship it, copy both files
+to hyperspy_partialscan/models/weights/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from hyperspy_partialscan.cli import training_frames
+from hyperspy_partialscan.io import manifest_frames
+from hyperspy_partialscan.training import calibrate_uncertainty, train_uncertainty
+
+
+def _held_out(label):
+    """Every fifth file (by a stable hash of its name) calibrates instead of training."""
+    name = label.split("[")[0]
+    return int(hashlib.sha256(name.encode()).hexdigest(), 16) % 5 == 0
+
+
+def _at_most_per_file(rows, n):
+    """At most ``n`` frames (evenly spaced) of each file, as the generator's training takes them."""
+    by_file = {}
+    for label, f in rows:
+        by_file.setdefault(label.split("[")[0], []).append((label, f))
+    out = []
+    for frames in by_file.values():
+        keep = np.unique(np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int))
+        out += [frames[k] for k in keep]
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="../shared/data")
+    ap.add_argument("--out", default="runs/uncertainty_default")
+    ap.add_argument("--minutes", type=float, default=45.0)
+    ap.add_argument("--iterations", type=int, default=20000)
+    ap.add_argument("--batch-size", type=int, default=12)
+    ap.add_argument("--crop", type=int, default=128)
+    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--synthetic", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--overwrite", action="store_true")
+    a = ap.parse_args(argv)
+    rows = _at_most_per_file(manifest_frames(a.data, "train"), 8)
+    fit = [f for label, f in rows if not _held_out(label)]
+    calib = [f for label, f in rows if _held_out(label)]
+    fit += training_frames([], synthetic=a.synthetic, seed=7)
+    print(f"{len(fit)} training frames ({a.synthetic} synthetic), {len(calib)} calibration frames")
+    out = Path(a.out)
+    path = train_uncertainty(fit, out, iterations=a.iterations, batch_size=a.batch_size, crop=a.crop, width=a.width,
+                             threads=a.threads, val_frames=calib[:8], resume=a.resume, overwrite=a.overwrite,
+                             max_seconds=a.minutes * 60, name="uncertainty_default", show_progressbar=False,
+                             data_description={"train_split_files_minus_held_out": len(fit) - a.synthetic,
+                                               "synthetic": a.synthetic, "crop": a.crop})
+    print("trained:", path)
+    path = calibrate_uncertainty(path, calib, data_description={"train_split_held_out_frames": len(calib)})
+    print("calibrated:", path)
+    print("global scale", np.round(__import__("json").loads(Path(path).with_suffix(".json").read_text())
+                                   ["calibration"]["global"], 3))
+
+
+if __name__ == "__main__":
+    main()
