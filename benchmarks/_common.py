@@ -57,6 +57,7 @@ DEFAULT_OUT = BENCH_DIR / "results"
 if str(REPO) not in sys.path:
     sys.path.insert(1, str(REPO))
 
+from hyperspy_partialscan._atomic import atomic_path, write_text_atomic  # noqa: E402
 from hyperspy_partialscan.metrics import rmse_percent  # noqa: E402,F401  (the benchmarks' RMSE, % of unit range)
 
 # --------------------------------------------------------------------------- options and environment
@@ -470,7 +471,7 @@ def write_csv(rows, path):
     keys = []
     for r in rows:
         keys += [k for k in r if k not in keys]
-    with open(path, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:  # a report is replaced only when complete
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
         for r in rows:
@@ -485,7 +486,7 @@ def write_report(path, title, sections, env=None):
         parts.append(f"## {heading}\n\n{text.rstrip()}\n")
     if env is not None:
         parts.append("## Environment\n\n```json\n" + json.dumps(env, indent=2, default=str) + "\n```\n")
-    Path(path).write_text("\n".join(parts))
+    write_text_atomic(path, "\n".join(parts))
     return path
 
 

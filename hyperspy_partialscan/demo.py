@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._atomic import atomic_path, write_text_atomic
 from .inpainting import _single_blas_thread
 from .metrics import rmse_percent
 
@@ -221,13 +222,13 @@ def run_demo(output_dir, coverage=0.05, methods=None, show_progressbar=True, *, 
             rows.append(row)
 
     csv_path, md_path, png_path = out_dir / "rmse_table.csv", out_dir / "rmse_table.md", out_dir / "comparison.png"
-    with open(csv_path, "w", newline="") as fh:
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as fh:  # outputs replaced only when complete
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     table = format_table(rows, methods)
     table_blurred = format_table(rows, methods, key="rmse_blurred", times=False)
-    md_path.write_text(
+    write_text_atomic(md_path,
         f"# Partial-scan completion demo\n\n"
         f"{len(specimens)} built-in specimens ({size}x{size} px) scanned at {100 * coverage:g}% coverage. "
         f"RMSE in % of each specimen's intensity range, against the full frame (lower is better; best in bold).\n\n"
@@ -304,5 +305,6 @@ def comparison_figure(cases, completed, rows, methods, coverage, path):
         axes[i, 0].set_ylabel(f"{_SPECIMEN_LABELS.get(name, name)}, {scan}", fontsize=9)
     fig.suptitle(f"Partial-scan completion at {100 * coverage:g}% coverage (RMSE in % of the specimen's intensity "
                  "range, against the full frame; blue = unsampled; orange box = zoomed region)", fontsize=10)
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png")
     return path
