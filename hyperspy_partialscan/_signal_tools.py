@@ -34,7 +34,7 @@ def validate_signal2d(signal, what="this operation"):
     ValueError
         Not two signal dimensions.
     """
-    from hyperspy.signal import BaseSignal
+    from hyperspy.signals import BaseSignal
 
     if not isinstance(signal, BaseSignal):
         raise TypeError(f"{what} needs a HyperSpy signal, not {type(signal).__name__}")

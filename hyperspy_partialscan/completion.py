@@ -18,7 +18,7 @@ from .uncertainty import MEANING
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from hyperspy.signal import BaseSignal
+    from hyperspy.signals import BaseSignal
 
 __all__ = ["complete_partial_scan", "COMPLETION_METHODS", "ClassicalCompleter", "GeneratorCompleter",
            "check_partial_frames", "default_navigation_chunks", "measured_deviation"]

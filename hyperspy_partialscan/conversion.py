@@ -18,7 +18,7 @@ from .simulate import NoiseModel, frame_rng, path_rng, sample_frame
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from hyperspy.signal import BaseSignal
+    from hyperspy.signals import BaseSignal
 
 __all__ = ["to_partial_scan", "as_partial_scan", "from_scan_positions", "check_not_empty", "warn_float32_precision",
            "FLOAT32_EXACT_INTEGER", "COVERAGE_TOLERANCE"]

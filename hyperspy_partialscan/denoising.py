@@ -25,7 +25,7 @@ from .filters import CLASSICAL_DENOISERS, denoise_frame
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from hyperspy.signal import BaseSignal
+    from hyperspy.signals import BaseSignal
 
 __all__ = ["denoise", "fit_denoiser", "DENOISING_METHODS", "FIT_METHODS"]
 
@@ -321,7 +321,7 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
     if sigma is not None and not (np.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma must be a positive noise standard deviation, got {sigma}")
     if show_progressbar is None:
-        from hyperspy.defaults_parser import preferences
+        from hyperspy.api import preferences
 
         show_progressbar = preferences.General.show_progressbar
     data = signal.data.compute() if signal._lazy else signal.data

@@ -132,7 +132,7 @@ def map_frames(data, func, *, batch_size=16, name="partialscan", token=None, dty
 def compute(array, show_progressbar=None):
     """Compute a dask array, with a progress bar if wanted (HyperSpy's preference by default)."""
     if show_progressbar is None:
-        from hyperspy.defaults_parser import preferences
+        from hyperspy.api import preferences
 
         show_progressbar = preferences.General.show_progressbar
     if show_progressbar:

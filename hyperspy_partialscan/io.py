@@ -37,7 +37,7 @@ import numpy as np
 
 __all__ = ["read_frames", "manifest_frames", "default_data_dir"]
 
-_logger = logging.getLogger(__name__)
+_log = logging.getLogger(__name__)
 
 _RASTER_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 _TIFF_EXTS = {".tif", ".tiff"}
@@ -155,7 +155,7 @@ def read_frames(sources, *, min_size=64, max_frames_per_file=None, on_error="rai
         for i, frame in file_frames:
             label = f"{path}[{i}]"
             if min(frame.shape) < min_size:
-                _logger.info(
+                _log.info(
                     "skipping %s: %s smaller than min_size=%d", label, frame.shape, min_size
                 )
                 continue
@@ -281,7 +281,7 @@ def _expand_sources(sources):
     for f in unique:
         m = _SER_RE.match(f.stem)
         if f.suffix.lower() == ".ser" and m and f.resolve().parent / m["stem"] in emis:
-            _logger.debug("skipping %s: read through its .emi partner", f)
+            _log.debug("skipping %s: read through its .emi partner", f)
             continue
         result.append(f)
     return result
@@ -370,7 +370,7 @@ def _read_tiff(path):
 
     with tifffile.TiffFile(path) as tif:
         if len(tif.series) > 1:
-            _logger.debug("%s has %d series; reading the first", path, len(tif.series))
+            _log.debug("%s has %d series; reading the first", path, len(tif.series))
         series = tif.series[0]
         arr, axes = series.asarray(), series.axes
     if "S" in axes:  # samples (colour) axis
@@ -412,7 +412,7 @@ def _read_h5_largest(path):
                 )
             raise OSError("no 2-D or 3-D numeric dataset found")
         name = max(real)[1]
-        _logger.debug("%s: reading dataset %r", path, name)
+        _log.debug("%s: reading dataset %r", path, name)
         return fh[name][()]
 
 
@@ -445,12 +445,12 @@ def _read_hyperspy(path, *, reader=None, index=None):
         data = np.asarray(s.data)
         if is_rgbx(data):
             arrays.append(_rgb_to_gray(rgbx2regular_array(data)))
-            _logger.info("%s: RGB(A) signal %r averaged over its R, G and B channels to grey levels", path,
+            _log.info("%s: RGB(A) signal %r averaged over its R, G and B channels to grey levels", path,
                          s.metadata.get_item("General.title", ""))
         elif s.axes_manager.signal_dimension == 2:
             arrays.append(data)
         else:
-            _logger.warning("%s: skipping %s (not a 2-D image signal)", path, s)
+            _log.warning("%s: skipping %s (not a 2-D image signal)", path, s)
     if not arrays:
         warnings.warn(f"{path} holds no 2-D image signal", stacklevel=4)
     return arrays

@@ -10,7 +10,7 @@ from .paths import generate_path
 from .simulate import path_rng
 
 if TYPE_CHECKING:
-    from hyperspy.signal import BaseSignal
+    from hyperspy.signals import BaseSignal
     from matplotlib.axes import Axes
 
 __all__ = ["plot_scan_path", "scan_path_of", "plot_completion", "UNSAMPLED_COLOUR"]

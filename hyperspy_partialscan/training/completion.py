@@ -40,7 +40,7 @@ from .loop import fit_network, last_validation, resumed_state, start_from
 __all__ = ["TrainConfig", "TRAIN_PATHS", "huberised_mse", "CropSampler", "validation_set", "train_completion",
            "export_checkpoint"]
 
-log = logging.getLogger(__name__)
+_log = logging.getLogger(__name__)
 
 #: paths mixed during training (all of them) and their relative frequency
 TRAIN_PATHS = {name: 1.0 for name in PATHS}
@@ -135,7 +135,7 @@ class CropSampler:
             try:
                 return generate_path(name, (size, size), coverage, self.rng)
             except ValueError as err:
-                log.debug("training path redrawn: %s", err)
+                _log.debug("training path redrawn: %s", err)
         raise ValueError(f"no path of the mix {self.path_names} could be generated in {attempts} attempts over "
                          f"coverages {lo:g}-{hi:g} on frames of {sizes} px")
 

@@ -21,7 +21,7 @@ from ..models import Model, load_model
 __all__ = ["ALRC", "learning_rate", "fit_network", "prepare_run", "TrainingDiverged", "start_from", "last_validation",
            "resumed_state"]
 
-log = logging.getLogger(__name__)
+_log = logging.getLogger(__name__)
 
 
 class ALRC:
@@ -220,7 +220,7 @@ def fit_network(
             bar.update(1)
             bar.set_postfix(loss=f"{running:.2e}", lr=f"{lr_now:.1e}")
         if (it + 1) % 50 == 0:
-            log.info("%s it %d loss %.3e lr %.2e %.1fs", desc, it + 1, running, lr_now, time.time() - t0)
+            _log.info("%s it %d loss %.3e lr %.2e %.1fs", desc, it + 1, running, lr_now, time.time() - t0)
         if ckpt is not None and ((it + 1) % checkpoint_every == 0 or done):
             _save_checkpoint(ckpt, net, opt, alrc, it + 1, extra_state)
         if done:
@@ -300,7 +300,7 @@ def prepare_run(out_dir, *, resume=False, overwrite=False):
         aside.mkdir()
         for p in previous + sorted(out.glob("*.safetensors")) + sorted(out.glob("*.json")):
             p.replace(aside / p.name)
-        log.warning("the previous run in %s was moved to %s", out, aside)
+        _log.warning("the previous run in %s was moved to %s", out, aside)
     return ckpt
 
 
@@ -319,7 +319,7 @@ def _restore(ckpt, net, opt, alrc_sigmas, extra_state, desc):
     if extra_state is not None:
         extra_state.load_state_dict(state)
     start = int(state["iteration"])
-    log.info("%s resumed from %s at iteration %d", desc, ckpt, start)
+    _log.info("%s resumed from %s at iteration %d", desc, ckpt, start)
     return ALRC(alrc_sigmas, mu=state["alrc"]["mu"], mu2=state["alrc"]["mu2"]), start
 
 
@@ -342,7 +342,7 @@ def _skip_non_finite(bad, it, lr_now, desc, ckpt):
     bad += 1
     if bad >= MAX_NON_FINITE_STEPS:
         raise _diverged(f"the loss was non-finite for {bad} consecutive steps", it, lr_now, desc, ckpt)
-    log.warning("%s: non-finite loss at iteration %d skipped", desc, it + 1)
+    _log.warning("%s: non-finite loss at iteration %d skipped", desc, it + 1)
     return bad
 
 
@@ -372,7 +372,7 @@ def _validate(net, evaluate, ckpt, plot, t0, row, desc):
             w.writerow(full)
         if plot is not None:
             plot(path, ckpt.parent / "validation.png")
-    log.info("%s validation %s", desc, {**row, **figures})
+    _log.info("%s validation %s", desc, {**row, **figures})
     return figures
 
 
