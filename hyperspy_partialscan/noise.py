@@ -110,7 +110,6 @@ def estimate_noise_model(frame, bins=16):
     tuple of float
         ``(gain, offset)`` in the frame's units: variance = gain * signal + offset.
     """
-    from scipy.optimize import nnls
 
     f = np.asarray(frame, np.float64)
     if min(f.shape) < 3:
@@ -118,25 +117,8 @@ def estimate_noise_model(frame, bins=16):
     kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], float)
     resp = ndimage.convolve(f, kernel, mode="reflect")[1:-1, 1:-1].ravel()
     mean = ndimage.uniform_filter(f, 3, mode="reflect")[1:-1, 1:-1].ravel()
-    edges = np.unique(np.quantile(mean, np.linspace(0, 1, bins + 1)))
-    idx = np.clip(np.searchsorted(edges, mean, side="right") - 1, 0, max(len(edges) - 2, 0))
-    levels, variances, weights = [], [], []
-    for b in range(max(len(edges) - 1, 1)):
-        r = resp[idx == b]
-        if r.size < 16:
-            continue
-        mad = np.median(np.abs(r - np.median(r)))
-        levels.append(np.median(mean[idx == b]))
-        variances.append((1.4826 * mad) ** 2 / 36.0)
-        weights.append(np.sqrt(r.size))
-    if not levels:
-        return 0.0, estimate_sigma(f) ** 2
-    levels, variances, weights = map(np.asarray, (levels, variances, weights))
-    # the model is linear in the signal above the frame's floor (the detector's offset is unknown)
-    floor = float(mean.min())
-    design = np.stack([levels - floor, np.ones_like(levels)], axis=1) * weights[:, None]
-    (gain, base), _ = nnls(design, variances * weights)
-    return float(gain), float(base - gain * floor)
+    fit = fit_variance_model(resp / 6.0, mean, bins, min_count=16)
+    return fit if fit is not None else (0.0, estimate_sigma(f) ** 2)
 
 
 
@@ -181,7 +163,6 @@ def estimate_sampled_noise(frame, bins=8):
     >>> bool(0.7 < gain < 1.3)
     True
     """
-    from scipy.optimize import nnls
 
     f = np.asarray(frame, np.float64)
     diff, mean = _sample_differences(f, 3)  # second differences cancel linear structure
@@ -189,23 +170,8 @@ def estimate_sampled_noise(frame, bins=8):
         diff, mean = _sample_differences(f, 2)
     if diff.size < MIN_SAMPLE_PAIRS:
         return None
-    edges = np.unique(np.quantile(mean, np.linspace(0, 1, bins + 1)))
-    idx = np.clip(np.searchsorted(edges, mean, side="right") - 1, 0, max(len(edges) - 2, 0))
-    levels, variances, weights = [], [], []
-    for k in range(max(len(edges) - 1, 1)):
-        d = diff[idx == k]
-        if d.size < 8:
-            continue
-        levels.append(np.median(mean[idx == k]))
-        variances.append((1.4826 * np.median(np.abs(d - np.median(d)))) ** 2)
-        weights.append(np.sqrt(d.size))
-    if not levels:
-        return None
-    levels, variances, weights = map(np.asarray, (levels, variances, weights))
-    floor = float(mean.min())
-    design = np.stack([levels - floor, np.ones_like(levels)], axis=1) * weights[:, None]
-    (gain, base), _ = nnls(design, variances * weights)
-    return float(gain), float(max(base - gain * floor, 0.0))
+    fit = fit_variance_model(diff, mean, bins, min_count=8)
+    return None if fit is None else (fit[0], max(fit[1], 0.0))
 
 
 def _sample_differences(f, n):
@@ -221,3 +187,36 @@ def _sample_differences(f, n):
         diffs.append(sum(c * v for c, v in zip(weights, vals)))
         means.append(sum(vals) / n)
     return np.concatenate(diffs), np.concatenate(means)
+
+
+def fit_variance_model(residuals, levels, bins, min_count):
+    """Fit variance = gain * level + offset to noise residuals of unit gain, robustly.
+
+    The residuals (e.g. normalised pixel differences, whose variance is the
+    noise variance) are grouped into ``bins`` quantile bins of their local
+    level; each bin's variance is taken robustly (median absolute deviation, so
+    edges and atoms do not inflate it) and a non-negative linear model in the
+    level above its floor (the detector's offset is unknown) is fitted by
+    weighted least squares (Foi et al. 2008, in spirit).
+
+    Returns
+    -------
+    (float, float) or None
+        ``(gain, offset)``, or None when no bin holds ``min_count`` residuals.
+    """
+    from scipy.optimize import nnls
+
+    edges = np.unique(np.quantile(levels, np.linspace(0, 1, bins + 1)))
+    idx = np.clip(np.searchsorted(edges, levels, side="right") - 1, 0, max(len(edges) - 2, 0))
+    rows = []
+    for b in range(max(len(edges) - 1, 1)):
+        r = residuals[idx == b]
+        if r.size >= min_count:
+            mad = np.median(np.abs(r - np.median(r)))
+            rows.append((np.median(levels[idx == b]), (1.4826 * mad) ** 2, np.sqrt(r.size)))
+    if not rows:
+        return None
+    lv, var, w = map(np.asarray, zip(*rows))
+    floor = float(levels.min())
+    (gain, base), _ = nnls(np.stack([lv - floor, np.ones_like(lv)], axis=1) * w[:, None], var * w)
+    return float(gain), float(base - gain * floor)

@@ -41,3 +41,66 @@ def close_figures():
 
     yield
     plt.close("all")
+
+
+# ------------------------------------------------- small networks and data shared by test modules
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """A small generator with a non-trivial (random) residual branch."""
+    import torch
+
+    from hyperspy_partialscan.models import save_model
+    from hyperspy_partialscan.models.networks import PartialScanGenerator
+
+    torch.manual_seed(0)
+    net = PartialScanGenerator(width=8, inner_blocks=2, outer_blocks=1)
+    with torch.no_grad():
+        net.out[-1].weight.normal_(0, 0.05)
+    path = tmp_path_factory.mktemp("model") / "small.safetensors"
+    return save_model(net, path, task="completion", architecture="PartialScanGenerator", extra={"note": "test"})
+
+
+@pytest.fixture(scope="module")
+def small_denoiser(tmp_path_factory):
+    """A small denoiser with a non-trivial (random) output layer."""
+    import torch
+
+    from hyperspy_partialscan.models import save_model
+    from hyperspy_partialscan.models.networks import DenoisingUNet
+
+    torch.manual_seed(0)
+    net = DenoisingUNet(width=4)
+    with torch.no_grad():
+        net.out.weight.normal_(0, 0.05)
+    return save_model(net, tmp_path_factory.mktemp("dn") / "dn.safetensors", task="denoising",
+                      architecture="DenoisingUNet")
+
+
+@pytest.fixture(scope="module")
+def clean():
+    """Four clean nanoparticle frames, maximum 1."""
+    import numpy as np
+
+    from hyperspy_partialscan.specimens import nanoparticle_field
+
+    frames = np.stack([nanoparticle_field((64, 80), seed=i) for i in range(4)])
+    return frames / frames.max()
+
+
+@pytest.fixture(scope="module")
+def noisy_signal(clean):
+    """``clean`` with Poisson noise at 30 e-/px, as a Signal2D with axes and metadata."""
+    import hyperspy.api as hs
+    import numpy as np
+
+    from hyperspy_partialscan.noise import FrameNoise, degrade
+
+    noisy = np.stack([degrade(c, FrameNoise(dose=30), i) for i, c in enumerate(clean)])
+    s = hs.signals.Signal2D(noisy)
+    s.axes_manager[-1].scale = 0.5
+    s.axes_manager[-1].units = "nm"
+    s.metadata.General.title = "noisy"
+    s.original_metadata.set_item("Microscope.voltage", 200)
+    return s

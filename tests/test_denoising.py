@@ -9,36 +9,8 @@ import hyperspy_partialscan as ps
 from hyperspy_partialscan.denoising import denoise, fit_denoiser
 from hyperspy_partialscan.metrics import psnr
 from hyperspy_partialscan.models import load_model, save_model
-from hyperspy_partialscan.models.networks import DenoisingUNet
 from hyperspy_partialscan.noise import FrameNoise, degrade, estimate_noise_model, estimate_sigma
 from hyperspy_partialscan.specimens import nanoparticle_field
-
-
-@pytest.fixture(scope="module")
-def small_denoiser(tmp_path_factory):
-    torch.manual_seed(0)
-    net = DenoisingUNet(width=4)
-    with torch.no_grad():
-        net.out.weight.normal_(0, 0.05)
-    return save_model(net, tmp_path_factory.mktemp("dn") / "dn.safetensors", task="denoising",
-                      architecture="DenoisingUNet")
-
-
-@pytest.fixture(scope="module")
-def clean():
-    frames = np.stack([nanoparticle_field((64, 80), seed=i) for i in range(4)])
-    return frames / frames.max()
-
-
-@pytest.fixture(scope="module")
-def noisy_signal(clean):
-    noisy = np.stack([degrade(c, FrameNoise(dose=30), i) for i, c in enumerate(clean)])
-    s = hs.signals.Signal2D(noisy)
-    s.axes_manager[-1].scale = 0.5
-    s.axes_manager[-1].units = "nm"
-    s.metadata.General.title = "noisy"
-    s.original_metadata.set_item("Microscope.voltage", 200)
-    return s
 
 
 def test_poisson_statistics():
@@ -217,8 +189,6 @@ def test_fit_denoiser_lowers_loss(noisy_signal, clean, small_denoiser, method, t
     # usable by denoise and loadable again from disk
     out = denoise(signal, model=tmp_path / "mine.safetensors", show_progressbar=False)
     assert np.isfinite(out.data).all()
-
-
 
 
 def test_fit_denoiser_sure_lowers_the_true_error(noisy_signal, clean, small_denoiser, tmp_path):

@@ -9,20 +9,8 @@ import pytest
 import torch
 
 import hyperspy_partialscan as ps
-from hyperspy_partialscan.models import list_models, load_model, save_model
-from hyperspy_partialscan.models.networks import PartialScanGenerator
+from hyperspy_partialscan.models import list_models, load_model
 from hyperspy_partialscan.specimens import nanoparticle_field
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory):
-    """A small generator with a non-trivial (random) residual branch."""
-    torch.manual_seed(0)
-    net = PartialScanGenerator(width=8, inner_blocks=2, outer_blocks=1)
-    with torch.no_grad():
-        net.out[-1].weight.normal_(0, 0.05)
-    path = tmp_path_factory.mktemp("model") / "small.safetensors"
-    return save_model(net, path, task="completion", architecture="PartialScanGenerator", extra={"note": "test"})
 
 
 @pytest.fixture(scope="module")

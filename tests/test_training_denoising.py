@@ -1,14 +1,10 @@
 """Training of the denoiser: crop sampler, SURE, supervised training and fine-tuning."""
 
-import hyperspy.api as hs
 import numpy as np
 import pytest
 import torch
 
-from hyperspy_partialscan.models import load_model, save_model
-from hyperspy_partialscan.models.networks import DenoisingUNet
-from hyperspy_partialscan.noise import FrameNoise, degrade
-from hyperspy_partialscan.specimens import nanoparticle_field
+from hyperspy_partialscan.models import load_model
 
 
 class _Box(torch.nn.Module):
@@ -21,33 +17,6 @@ class _Box(torch.nn.Module):
     def forward(self, x):
         w = torch.ones(1, 1, self.k, self.k) / self.k**2
         return torch.nn.functional.conv2d(x[:, :1], w, padding=self.k // 2)
-
-
-@pytest.fixture(scope="module")
-def small_denoiser(tmp_path_factory):
-    torch.manual_seed(0)
-    net = DenoisingUNet(width=4)
-    with torch.no_grad():
-        net.out.weight.normal_(0, 0.05)
-    return save_model(net, tmp_path_factory.mktemp("dn") / "dn.safetensors", task="denoising",
-                      architecture="DenoisingUNet")
-
-
-@pytest.fixture(scope="module")
-def clean():
-    frames = np.stack([nanoparticle_field((64, 80), seed=i) for i in range(4)])
-    return frames / frames.max()
-
-
-@pytest.fixture(scope="module")
-def noisy_signal(clean):
-    noisy = np.stack([degrade(c, FrameNoise(dose=30), i) for i, c in enumerate(clean)])
-    s = hs.signals.Signal2D(noisy)
-    s.axes_manager[-1].scale = 0.5
-    s.axes_manager[-1].units = "nm"
-    s.metadata.General.title = "noisy"
-    s.original_metadata.set_item("Microscope.voltage", 200)
-    return s
 
 
 def test_sure_estimates_the_error_against_the_clean_frame():

@@ -203,14 +203,18 @@ class DenoisingUNet(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x):
+    def features(self, x):
+        """The U-Net's full-resolution features (before the output convolution)."""
         skips, h = [], x
         for i, enc in enumerate(self.enc):
             h = enc(h if i == 0 else F.max_pool2d(h, 2))
             skips.append(h)
         for i in reversed(range(3)):
             h = self.dec[i](torch.cat([self.up[i](h), skips[i]], 1))
-        return x[:, :1] + self.out(h)
+        return h
+
+    def forward(self, x):
+        return x[:, :1] + self.out(self.features(x))
 
 
 class UncertaintyUNet(DenoisingUNet):
@@ -241,13 +245,7 @@ class UncertaintyUNet(DenoisingUNet):
         nn.init.constant_(self.out.bias, self.INITIAL_LOG_SIGMA)
 
     def forward(self, x):
-        skips, h = [], x
-        for i, enc in enumerate(self.enc):
-            h = enc(h if i == 0 else F.max_pool2d(h, 2))
-            skips.append(h)
-        for i in reversed(range(3)):
-            h = self.dec[i](torch.cat([self.up[i](h), skips[i]], 1))
-        return self.out(h).clamp(*self.LOG_SIGMA_RANGE)
+        return self.out(self.features(x)).clamp(*self.LOG_SIGMA_RANGE)
 
 
 NETWORKS = {"PartialScanGenerator": PartialScanGenerator, "DenoisingUNet": DenoisingUNet,

@@ -35,7 +35,7 @@ from ..models.features import completion_inputs, frame_scale
 from ..models.networks import MultiScaleDiscriminator, PartialScanGenerator
 from ..paths import PATHS, generate_path
 from ..simulate import NoiseModel, sample_frame
-from .loop import fit_network, last_validation, resumed_state, start_from
+from .loop import fit_network, initial_network, last_validation
 
 __all__ = ["TrainConfig", "TRAIN_PATHS", "huberised_mse", "CropSampler", "validation_set", "train_completion",
            "export_checkpoint"]
@@ -365,13 +365,9 @@ def train_completion(
     if c.threads:
         torch.set_num_threads(c.threads)
     torch.manual_seed(c.seed)
-    init_net, init_record = start_from(init, "completion", PartialScanGenerator)
-    state = resumed_state(out, resume)
-    if state is not None:
-        net, start = PartialScanGenerator(**state["network_config"]), int(state["iteration"])
-    else:
-        start = 0
-        net = init_net or PartialScanGenerator(width=c.width, inner_blocks=c.inner_blocks, outer_blocks=c.outer_blocks)
+    net, init_record, start = initial_network(PartialScanGenerator, "completion", init=init, out_dir=out,
+                                              resume=resume, width=c.width, inner_blocks=c.inner_blocks,
+                                              outer_blocks=c.outer_blocks)
     rng = np.random.default_rng([c.seed, start])
     sampler = CropSampler(frames, c, rng)
     adversary = _Adversary(c, rng) if c.adversarial else None

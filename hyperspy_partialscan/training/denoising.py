@@ -11,7 +11,7 @@ import torch
 from .._version import __version__
 from ..metrics import psnr
 from ..models import save_model
-from .loop import fit_network, last_validation, resumed_state, start_from
+from .loop import fit_network, initial_network, last_validation
 
 __all__ = ["NoisyCropSampler", "mse_per_item", "train_denoiser", "denoising_validation_set"]
 
@@ -134,13 +134,8 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    net, init_record = start_from(init, "denoising", DenoisingUNet)
-    state = resumed_state(out_dir, resume)
-    start = 0 if state is None else int(state["iteration"])
-    if state is not None:
-        net = DenoisingUNet(**state["network_config"])
-    elif net is None:
-        net = DenoisingUNet(width=width)
+    net, init_record, start = initial_network(DenoisingUNet, "denoising", init=init, out_dir=out_dir, resume=resume,
+                                              width=width)
     # a resumed run continues the crop stream instead of replaying its start
     stream = seed if start == 0 else [seed, start]
     sampler = NoisyCropSampler(frames, crop, dose_range=dose_range, rng=stream, invert=invert, context=context)

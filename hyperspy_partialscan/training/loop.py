@@ -19,7 +19,7 @@ from .._validation import check_number
 from ..models import Model, load_model
 
 __all__ = ["ALRC", "learning_rate", "fit_network", "prepare_run", "TrainingDiverged", "start_from", "last_validation",
-           "resumed_state"]
+           "resumed_state", "initial_network"]
 
 _log = logging.getLogger(__name__)
 
@@ -310,6 +310,24 @@ def resumed_state(out_dir, resume):
     if not resume or not ckpt.exists():
         return None
     return torch.load(ckpt, weights_only=True)
+
+
+def initial_network(architecture, task, *, init=None, out_dir=None, resume=False, **fresh):
+    """The network a training run starts from, its provenance record and its first iteration.
+
+    A resumed run rebuilds the checkpoint's architecture (its weights are
+    loaded by :func:`fit_network`); else ``init`` (a model to fine-tune) is
+    copied; else a fresh ``architecture(**fresh)``.
+
+    Returns
+    -------
+    (torch.nn.Module, dict, int)
+    """
+    net, record = start_from(init, task, architecture)
+    state = resumed_state(out_dir, resume) if out_dir is not None else None
+    if state is not None:
+        return architecture(**state["network_config"]), record, int(state["iteration"])
+    return (net if net is not None else architecture(**fresh)), record, 0
 
 
 def _restore(ckpt, net, opt, alrc_sigmas, extra_state, desc):

@@ -34,7 +34,7 @@ from ..models.features import UNCERTAINTY_CHANNELS, completion_inputs, sampled_n
 from ..models.networks import UncertaintyUNet
 from ..noise import estimate_sampled_noise
 from .completion import CropSampler, TrainConfig
-from .loop import fit_network, last_validation, resumed_state, start_from
+from .loop import fit_network, initial_network, last_validation
 
 __all__ = ["UncertaintySampler", "gaussian_nll_per_item", "train_uncertainty", "calibrate_uncertainty",
            "CALIBRATION_COVERAGES", "CALIBRATION_PATHS", "ONE_SIGMA_FRACTION"]
@@ -171,13 +171,8 @@ def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch
     gen_net = gen.on(torch.device("cpu"))
     for p in gen_net.parameters():
         p.requires_grad_(False)
-    net, init_record = start_from(init, "uncertainty", UncertaintyUNet)
-    state = resumed_state(out_dir, resume)
-    start = 0 if state is None else int(state["iteration"])
-    if state is not None:
-        net = UncertaintyUNet(**state["network_config"])
-    elif net is None:
-        net = UncertaintyUNet(in_channels=len(UNCERTAINTY_CHANNELS), width=width)
+    net, init_record, start = initial_network(UncertaintyUNet, "uncertainty", init=init, out_dir=out_dir,
+                                              resume=resume, in_channels=len(UNCERTAINTY_CHANNELS), width=width)
     config = TrainConfig(crop=crop, batch_size=batch_size, noise_fraction=NOISE_FRACTION, seed=seed)
     sampler = UncertaintySampler(frames, gen_net, config, np.random.default_rng([seed, start]))
     evaluate = None
