@@ -40,6 +40,10 @@ SNIPPETS = {
         leave ``lazy_output`` unset or equal to the input's.""",
     "lazy_output": """lazy_output : bool, optional
         Return a lazy signal; default: as the input.""",
+    "path_shape_coverage": """shape : tuple of int
+        Frame shape (rows, columns).
+    coverage : float
+        Requested fraction of sampled pixels.""",
     "show_progressbar": """show_progressbar : bool, optional
         Progress bar while computing; default: HyperSpy's preference.""",
     "model": """model : str or pathlib.Path or Model, optional

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._docstrings import fill_doc
 from .._validation import check_choice, check_number, check_path_size
 from ._base import ScanPath, _smooth_walk
 from ._tune import _tune
 
 
+@fill_doc
 def grid(
     shape: tuple[int, int], coverage: float, rng: np.random.Generator, *, spacing: float | None = None,
     serpentine: bool = False,
@@ -23,10 +25,7 @@ def grid(
 
     Parameters
     ----------
-    shape : tuple of int
-        Frame shape (rows, columns).
-    coverage : float
-        Requested fraction of sampled pixels.
+    {path_shape_coverage}
     rng : numpy.random.Generator
         Random generator (grid origin).
     spacing : float, optional
@@ -90,6 +89,7 @@ def _raster(ys, xs, serpentine):
     return np.stack([yy.ravel(), xx.ravel()], axis=1)
 
 
+@fill_doc
 def lines(
     shape: tuple[int, int], coverage: float, rng: np.random.Generator, *, spacing: float | None = None,
     direction: str = "rows",
@@ -103,15 +103,12 @@ def lines(
 
     Parameters
     ----------
-    shape : tuple of int
-        Frame shape (rows, columns).
-    coverage : float
-        Requested fraction of sampled pixels.
+    {path_shape_coverage}
     rng : numpy.random.Generator
         Random generator (position of the first line).
     spacing : float, optional
         Line period in pixels, at least 1 (overrides ``coverage``).
-    direction : {"rows", "columns"}
+    direction : {{"rows", "columns"}}
         Scan along rows (horizontal fast axis) or columns.
 
     Returns
@@ -136,6 +133,7 @@ def lines(
     return ScanPath(pos, np.ones(len(pos)), tuple(shape), "lines", {"spacing": float(d), "direction": direction})
 
 
+@fill_doc
 def jittered_grid(
     shape: tuple[int, int],
     coverage: float,
@@ -154,13 +152,10 @@ def jittered_grid(
 
     Parameters
     ----------
-    shape : tuple of int
-        Frame shape (rows, columns).
-    coverage : float
-        Requested fraction of sampled pixels.
+    {path_shape_coverage}
     rng : numpy.random.Generator
         Random generator (line positions and jitter).
-    directions : {"both", "rows", "columns"}
+    directions : {{"both", "rows", "columns"}}
         Which lines to scan.
     jitter : float, optional
         Standard deviation of the perpendicular offset in pixels; default

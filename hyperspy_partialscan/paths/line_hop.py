@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._docstrings import fill_doc
 from .._validation import check_number
 from ._base import ScanPath
 
 
+@fill_doc
 def line_hop(
     shape: tuple[int, int], coverage: float, rng: np.random.Generator, *, segment_length: float = 16.0,
     band: float | None = None,
@@ -21,10 +23,7 @@ def line_hop(
 
     Parameters
     ----------
-    shape : tuple of int
-        Frame shape (rows, columns).
-    coverage : float
-        Requested fraction of sampled pixels.
+    {path_shape_coverage}
     rng : numpy.random.Generator
         Random generator (band origin, segment lengths and rows).
     segment_length : float
@@ -41,7 +40,7 @@ def line_hop(
     --------
     >>> p = line_hop((128, 128), 0.1, np.random.default_rng(0))
     >>> p.options
-    {'band': 10.0, 'segment_length': 16.0}
+    {{'band': 10.0, 'segment_length': 16.0}}
     >>> bool(abs(p.coverage / 0.1 - 1) < 0.25)
     True
     """

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._docstrings import fill_doc
 from .._validation import check_number, check_path_size
 from ._base import ScanPath, _arc_resample
 from ._tune import _tune
 
 
+@fill_doc
 def lissajous(
     shape: tuple[int, int], coverage: float, rng: np.random.Generator, *, ratio: float | None = None,
     step: float = 1.0,
@@ -20,10 +22,7 @@ def lissajous(
 
     Parameters
     ----------
-    shape : tuple of int
-        Frame shape (rows, columns).
-    coverage : float
-        Requested fraction of sampled pixels.
+    {path_shape_coverage}
     rng : numpy.random.Generator
         Random generator (ratio perturbation and phase).
     ratio : float, optional

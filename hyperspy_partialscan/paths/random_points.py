@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._docstrings import fill_doc
 from .._validation import check_choice
 from ._base import ScanPath
 
 
+@fill_doc
 def random(shape: tuple[int, int], coverage: float, rng: np.random.Generator, *, order: str = "raster") -> ScanPath:
     """Uniformly random pixels (without repetition).
 
@@ -15,13 +17,10 @@ def random(shape: tuple[int, int], coverage: float, rng: np.random.Generator, *,
 
     Parameters
     ----------
-    shape : tuple of int
-        Frame shape (rows, columns).
-    coverage : float
-        Requested fraction of sampled pixels.
+    {path_shape_coverage}
     rng : numpy.random.Generator
         Random generator (pixel choice).
-    order : {"raster", "random"}
+    order : {{"raster", "random"}}
         Acquisition order: raster order (minimal probe travel) or random.
 
     Returns

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._docstrings import fill_doc
 from .._validation import check_choice, check_number, check_path_size
 from ._base import ScanPath
 from ._tune import _tune
@@ -33,6 +34,7 @@ def _inside(pos, shape):
     )
 
 
+@fill_doc
 def spiral(
     shape: tuple[int, int],
     coverage: float,
@@ -53,13 +55,10 @@ def spiral(
 
     Parameters
     ----------
-    shape : tuple of int
-        Frame shape (rows, columns).
-    coverage : float
-        Requested fraction of sampled pixels.
+    {path_shape_coverage}
     rng : numpy.random.Generator
         Random generator (centre offset and phase).
-    speed : {"linear", "angular"}
+    speed : {{"linear", "angular"}}
         ``"linear"``: constant probe speed, equal dwell per position.
         ``"angular"``: constant angular velocity; the probe moves slowly near the
         centre, so dwell per position is proportional to ``1 / r``.
