@@ -11,6 +11,7 @@ import torch
 from .._version import __version__
 from ..metrics import psnr
 from ..models import save_model
+from .crops import normalised_crops
 from .loop import fit_network, initial_network, last_validation
 
 __all__ = ["NoisyCropSampler", "mse_per_item", "train_denoiser", "denoising_validation_set"]
@@ -169,20 +170,8 @@ def denoising_validation_set(frames, crop=256, per_frame=1, doses=(10, 50, 200),
     from ..noise import FrameNoise, degrade
 
     rng = np.random.default_rng(seed)
-    out = []
-    for f in frames:
-        if min(f.shape) < crop:
-            continue
-        for _ in range(per_frame):
-            r, q = rng.integers(0, f.shape[0] - crop + 1), rng.integers(0, f.shape[1] - crop + 1)
-            x = f[r : r + crop, q : q + crop].astype(np.float32)
-            lo, hi = float(x.min()), float(x.max())
-            if hi - lo < 1e-6:
-                continue
-            x = (x - lo) / (hi - lo)
-            for d in doses:
-                out.append((d, degrade(x, FrameNoise(dose=d), rng), x))
-    return out
+    return [(d, degrade(x, FrameNoise(dose=d), rng), x) for x in normalised_crops(frames, crop, per_frame, rng)
+            for d in doses]
 
 
 def _denoise_psnr(net, val):

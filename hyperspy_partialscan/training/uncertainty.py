@@ -34,6 +34,7 @@ from ..models.features import UNCERTAINTY_CHANNELS, completion_inputs, sampled_n
 from ..models.networks import UncertaintyUNet
 from ..noise import estimate_sampled_noise
 from .completion import CropSampler, TrainConfig
+from .crops import normalised_crops
 from .loop import fit_network, initial_network, last_validation
 
 __all__ = ["UncertaintySampler", "gaussian_nll_per_item", "train_uncertainty", "calibrate_uncertainty",
@@ -204,18 +205,7 @@ def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch
 
 def calibration_crops(frames, *, crop=256, per_frame=2, seed=2468):
     """Fixed crops (normalised to [0, 1]) of the calibration frames."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for f in frames:
-        if min(f.shape) < crop:
-            continue
-        for _ in range(per_frame):
-            r, q = rng.integers(0, f.shape[0] - crop + 1), rng.integers(0, f.shape[1] - crop + 1)
-            x = np.asarray(f[r : r + crop, q : q + crop], np.float64)
-            lo, hi = float(x.min()), float(x.max())
-            if hi - lo > 1e-6:
-                out.append(((x - lo) / (hi - lo)).astype(np.float32))
-    return out
+    return list(normalised_crops(frames, crop, per_frame, np.random.default_rng(seed)))
 
 
 def calibrate_uncertainty(model, frames, *, generator=None, output=None, crop=256, per_frame=2, doses=(None, 100.0),
