@@ -345,10 +345,12 @@ def stack_signal(frames, lazy=False, chunk=None, metadata=None):
     return s
 
 
-def complete_stack(partials, method, *, model=None, batch_size=None, device=None, workers=None):
+def complete_stack(partials, method, *, model=None, batch_size=None, device=None, workers=None, keep_measured=False):
     """Complete (n, H, W) partial scans through the engine (``complete_partial_scan``, non-lazy).
 
-    ``workers``: dask threaded-scheduler workers (default: dask's default).
+    ``workers``: dask threaded-scheduler workers (default: dask's default). ``keep_measured`` is False:
+    the benchmarks' protocol measures each method's own output at every pixel (as before the package's
+    default became True).
     """
     import dask
 
@@ -360,7 +362,7 @@ def complete_stack(partials, method, *, model=None, batch_size=None, device=None
         cfg["num_workers"] = int(workers)
     with dask.config.set(cfg):
         out = complete_partial_scan(stack_signal(partials), method, navigation_chunks=batch_size,
-                                    show_progressbar=False, **kw)
+                                    keep_measured=keep_measured, show_progressbar=False, **kw)
     return np.asarray(out.data).reshape(np.shape(partials))
 
 
