@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from hyperspy.signals import BaseSignal
     from matplotlib.axes import Axes
 
-__all__ = ["plot_scan_path", "scan_path_of", "plot_completion", "UNSAMPLED_COLOUR"]
+__all__ = ["plot_scan_path", "scan_path_of", "plot_completion", "split_flybacks", "UNSAMPLED_COLOUR", "FLYBACK_PIXELS"]
 
 #: colour of unsampled (NaN) pixels in plots
 UNSAMPLED_COLOUR = "tab:cyan"
@@ -131,15 +131,19 @@ def plot_scan_path(signal: BaseSignal, ax: Axes | None = None, *, max_points: in
     sx, sy = signal.axes_manager.signal_axes
     extent = [sx.axis[0] - sx.scale / 2, sx.axis[-1] + sx.scale / 2,
               sy.axis[-1] + sy.scale / 2, sy.axis[0] - sy.scale / 2]
-    ax.imshow(np.where(np.isfinite(frame), frame, np.nan), cmap=cmap, extent=extent, interpolation="nearest")
-    step = -(-len(pos) // max_points)  # ceil: at most max_points vertices
-    p = pos[:: max(step, 1)]
-    y = sy.offset + p[:, 0] * sy.scale
-    x = sx.offset + p[:, 1] * sx.scale
+    colours = plt.get_cmap(cmap).copy()
+    colours.set_bad(UNSAMPLED_COLOUR)
+    ax.imshow(np.ma.masked_invalid(frame), cmap=colours, extent=extent, interpolation="nearest")
+    step = max(-(-len(pos) // max_points), 1)  # ceil: at most max_points vertices
+    p = pos[::step]
     kwargs.setdefault("lw", 0.6)
     if "c" not in kwargs:
         kwargs.setdefault("color", line_color)
-    ax.plot(x, y, **kwargs)
+    segments, jumps = split_flybacks(p, max(FLYBACK_PIXELS, 2.0 * step))
+    ax.plot(sx.offset + segments[:, 1] * sx.scale, sy.offset + segments[:, 0] * sy.scale, **kwargs)
+    if len(jumps):
+        ax.plot(sx.offset + jumps[:, 1] * sx.scale, sy.offset + jumps[:, 0] * sy.scale, ls=":", lw=0.5,
+                color="0.6", label=f"flybacks ({int(np.isnan(jumps[:, 0]).sum())})")
     colour = kwargs.get("color", kwargs.get("c"))
     ends = [pos[:1], pos[-1:]]
     for end, marker, ms, label in zip(ends, ("o", "x"), (6, 7), ("start", "end"), strict=False):
@@ -152,6 +156,45 @@ def plot_scan_path(signal: BaseSignal, ax: Axes | None = None, *, max_points: in
     ax.set_ylabel(f"{sy.name} ({sy.units})")
     ax.legend(loc="upper right", fontsize="small")
     return ax
+
+
+#: a move between consecutive probe positions longer than this (pixels) is a flyback, not part of the path
+FLYBACK_PIXELS = 3.0
+
+
+def split_flybacks(positions, threshold=FLYBACK_PIXELS):
+    """Split an ordered path into the continuous segments the probe scans and the jumps between them.
+
+    Parameters
+    ----------
+    positions : numpy.ndarray
+        (N, 2) ordered probe positions.
+    threshold : float
+        A step longer than this (pixels) is a jump (flyback).
+
+    Returns
+    -------
+    segments, jumps : numpy.ndarray
+        (M, 2) arrays for plotting, pieces separated by rows of NaN: the
+        continuous segments, and the jumps as two-point pieces.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hyperspy_partialscan.plotting import split_flybacks
+    >>> seg, jumps = split_flybacks(np.array([[0, 0], [0, 1], [0, 2], [10, 0], [10, 1]], float))
+    >>> int(np.isnan(seg[:, 0]).sum()), jumps[:2].tolist()
+    (1, [[0.0, 2.0], [10.0, 0.0]])
+    """
+    pos = np.asarray(positions, np.float64)
+    if len(pos) < 2:
+        return pos, np.empty((0, 2))
+    far = np.flatnonzero(np.hypot(*np.diff(pos, axis=0).T) > threshold)
+    gap = np.full((1, 2), np.nan)
+    pieces = np.split(pos, far + 1)
+    segments = np.concatenate([x for piece in pieces for x in (piece, gap)][:-1])
+    jumps = np.concatenate([x for k in far for x in (pos[k : k + 2], gap)]) if len(far) else np.empty((0, 2))
+    return segments, jumps
 
 
 def _frame(signal, index):

@@ -150,8 +150,9 @@ def test_plot_scan_path(lazy, max_points, close_figures):
     assert len(pos) > 333
     ax = p.plot_scan_path(max_points=max_points)
     assert_unchanged(p, snap)
-    path_line, start, end = ax.lines[:3]
-    n = len(path_line.get_xdata())
+    path_line = ax.lines[0]
+    start, end = (next(line for line in ax.lines if line.get_label() == k) for k in ("start", "end"))
+    n = int(np.isfinite(path_line.get_xdata()).sum())  # NaN rows separate the continuous segments
     assert n <= max_points
     assert n >= min(len(pos), max_points) // 2
     sy = p.axes_manager.signal_axes[1]
@@ -173,8 +174,19 @@ def test_plot_scan_path_positions_and_function(close_figures):
     _, ax = plt.subplots()
     out = hp.plot_scan_path(p, ax=ax, color="red")
     assert out is ax
-    np.testing.assert_array_equal(ax.lines[0].get_xdata(), pos[:, 1])
-    np.testing.assert_array_equal(ax.lines[0].get_ydata(), pos[:, 0])
+    # every move longer than 3 px is a flyback (here the two 5 px moves): drawn apart, dotted; vertices kept in order
+    path = np.stack([ax.lines[0].get_ydata(), ax.lines[0].get_xdata()], 1)
+    np.testing.assert_array_equal(path[np.isfinite(path[:, 0])], pos)
+    jumps = next(line for line in ax.lines if line.get_label().startswith("flybacks"))
+    assert jumps.get_label() == "flybacks (2)" and jumps.get_linestyle() == ":"
+
+
+def test_plot_scan_path_draws_flybacks_apart(close_figures):
+    p = hp.to_partial_scan(make_signal((), False, 64), "lines", 0.1, seed=0)
+    ax = p.plot_scan_path()
+    labels = [line.get_label() for line in ax.lines]
+    flybacks = [k for k in labels if k.startswith("flybacks")]
+    assert flybacks and int(flybacks[0].split("(")[1].rstrip(")")) >= 3  # one per line change
 
 
 @pytest.mark.parametrize("lazy", LAZY)
