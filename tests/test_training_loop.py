@@ -126,3 +126,40 @@ def test_fit_network_rejects_bad_numbers(kwargs, message):
 
     with pytest.raises(ValueError, match=message):
         fit_network(_tiny_net(), _batches, _mse, show_progressbar=False, **kwargs)
+
+
+@pytest.mark.parametrize("bad", [{"batch_size": 0}, {"lr": float("nan")}, {"crop": 0}, {"iterations": -5},
+                                 {"noise_fraction": 2.0}, {"width": 0}])
+def test_train_config_rejects_bad_numbers(bad):
+    from hyperspy_partialscan.training import TrainConfig
+
+    with pytest.raises(ValueError, match=f"^{next(iter(bad))} must be"):
+        TrainConfig(**bad)
+
+
+@pytest.mark.slow
+def test_sigkill_during_training_then_resume(tmp_path):
+    """A run killed with SIGKILL keeps its last (atomic) checkpoint, and --resume finishes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hyperspy_partialscan.cli", "train-denoiser", "--synthetic", "2", "--iterations",
+           "400", "--batch-size", "2", "--crop", "32", "--width", "4", "--out", str(run), "--no-progressbar"]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (run / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert (run / "checkpoint.pt").exists(), proc.stderr.read().decode()[-2000:] if proc.poll() is not None else ""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = torch.load(run / "checkpoint.pt", weights_only=True)  # never half-written
+    done = int(state["iteration"])
+    assert 0 < done < 400 and not list(run.glob("*.tmp"))
+    out = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(torch.load(run / "checkpoint.pt", weights_only=True)["iteration"]) == 400

@@ -29,6 +29,7 @@ import torch
 from torch.nn import functional as F
 
 from .._version import __version__
+from .._validation import check_number
 from ..metrics import blur_target, rmse_percent
 from ..models import save_model
 from ..models.features import completion_inputs, frame_scale
@@ -80,6 +81,13 @@ class TrainConfig:
     paths: dict = field(default_factory=lambda: dict(TRAIN_PATHS))
 
     def __post_init__(self):
+        for name in ("iterations", "batch_size", "crop", "width", "inner_blocks", "outer_blocks", "path_bank",
+                     "val_every", "checkpoint_every"):
+            check_number(name, getattr(self, name), low=1, integer=True)
+        for name in ("lr", "lr_min", "huber_delta", "alrc_sigmas"):
+            check_number(name, getattr(self, name), low=0, low_inclusive=False)
+        for name in ("noise_fraction", "trainer_weight", "adversarial_weight"):
+            check_number(name, getattr(self, name), low=0, high=1 if name == "noise_fraction" else None)
         if self.target not in ("blurred", "raw"):
             raise ValueError(f"target must be 'blurred' or 'raw', not {self.target!r}")
         lo, hi = self.coverage_range
