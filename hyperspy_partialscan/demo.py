@@ -200,7 +200,7 @@ def run_demo(output_dir, coverage=0.05, methods=None, show_progressbar=True, *, 
     from .metrics import blur_target
 
     blurred = [blur_target(truth.astype(np.float64)) for _, _, truth, _ in cases]
-    rows, completed = [], {}
+    rows, completed, sigmas = [], {}, {}
     bar = tqdm(total=len(cases) * len(methods), desc="completing", unit="frame", disable=not show_progressbar)
     # one frame per call: dask's synchronous scheduler avoids thread hand-offs that distort the timings
     with bar, dask.config.set(scheduler="synchronous"):
@@ -219,6 +219,8 @@ def run_demo(output_dir, coverage=0.05, methods=None, show_progressbar=True, *, 
                 row[f"rmse_blurred_{method}"] = round(rmse_percent(done.data, blurred[i], data_range=None), 3)
                 bar.update()
             row.update({f"time_{m}_s": round(t, 4) for m, t in times.items()})
+            if "generator" in methods and _has_uncertainty(model):
+                sigmas[i] = _sigma(ps, model, completed[i, "generator"], blurred[i], row)
             rows.append(row)
 
     csv_path, md_path, png_path = out_dir / "rmse_table.csv", out_dir / "rmse_table.md", out_dir / "comparison.png"
@@ -239,9 +241,12 @@ def run_demo(output_dir, coverage=0.05, methods=None, show_progressbar=True, *, 
         + (f"\nA spiral samples densely along its arms but only every ~{1 / coverage:.0f} px across them: finer "
            "structure, such as the 13 px period of the atomic columns, is aliased whatever the completion method.\n"
            if "spiral" in paths else "")
+        + _uncertainty_text(rows)
     )
     if figure:
         comparison_figure(cases, completed, rows, methods, coverage, png_path)
+        if sigmas:
+            uncertainty_figure(cases, completed, sigmas, blurred, rows, out_dir / "uncertainty.png")
     if verbose:
         print()
         print(f"RMSE (% of the specimen's range) of {len(methods)} completion methods at {100 * coverage:g}% coverage, "
@@ -251,6 +256,9 @@ def run_demo(output_dir, coverage=0.05, methods=None, show_progressbar=True, *, 
         print(table_blurred)
         print()
         written = [csv_path, md_path] + ([png_path] if figure else [])
+        written += [out_dir / "uncertainty.png"] if figure and sigmas else []
+        if sigmas:
+            print(_uncertainty_text(rows).strip())
         print("wrote " + ", ".join(str(p) for p in written))
         print(f"total time {time.perf_counter() - start:.1f} s")
     return rows
@@ -272,6 +280,70 @@ def format_table(rows, methods, key="rmse", times=True):
     mean_t = [np.mean([r[f"time_{m}_s"] for r in rows]) for m in methods]
     lines.append("| *time per frame (s)* | | | " + " | ".join(f"{t:.2f}" for t in mean_t) + " |")
     return "\n".join(lines)
+
+
+def _uncertainty_text(rows):
+    """Markdown lines on the generator's uncertainty (empty without one)."""
+    if "within_sigma_generator" not in rows[0]:
+        return ""
+    cases = ", ".join(f"{_SPECIMEN_LABELS.get(r['specimen'], r['specimen'])} {r['path']} "
+                      f"{100 * r['within_sigma_generator']:.0f} % / {100 * r['within_2sigma_generator']:.0f} %"
+                      for r in rows)
+    return ("\nPer-pixel uncertainty of the generator (`uncertainty=True`; uncertainty.png shows sigma beside the "
+            f"actual error): unsampled pixels whose error lies within sigma / 2 sigma: {cases} (a calibrated "
+            "sigma gives about 68 % / 95 %).\n")
+
+
+def _has_uncertainty(model):
+    """Whether the shipped uncertainty model belongs to the generator used."""
+    from .models import list_models, load_model
+
+    if not list_models("uncertainty"):
+        return False
+    unc = load_model(list_models("uncertainty")[0], task="uncertainty")
+    return unc.config.get("generator", {}).get("sha256") == load_model(model, task="completion").sha256
+
+
+def _sigma(ps, model, completed, blurred, row):
+    """The generator's per-pixel uncertainty of one case; adds its calibration figures to ``row``."""
+    from .completion import complete_partial_scan
+
+    done, sigma = complete_partial_scan(ps, "generator", model=model, uncertainty=True, show_progressbar=False)
+    if not np.array_equal(np.asarray(done.data), completed):
+        raise RuntimeError("the completion with uncertainty differs from the completion alone")
+    unsampled = ~np.isfinite(np.asarray(ps.data))
+    err, sig = np.abs(completed - blurred)[unsampled], np.asarray(sigma.data)[unsampled]
+    row["within_sigma_generator"] = round(float(np.mean(err <= sig)), 3)
+    row["within_2sigma_generator"] = round(float(np.mean(err <= 2 * sig)), 3)
+    return np.asarray(sigma.data)
+
+
+def uncertainty_figure(cases, completed, sigmas, blurred, rows, path):
+    """A row per case: the generator's completion, its predicted sigma and its actual error (same colour scale)."""
+    import matplotlib as mpl
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 2.3 * len(sigmas) + 0.5), dpi=110, layout="constrained")
+    axes = np.asarray(fig.subplots(len(sigmas), 3, squeeze=False))
+    for r, i in enumerate(sorted(sigmas)):
+        name, scan, truth, _ = cases[i]
+        err = np.abs(completed[i, "generator"] - blurred[i])
+        top = float(np.percentile(sigmas[i], 99))
+        panels = [("generator completion", completed[i, "generator"], "gray", np.percentile(truth, [0.5, 99.5])),
+                  ("predicted sigma", sigmas[i], "magma", (0, top)),
+                  (f"|error| vs blurred truth\n{100 * rows[i]['within_sigma_generator']:.0f}% within sigma",
+                   err, "magma", (0, top))]
+        for j, (title, img, cmap, (lo, hi)) in enumerate(panels):
+            im = axes[r, j].imshow(img, cmap=mpl.colormaps[cmap], vmin=lo, vmax=hi)
+            axes[r, j].set_title(title, fontsize=8.5)
+            axes[r, j].set_xticks([])
+            axes[r, j].set_yticks([])
+        fig.colorbar(im, ax=axes[r, 1:], fraction=0.05)
+        axes[r, 0].set_ylabel(f"{_SPECIMEN_LABELS.get(name, name)}, {scan}", fontsize=9)
+    fig.suptitle("How far to trust each pixel: predicted sigma beside the actual error", fontsize=10)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
 
 
 def comparison_figure(cases, completed, rows, methods, coverage, path):
