@@ -33,3 +33,26 @@ def test_distributed_equals_threaded(processes):
     np.testing.assert_array_equal(p_cluster, p_threaded)
     np.testing.assert_array_equal(c_cluster, c_threaded)
     np.testing.assert_array_equal(c_default, c_threaded)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_changes_nothing():
+    """A worker process killed (SIGKILL) mid-computation: its tasks run again elsewhere, the result is exact."""
+    import os
+    import signal
+    import time
+
+    s = make_signal((8,), True, 64)
+    expected = _pipeline(s)[1].data.compute(scheduler="threads")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster, distributed.Client(cluster) as client:
+        _, completed = _pipeline(s)
+        future = client.compute(completed.data)
+        pids = client.run(os.getpid)
+        deadline = time.time() + 60
+        while not any(client.processing().values()) and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(next(iter(pids.values())), signal.SIGKILL)
+        result = future.result(timeout=300)
+    np.testing.assert_array_equal(result, expected)
