@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -11,7 +12,7 @@ from ._signal_tools import check_laziness, deliver, signal_like, validate_signal
 from ._validation import check_number
 from ._version import __version__
 from .conversion import check_not_empty, warn_float32_precision
-from .engine import FrameNetwork, check_finite_output, compute, map_frames, plan_network
+from .engine import FrameFunction, FrameNetwork, compute, map_frames, plan_network
 from .inpainting import BIHARMONIC_MAX_PIXELS, CLASSICAL_METHODS, check_frame, complete_frame
 from .uncertainty import MEANING
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
     from hyperspy.signals import BaseSignal
 
-__all__ = ["complete_partial_scan", "COMPLETION_METHODS", "ClassicalCompleter", "GeneratorCompleter",
+__all__ = ["complete_partial_scan", "COMPLETION_METHODS", "GeneratorCompleter",
            "check_partial_frames", "default_navigation_chunks", "measured_deviation"]
 
 COMPLETION_METHODS = ("generator",) + tuple(CLASSICAL_METHODS)
@@ -28,21 +29,6 @@ COMPLETION_METHODS = ("generator",) + tuple(CLASSICAL_METHODS)
 #: default working tile of the generator: larger frames go through overlapping tiles
 GENERATOR_TILE = 512
 GENERATOR_OVERLAP = 64
-
-
-class ClassicalCompleter:
-    """Picklable batch function for a classical method."""
-
-    def __init__(self, method, keep_measured):
-        self.method, self.keep_measured = method, keep_measured
-
-    def __call__(self, frames, indices):
-        out = np.empty(frames.shape, np.float32)
-        for k, (f, i) in enumerate(zip(frames, indices, strict=False)):
-            check_frame(f, int(i))
-            out[k] = complete_frame(f, self.method)
-        check_finite_output(out, indices, f"{self.method} completion")
-        return _keep(frames, out) if self.keep_measured else out
 
 
 def _keep(frames, out):
@@ -321,7 +307,8 @@ def complete_partial_scan(
             provenance["uncertainty"] = _uncertainty_record(unc)
         token = (method, plan, keep_measured, tile_size, unc)
     else:
-        func = ClassicalCompleter(method, keep_measured)
+        func = FrameFunction(functools.partial(complete_frame, method=method), check_frame, f"{method} completion",
+                             _keep if keep_measured else None)
         token = (method, keep_measured)
     chunks = navigation_chunks or default_navigation_chunks(method, frame_shape, getattr(func, "plan", None) and
                                                             func.plan.batch_size or 1)

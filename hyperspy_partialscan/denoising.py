@@ -10,6 +10,7 @@ holes, which it does not: :func:`denoise` rejects frames with NaN.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from ._signal_tools import check_laziness, deliver, validate_signal2d, variance_
 from ._validation import check_number
 from ._version import __version__
 from .conversion import check_not_empty, warn_float32_precision
-from .engine import FrameNetwork, check_finite_output, map_frames, plan_network
+from .engine import FrameFunction, FrameNetwork, map_frames, plan_network
 from .filters import CLASSICAL_DENOISERS, denoise_frame
 
 if TYPE_CHECKING:
@@ -32,19 +33,6 @@ __all__ = ["denoise", "fit_denoiser", "DENOISING_METHODS", "FIT_METHODS"]
 DENOISING_METHODS = ("generator",) + tuple(CLASSICAL_DENOISERS) + ("pca",)
 DENOISER_TILE = 512
 DENOISER_OVERLAP = 32
-
-
-class _Classical:
-    def __init__(self, method, params):
-        self.method, self.params = method, params
-
-    def __call__(self, frames, indices):
-        out = np.empty(frames.shape, np.float32)
-        for k, (f, i) in enumerate(zip(frames, indices, strict=False)):
-            _check_finite(f, i)
-            out[k] = denoise_frame(f, self.method, **self.params)
-        check_finite_output(out, indices, f"{self.method} denoising")
-        return out
 
 
 def _check_finite(frame, index):
@@ -203,7 +191,8 @@ def denoise(
             token = (method, plan, vm, sigma)
             default_batch = max(1, plan.batch_size, (8 * 512 * 512) // (frame_shape[0] * frame_shape[1]))
         else:
-            func = _Classical(method, method_params)
+            func = FrameFunction(functools.partial(denoise_frame, method=method, **method_params), _check_finite,
+                                 f"{method} denoising")
             record["parameters"] = dict(method_params) or "estimated from the data"
             token = (method, sorted(method_params.items()))
             default_batch = 16

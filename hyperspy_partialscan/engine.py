@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["map_frames", "navigation_chunks", "Tiler", "compute", "NetworkPlan", "plan_network", "FrameNetwork",
-           "check_finite_output"]
+__all__ = ["map_frames", "navigation_chunks", "Tiler", "compute", "FrameFunction", "NetworkPlan", "plan_network",
+           "FrameNetwork", "check_finite_output"]
 
 
 def navigation_chunks(shape, batch_size):
@@ -242,6 +242,42 @@ class Tiler:
         bs = batch_size or len(frames)
         return np.concatenate([func(frames[i : i + bs], None if scales is None else scales[i : i + bs])
                                for i in range(0, len(frames), bs)])
+
+
+class FrameFunction:
+    """Picklable batch function applying a per-frame function (a classical method) to every frame of a block.
+
+    Parameters
+    ----------
+    func : callable
+        ``func(frame) -> frame``, picklable (e.g. a :func:`functools.partial`
+        of a module-level function).
+    check : callable
+        ``check(frame, index)`` raises a clear error for a frame ``func`` cannot process.
+    what : str
+        The method, for the messages.
+    finish : callable, optional
+        ``finish(frames, out) -> out`` after the frames are processed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hyperspy_partialscan.engine import FrameFunction
+    >>> double = FrameFunction(np.negative, lambda f, i: None, "negation")
+    >>> double(np.ones((2, 2, 2)), [0, 1])[1, 0, 0]
+    np.float32(-1.0)
+    """
+
+    def __init__(self, func, check, what, finish=None):
+        self.func, self.check, self.what, self.finish = func, check, what, finish
+
+    def __call__(self, frames, indices):
+        out = np.empty(frames.shape, np.float32)
+        for k, (f, i) in enumerate(zip(frames, indices, strict=True)):
+            self.check(f, int(i))
+            out[k] = self.func(f)
+        check_finite_output(out, indices, self.what)
+        return out if self.finish is None else self.finish(frames, out)
 
 
 @dataclass(frozen=True)

@@ -172,10 +172,8 @@ def path_rng(seed: int, index: int, vary_per_frame: bool) -> np.random.Generator
 
     Parameters
     ----------
-    seed : int
-        Non-negative seed of the whole stack.
-    index : int
-        Flat navigation index of the frame.
+    seed, index : int
+        As :func:`frame_rng`: the stack's seed and the frame's flat navigation index.
     vary_per_frame : bool
         Whether each frame has its own path.
 

@@ -86,7 +86,7 @@ def nanoparticle_field(shape=(512, 512), n_particles=None, seed=None, radius=(4.
     Returns
     -------
     numpy.ndarray
-        float32 image, roughly in [0, 1].
+        float32 image (support and particles), roughly in [0, 1].
     """
     rng = np.random.default_rng(seed)
     h, w = shape

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .._version import __version__
 from .._validation import check_number
+from .._version import __version__
 from ..metrics import blur_target, rmse_percent
 from ..models import save_model
 from ..models.features import completion_inputs, frame_scale
