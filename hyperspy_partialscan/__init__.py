@@ -16,8 +16,11 @@ list_models, load_model
     Shipped and user-trained networks.
 NoiseModel, generate_path, path_names
     The scan simulator's building blocks.
+metrics, specimens
+    Image-quality measures (blurred target, RMSE, PSNR) and synthetic specimens.
 """
 
+from . import metrics, specimens
 from ._version import __version__
 from .completion import COMPLETION_METHODS, complete_partial_scan
 from .conversion import as_partial_scan, from_scan_positions, to_partial_scan
@@ -29,6 +32,8 @@ from .simulate import NoiseModel
 
 __all__ = [
     "__version__",
+    "metrics",
+    "specimens",
     "to_partial_scan",
     "as_partial_scan",
     "from_scan_positions",

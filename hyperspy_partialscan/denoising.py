@@ -136,14 +136,14 @@ def denoise(
     Warns
     -----
     UserWarning
-        Integer input with values that lose precision in float32.
+        Integer input whose values lose precision in float32 (counts above 2**24).
 
     Examples
     --------
-    >>> import numpy as np, hyperspy.api as hs
+    >>> import hyperspy.api as hs
+    >>> import numpy as np
     >>> import hyperspy_partialscan as hps
-    >>> from hyperspy_partialscan.specimens import nanoparticle_field
-    >>> clean = nanoparticle_field((64, 64), seed=0)
+    >>> clean = hps.specimens.nanoparticle_field((64, 64), seed=0)
     >>> noisy = hs.signals.Signal2D(clean + np.random.default_rng(0).normal(0, 0.05, clean.shape))
     >>> out = hps.denoise(noisy, "gaussian", filter_sigma=1.0, show_progressbar=False)
     >>> out.metadata.Signal.Denoising.method, out.data.dtype.name
@@ -287,8 +287,8 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
     >>> import numpy as np, hyperspy.api as hs
     >>> import hyperspy_partialscan as hps
     >>> from hyperspy_partialscan.specimens import nanoparticle_field
-    >>> clean = nanoparticle_field((64, 64), seed=0)
-    >>> noisy = hs.signals.Signal2D(clean + np.random.default_rng(0).normal(0, 0.05, clean.shape))
+    >>> rng = np.random.default_rng(0)
+    >>> noisy = hs.signals.Signal2D(rng.poisson(50 * nanoparticle_field((64, 64), seed=0)) / 50)
     >>> model = hps.fit_denoiser(noisy, epochs=1, crop=32, keep_best=False, show_progressbar=False)
     >>> model.task, model.config["training"]["self_supervised"]
     ('denoising', 'blind_spot')
