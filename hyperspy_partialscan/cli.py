@@ -22,11 +22,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 
-from ._atomic import atomic_path, same_file, temporary_name
+from ._atomic import atomic_path, same_file
 from ._cli_args import CLIError, parse_args
 
 __all__ = ["main", "training_frames", "load_images"]
@@ -323,47 +322,19 @@ def _training_data(a):
     return frames, val, desc
 
 
-_RUN_FILES = ("checkpoint.pt", "validation.csv", "validation.png")
-
-
 @contextlib.contextmanager
 def _run_folder(a):
-    """Guard a training run folder: never mix or silently replace an earlier run.
+    """:func:`hyperspy_partialscan.training.run_folder` for a training command, its refusals as one-line errors."""
+    from .training.loop import check_run_folder, run_folder
 
-    A folder holding an earlier run (checkpoint, validation log, the model of
-    ``--name``) is refused unless ``--resume`` (continue it) or ``--overwrite``
-    (start afresh) is given. With ``--overwrite`` the earlier run's files are
-    moved aside into a hidden folder, deleted once the new run has finished,
-    and put back if it fails: the folder never holds a mixed validation log.
-    """
-    out = Path(a.out)
-    if a.resume and a.overwrite:
-        raise CLIError("--resume and --overwrite exclude each other: continue the run, or start afresh")
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {str(out)!r} is a file; give a run folder")
-    names = [*_RUN_FILES, f"{a.name}.safetensors", f"{a.name}.json"]
-    earlier = [n for n in names if os.path.lexists(out / n)]
-    if not earlier or a.resume:
-        yield
-        return
-    if not a.overwrite:
-        raise CLIError(f"run folder {str(out)!r} already holds a run ({', '.join(earlier)}); add --resume to "
-                       "continue it or --overwrite to start afresh")
-    aside = temporary_name(out / "previous-run", "old")
-    aside.mkdir()
-    for n in earlier:
-        os.replace(out / n, aside / n)
     try:
+        check_run_folder(a.out, a.name, resume=a.resume, overwrite=a.overwrite)
+    except (ValueError, OSError) as err:
+        message = str(err).replace("resume=True, --resume", "--resume").replace("overwrite=True, --overwrite",
+                                                                                "--overwrite")
+        raise CLIError(message.replace("resume and overwrite", "--resume and --overwrite")) from None
+    with run_folder(a.out, a.name, resume=a.resume, overwrite=a.overwrite):
         yield
-    except BaseException:
-        for n in names:  # the failed run's files go, the earlier run's come back
-            if os.path.lexists(out / n):
-                (out / n).unlink()
-        for n in earlier:
-            os.replace(aside / n, out / n)
-        aside.rmdir()
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _train(a):

@@ -66,21 +66,27 @@ def test_learning_rate_schedule():
 
 
 def test_a_new_run_never_mixes_with_a_previous_one(tmp_path):
-    from hyperspy_partialscan.training import fit_network
+    from hyperspy_partialscan.training import fit_network, run_folder
 
     run = tmp_path / "run"
     fit_network(_tiny_net(), _batches, _mse, iterations=4, out_dir=run, checkpoint_every=2, show_progressbar=False,
                 evaluate=lambda n: {"val": 1.0}, val_every=2)
     before = {p.name: p.read_bytes() for p in run.iterdir()}
-    with pytest.raises(FileExistsError, match="already holds a training run"):
+    with pytest.raises(FileExistsError, match="already holds a run"):
         fit_network(_tiny_net(), _batches, _mse, iterations=3, out_dir=run, show_progressbar=False)
+    with pytest.raises(FileExistsError, match="already holds a run"), run_folder(run):
+        pass
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # untouched
-    fit_network(_tiny_net(), _batches, _mse, iterations=2, out_dir=run, overwrite=True, show_progressbar=False,
-                evaluate=lambda n: {"val": 2.0}, val_every=1)
-    aside = [p for p in run.iterdir() if p.name.startswith("replaced-")]
-    assert len(aside) == 1 and (aside[0] / "validation.csv").read_bytes() == before["validation.csv"]
+    with pytest.raises(RuntimeError, match="boom"), run_folder(run, overwrite=True):
+        fit_network(_tiny_net(), _batches, _mse, iterations=2, out_dir=run, show_progressbar=False)
+        raise RuntimeError("boom")
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # a failed fresh run restores the old one
+    with run_folder(run, overwrite=True):
+        fit_network(_tiny_net(), _batches, _mse, iterations=2, out_dir=run, show_progressbar=False,
+                    evaluate=lambda n: {"val": 2.0}, val_every=1)
     rows = (run / "validation.csv").read_text().strip().splitlines()
     assert len(rows) == 3 and rows[1].startswith("1,")  # header + this run's two rows only
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "validation.csv"]  # the old run is gone
 
 
 def test_resume_continues_and_needs_a_checkpoint(tmp_path):

@@ -32,7 +32,7 @@ from .completion import (
     validation_set,
 )
 from .denoising import NoisyCropSampler, denoising_validation_set, mse_per_item, train_denoiser
-from .loop import ALRC, TrainingDiverged, fit_network, learning_rate, prepare_run
+from .loop import ALRC, TrainingDiverged, fit_network, learning_rate, prepare_run, run_folder
 from .risk import sure_per_item
 from .self_supervised import fit_self_supervised
 from .uncertainty import calibrate_uncertainty, train_uncertainty
@@ -49,6 +49,7 @@ __all__ = [
     "fit_network",
     "learning_rate",
     "prepare_run",
+    "run_folder",
     "TrainingDiverged",
     "NoisyCropSampler",
     "mse_per_item",

@@ -36,7 +36,7 @@ from ..models.features import completion_inputs, frame_scale
 from ..models.networks import MultiScaleDiscriminator, PartialScanGenerator
 from ..paths import PATHS, generate_path
 from ..simulate import NoiseModel, sample_frame
-from .loop import fit_network, initial_network, last_validation
+from .loop import fit_network, initial_network, last_validation, run_folder
 
 __all__ = ["TrainConfig", "TRAIN_PATHS", "huberised_mse", "CropSampler", "validation_set", "train_completion",
            "export_checkpoint"]
@@ -408,29 +408,30 @@ def train_completion(
             row[f"val_{k}_linear"] = round(float(lin), 3)
         return row
 
-    history = fit_network(
-        net, next_batch, compute_loss, iterations=c.iterations, lr=c.lr, lr_min=c.lr_min, warmup=c.warmup,
-        alrc_sigmas=c.alrc_sigmas, out_dir=out, checkpoint_every=c.checkpoint_every, resume=resume, overwrite=overwrite,
-        max_seconds=max_seconds, evaluate=evaluate if val else None, val_every=c.val_every,
-        show_progressbar=show_progressbar, desc="training", after_step=after_step, extra_state=adversary,
-        plot=_plot_curve,
-    )
-    cfg = asdict(c)
-    cfg["coverage_range"] = list(c.coverage_range)
-    extra = {
-        "package_version": __version__,
-        "inputs": ["nearest", "linear", "mask", "distance"],
-        "training": {
-            "iterations": history[-1]["iteration"] if history else start,
-            "config": cfg,
-            "data": data_description,
-            **init_record,
-            "seconds_this_run": round(time.time() - t0, 1),
-        },
-        "validation": last_validation(history, out),
-    }
-    return save_model(net, out / f"{name}.safetensors", task="completion", architecture="PartialScanGenerator",
-                      extra=extra)
+    with run_folder(out, name, resume=resume, overwrite=overwrite):
+        history = fit_network(
+            net, next_batch, compute_loss, iterations=c.iterations, lr=c.lr, lr_min=c.lr_min, warmup=c.warmup,
+            alrc_sigmas=c.alrc_sigmas, out_dir=out, checkpoint_every=c.checkpoint_every, resume=resume,
+            max_seconds=max_seconds, evaluate=evaluate if val else None, val_every=c.val_every,
+            show_progressbar=show_progressbar, desc="training", after_step=after_step, extra_state=adversary,
+            plot=_plot_curve,
+        )
+        cfg = asdict(c)
+        cfg["coverage_range"] = list(c.coverage_range)
+        extra = {
+            "package_version": __version__,
+            "inputs": ["nearest", "linear", "mask", "distance"],
+            "training": {
+                "iterations": history[-1]["iteration"] if history else start,
+                "config": cfg,
+                "data": data_description,
+                **init_record,
+                "seconds_this_run": round(time.time() - t0, 1),
+            },
+            "validation": last_validation(history, out),
+        }
+        return save_model(net, out / f"{name}.safetensors", task="completion", architecture="PartialScanGenerator",
+                          extra=extra)
 
 
 def export_checkpoint(checkpoint, path, *, task="completion", extra=None):

@@ -12,7 +12,7 @@ from .._version import __version__
 from ..metrics import psnr
 from ..models import save_model
 from .crops import normalised_crops
-from .loop import fit_network, initial_network, last_validation
+from .loop import fit_network, initial_network, last_validation, run_folder
 
 __all__ = ["NoisyCropSampler", "mse_per_item", "train_denoiser", "denoising_validation_set"]
 
@@ -148,21 +148,22 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
             return {f"val_psnr_dose{d:g}": round(v, 3) for d, v in _denoise_psnr(n, val).items()}
 
     t0 = time.time()
-    history = fit_network(net, lambda it: sampler.batch(batch_size), mse_per_item, iterations=iterations, lr=lr,
-                          out_dir=out_dir, resume=resume, overwrite=overwrite, max_seconds=max_seconds,
-                          evaluate=evaluate,
-                          show_progressbar=show_progressbar, desc="denoiser")
-    extra = {
-        "package_version": __version__,
-        "inputs": ["noisy", "noise_level"],
-        "training": {"iterations": history[-1]["iteration"] if history else 0, "batch_size": batch_size, "crop": crop,
-                     "lr": lr, "seed": seed, "dose_range": list(sampler.dose_range), "invert": sampler.invert,
-                     "context": sampler.context,
-                     "data": data_description, "seconds_this_run": round(time.time() - t0, 1), **init_record},
-        "validation": last_validation(history, out_dir),
-    }
-    return save_model(net, Path(out_dir) / f"{name}.safetensors", task="denoising", architecture="DenoisingUNet",
-                      extra=extra)
+    with run_folder(out_dir, name, resume=resume, overwrite=overwrite):
+        history = fit_network(net, lambda it: sampler.batch(batch_size), mse_per_item, iterations=iterations, lr=lr,
+                              out_dir=out_dir, resume=resume, max_seconds=max_seconds,
+                              evaluate=evaluate,
+                              show_progressbar=show_progressbar, desc="denoiser")
+        extra = {
+            "package_version": __version__,
+            "inputs": ["noisy", "noise_level"],
+            "training": {"iterations": history[-1]["iteration"] if history else 0, "batch_size": batch_size,
+                         "crop": crop, "lr": lr, "seed": seed, "dose_range": list(sampler.dose_range),
+                         "invert": sampler.invert, "context": sampler.context,
+                         "data": data_description, "seconds_this_run": round(time.time() - t0, 1), **init_record},
+            "validation": last_validation(history, out_dir),
+        }
+        return save_model(net, Path(out_dir) / f"{name}.safetensors", task="denoising", architecture="DenoisingUNet",
+                          extra=extra)
 
 
 def denoising_validation_set(frames, crop=256, per_frame=1, doses=(10, 50, 200), seed=4321):

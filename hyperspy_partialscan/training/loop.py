@@ -7,19 +7,23 @@ with a clear error when the loss or the weights stop being finite.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
+import os
+import shutil
 import time
 from pathlib import Path
 
 import torch
 
+from .._atomic import atomic_path, temporary_name
 from .._validation import check_number
 from ..models import Model, load_model
 
-__all__ = ["ALRC", "learning_rate", "fit_network", "prepare_run", "TrainingDiverged", "start_from", "last_validation",
-           "resumed_state", "initial_network"]
+__all__ = ["ALRC", "learning_rate", "fit_network", "prepare_run", "run_folder", "TrainingDiverged", "start_from",
+           "last_validation", "resumed_state", "initial_network"]
 
 _log = logging.getLogger(__name__)
 
@@ -109,7 +113,6 @@ def fit_network(
     out_dir=None,
     checkpoint_every=250,
     resume=False,
-    overwrite=False,
     max_seconds=None,
     evaluate=None,
     val_every=250,
@@ -143,10 +146,6 @@ def fit_network(
     checkpoint_every : int
     resume : bool
         Continue from ``out_dir/checkpoint.pt``.
-    overwrite : bool
-        Start afresh in an ``out_dir`` that holds a previous run: its files are
-        moved into ``out_dir/replaced-<time>/`` first (nothing is deleted).
-        Without ``resume`` or ``overwrite`` such a folder is refused.
     max_seconds : float, optional
         Wall-time budget; the learning-rate schedule follows it.
     evaluate : callable, optional
@@ -176,8 +175,8 @@ def fit_network(
         or the weights became non-finite; the last checkpoint (always finite)
         is kept.
     FileExistsError
-        ``out_dir`` holds a previous run and neither ``resume`` nor
-        ``overwrite`` was given.
+        ``out_dir`` holds a previous run and ``resume`` was not given (see
+        :func:`run_folder` to start afresh there).
     """
     check_number("iterations", iterations, low=1, integer=True)
     check_number("lr", lr, low=0, low_inclusive=False)
@@ -187,7 +186,7 @@ def fit_network(
     # channels-last weights: the convolutions (and their gradients) run ~1.4x faster on CPU (oneDNN)
     net.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
-    ckpt = prepare_run(out_dir, resume=resume, overwrite=overwrite)
+    ckpt = prepare_run(out_dir, resume=resume)
     alrc, start = ALRC(alrc_sigmas), 0
     if resume:
         alrc, start = _restore(ckpt, net, opt, alrc_sigmas, extra_state, desc)
@@ -241,15 +240,15 @@ class TrainingDiverged(RuntimeError):
     """Training stopped because the loss or the weights became non-finite."""
 
 
-def prepare_run(out_dir, *, resume=False, overwrite=False):
+def prepare_run(out_dir, *, resume=False):
     """The checkpoint path of a run folder, refusing to mix a new run with a previous one.
 
     Parameters
     ----------
     out_dir : str or pathlib.Path or None
         Run folder (created if missing); None: no checkpoints.
-    resume, overwrite : bool
-        See :func:`fit_network`.
+    resume : bool
+        Continue the run in ``out_dir``.
 
     Returns
     -------
@@ -261,7 +260,8 @@ def prepare_run(out_dir, *, resume=False, overwrite=False):
     FileNotFoundError
         ``resume`` without a checkpoint.
     FileExistsError
-        A previous run's files without ``resume`` or ``overwrite``.
+        A previous run's files without ``resume`` (to start afresh, use
+        :func:`run_folder` with ``overwrite=True``, as the trainers do).
 
     Examples
     --------
@@ -275,8 +275,6 @@ def prepare_run(out_dir, *, resume=False, overwrite=False):
     Traceback (most recent call last):
     ...
     FileExistsError: ...
-    >>> prepare_run(run, overwrite=True).name, sorted(p.name for p in run.iterdir())[0].startswith("replaced-")
-    ('checkpoint.pt', True)
     """
     if out_dir is None:
         if resume:
@@ -289,19 +287,82 @@ def prepare_run(out_dir, *, resume=False, overwrite=False):
         if not ckpt.exists():
             raise FileNotFoundError(f"cannot resume: {ckpt} does not exist")
         return ckpt
-    previous = [out / name for name in RUN_FILES if (out / name).exists()]
-    if previous and not overwrite:
-        raise FileExistsError(
-            f"{out} already holds a training run ({', '.join(p.name for p in previous)}); resume it "
-            "(resume=True, --resume) or start afresh (overwrite=True, --overwrite: the old files are moved aside)"
-        )
+    previous = [name for name in RUN_FILES if os.path.lexists(out / name)]
     if previous:
-        aside = out / time.strftime("replaced-%Y%m%d-%H%M%S")
-        aside.mkdir()
-        for p in previous + sorted(out.glob("*.safetensors")) + sorted(out.glob("*.json")):
-            p.replace(aside / p.name)
-        _log.warning("the previous run in %s was moved to %s", out, aside)
+        raise FileExistsError(_occupied(out, previous))
     return ckpt
+
+
+def _occupied(out, names):
+    return (f"run folder {str(out)!r} already holds a run ({', '.join(names)}); resume it (resume=True, --resume) "
+            "or start afresh (overwrite=True, --overwrite)")
+
+
+def check_run_folder(out_dir, name=None, *, resume=False, overwrite=False):
+    """The files of a run folder's earlier run, raising what :func:`run_folder` refuses; (run files, earlier ones)."""
+    out = Path(out_dir)
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: continue the run, or start afresh")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{str(out)!r} is a file; give a run folder")
+    names = [*RUN_FILES] + ([f"{name}.safetensors", f"{name}.json"] if name else [])
+    earlier = [n for n in names if os.path.lexists(out / n)]
+    if earlier and not (resume or overwrite):
+        raise FileExistsError(_occupied(out, earlier))
+    return names, earlier
+
+
+@contextlib.contextmanager
+def run_folder(out_dir, name=None, *, resume=False, overwrite=False):
+    """Guard a training run folder: never mix or silently replace an earlier run.
+
+    A folder holding an earlier run (checkpoint, validation log, the model
+    ``name``) is refused unless ``resume`` (continue it) or ``overwrite`` (start
+    afresh). With ``overwrite`` the earlier run's files are moved aside into a
+    hidden folder, deleted once the block has finished, and put back if it
+    fails: the folder never holds a mixed validation log, and a failed run
+    loses nothing.
+
+    Raises
+    ------
+    ValueError
+        ``resume`` and ``overwrite`` together.
+    NotADirectoryError
+        ``out_dir`` is a file.
+    FileExistsError
+        An earlier run without ``resume`` or ``overwrite``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from hyperspy_partialscan.training.loop import run_folder
+    >>> run = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (run / "validation.csv").write_text("old")
+    >>> with run_folder(run, overwrite=True):
+    ...     _ = (run / "validation.csv").write_text("new")
+    >>> (run / "validation.csv").read_text(), sorted(p.name for p in run.iterdir())
+    ('new', ['validation.csv'])
+    """
+    out = Path(out_dir)
+    names, earlier = check_run_folder(out, name, resume=resume, overwrite=overwrite)
+    if not earlier or resume:
+        yield
+        return
+    aside = temporary_name(out / "previous-run", "old")
+    aside.mkdir()
+    for n in earlier:
+        os.replace(out / n, aside / n)
+    try:
+        yield
+    except BaseException:
+        for n in names:  # the failed run's files go, the earlier run's come back
+            if os.path.lexists(out / n):
+                (out / n).unlink()
+        for n in earlier:
+            os.replace(aside / n, out / n)
+        aside.rmdir()
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def resumed_state(out_dir, resume):
@@ -395,11 +456,10 @@ def _validate(net, evaluate, ckpt, plot, t0, row, desc):
 
 
 def _save_checkpoint(ckpt, net, opt, alrc, iteration, extra_state):
-    """Write the checkpoint beside its target, then rename it over (atomic)."""
+    """Write the checkpoint atomically (a killed run keeps its previous, whole checkpoint)."""
     state = {"network": net.state_dict(), "network_config": net.config, "optimizer": opt.state_dict(),
              "alrc": alrc.state_dict(), "iteration": iteration}
     if extra_state is not None:
         state.update(extra_state.state_dict())
-    tmp = ckpt.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(ckpt)
+    with atomic_path(ckpt) as tmp:
+        torch.save(state, tmp)

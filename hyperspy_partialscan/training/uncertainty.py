@@ -35,7 +35,7 @@ from ..models.networks import UncertaintyUNet
 from ..noise import estimate_sampled_noise
 from .completion import CropSampler, TrainConfig
 from .crops import normalised_crops
-from .loop import fit_network, initial_network, last_validation
+from .loop import fit_network, initial_network, last_validation, run_folder
 
 __all__ = ["UncertaintySampler", "gaussian_nll_per_item", "train_uncertainty", "calibrate_uncertainty",
            "CALIBRATION_COVERAGES", "CALIBRATION_PATHS", "ONE_SIGMA_FRACTION"]
@@ -184,23 +184,24 @@ def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch
             return _validation(n, val)
 
     t0 = time.time()
-    history = fit_network(net, lambda it: sampler.batch(batch_size), gaussian_nll_per_item, iterations=iterations,
-                          lr=lr, out_dir=out_dir, resume=resume, overwrite=overwrite, max_seconds=max_seconds,
-                          evaluate=evaluate, val_every=250, show_progressbar=show_progressbar, desc="uncertainty")
-    extra = {
-        "package_version": __version__,
-        "inputs": list(UNCERTAINTY_CHANNELS),
-        "generator": {"name": gen.name, "sha256": gen.sha256},
-        "target": TARGET,
-        "training": {"iterations": history[-1]["iteration"] if history else start, "batch_size": batch_size,
-                     "crop": crop, "lr": lr, "seed": seed, "noise_fraction": NOISE_FRACTION,
-                     "loss": "Gaussian negative log-likelihood with ALRC", "data": data_description,
-                     "seconds_this_run": round(time.time() - t0, 1), **init_record},
-        "validation": last_validation(history, out_dir),
-        "calibration": None,
-    }
-    return save_model(net, Path(out_dir) / f"{name}.safetensors", task="uncertainty",
-                      architecture="UncertaintyUNet", extra=extra)
+    with run_folder(out_dir, name, resume=resume, overwrite=overwrite):
+        history = fit_network(net, lambda it: sampler.batch(batch_size), gaussian_nll_per_item, iterations=iterations,
+                              lr=lr, out_dir=out_dir, resume=resume, max_seconds=max_seconds,
+                              evaluate=evaluate, val_every=250, show_progressbar=show_progressbar, desc="uncertainty")
+        extra = {
+            "package_version": __version__,
+            "inputs": list(UNCERTAINTY_CHANNELS),
+            "generator": {"name": gen.name, "sha256": gen.sha256},
+            "target": TARGET,
+            "training": {"iterations": history[-1]["iteration"] if history else start, "batch_size": batch_size,
+                         "crop": crop, "lr": lr, "seed": seed, "noise_fraction": NOISE_FRACTION,
+                         "loss": "Gaussian negative log-likelihood with ALRC", "data": data_description,
+                         "seconds_this_run": round(time.time() - t0, 1), **init_record},
+            "validation": last_validation(history, out_dir),
+            "calibration": None,
+        }
+        return save_model(net, Path(out_dir) / f"{name}.safetensors", task="uncertainty",
+                          architecture="UncertaintyUNet", extra=extra)
 
 
 def calibration_crops(frames, *, crop=256, per_frame=2, seed=2468):
