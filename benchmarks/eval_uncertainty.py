@@ -35,7 +35,7 @@ def _scan(x, path, coverage, noise, dose, seed):
     s = hs.signals.Signal2D(x)
     p = hps.to_partial_scan(s, path, coverage, seed=seed, noise=None if noise == "clean" else {"dose": dose})
     if noise != "clean":  # the user knows the dose through HyperSpy's variance model, or nothing
-        p.metadata.Signal.Partial_scan.noise = {"dose": None, "detector_sigma": 0.0}
+        del p.metadata.Signal.Partial_scan.noise
     if noise == "dose_known":
         p.metadata.set_item("Signal.Noise_properties.Variance_linear_model.gain_factor", 1.0 / dose)
         p.metadata.set_item("Signal.Noise_properties.Variance_linear_model.gain_offset", 0.0)

@@ -80,8 +80,6 @@ def signal_like(signal, data, *, signal_type=None, title=None, keep_noise_model=
     Examples
     --------
     >>> import numpy as np
-
-from .engine import compute
     >>> import hyperspy.api as hs
     >>> from hyperspy_partialscan._signal_tools import signal_like
     >>> s = hs.signals.Signal2D(np.zeros((4, 5)))
@@ -144,7 +142,7 @@ def deliver(signal, result, *, lazy_output, show_progressbar, inplace, title, re
     if lazy_output and not is_lazy:
         result = da.from_array(result)
     elif not lazy_output and is_lazy:
-        result = compute(result, show_progressbar)
+        result = compute(result, show_progressbar=show_progressbar)
     if not inplace:
         out = signal_like(signal, result, signal_type=signal_type, title=title)
         out.metadata.set_item(record_path, record)

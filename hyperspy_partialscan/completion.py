@@ -292,14 +292,17 @@ def complete_partial_scan(
                          "error estimate (the trained uncertainty network predicts the generator's error)")
     if uncertainty_model is not None and not uncertainty:
         raise ValueError("uncertainty_model= is only used with uncertainty=True")
+    if uncertainty and not keep_measured:
+        raise ValueError("uncertainty=True needs keep_measured=True: sigma is predicted and calibrated for "
+                         "completions that keep the measured samples")
     data = signal.data
     if not signal._lazy:
         warn_float32_precision(data, "complete_partial_scan")
         check_partial_frames(data)
     provenance = {"method": method, "keep_measured": bool(keep_measured), "package_version": __version__}
     if method == "generator":
-        plan = plan_network(model, "completion", device, precision, network_batch_size)
         check_number("tile_size", tile_size, low=16, integer=True)
+        plan = plan_network(model, "completion", device, precision, network_batch_size)
         unc = _plan_uncertainty(signal, plan, uncertainty_model) if uncertainty else None
         func = GeneratorCompleter(plan, keep_measured, tile=tile_size, uncertainty=unc)
         provenance.update(plan.provenance())
@@ -324,10 +327,13 @@ def complete_partial_scan(
             provenance["measured_rms_deviation_over_noise"] = _LAZY_NOTE
     else:
         # one pass over the data gives every part (and reads a lazy input once)
+        measured = data.astype(np.float32)  # as the output (float32), so kept samples deviate by exactly 0
         lazy_input = isinstance(data, da.Array)
-        computed = compute(da.stack(parts + ([data.astype(np.float32)] if lazy_input else [])), show_progressbar)
+        arrays = parts + ([measured] if lazy_input else [])
+        computed = compute(*arrays, show_progressbar=show_progressbar)
+        computed = computed if len(arrays) > 1 else (computed,)
         parts = list(computed[: len(parts)])
-        provenance.update(measured_deviation(parts[0], computed[-1] if lazy_input else data, variance))
+        provenance.update(measured_deviation(parts[0], computed[-1] if lazy_input else measured, variance))
     title = signal.metadata.General.title
     out = deliver(
         signal, parts[0], lazy_output=lazy_output, show_progressbar=show_progressbar, inplace=inplace,
@@ -336,8 +342,8 @@ def complete_partial_scan(
     )
     if not uncertainty:
         return out
-    sigma = signal_like(signal, parts[1] if lazy_output or not isinstance(parts[1], da.Array) else compute(parts[1]),
-                        signal_type="", title=f"Uncertainty (sigma) of completed {title}".rstrip())
+    sigma = signal_like(signal, parts[1], signal_type="", title=f"Uncertainty (sigma) of completed {title}".rstrip(),
+                        keep_noise_model=False)
     sigma.metadata.set_item("Signal.Partial_scan.Completion", provenance)
     sigma.metadata.set_item("Signal.quantity", f"sigma of the completion's error ({MEANING.split(',')[0]})")
     return out, sigma

@@ -273,7 +273,7 @@ def to_partial_scan(
         with_indices=True,
     )
     if not lazy_output:
-        result = compute(result, show_progressbar)
+        result = compute(result, show_progressbar=show_progressbar)
     # simulated noise makes the detector's variance model stale
     title = f"{signal.metadata.General.title} ({coverage * 100:.3g} % {path.replace('_', ' ')})".strip()
     out = signal_like(signal, result, signal_type="partial_scan", title=title, keep_noise_model=noise.is_clean)
@@ -478,7 +478,7 @@ def as_partial_scan(
     else:
         marked_by = "NaN"
     if not lazy_output and use_dask:
-        values = compute(values, show_progressbar)
+        values = compute(values, show_progressbar=show_progressbar)
     out = signal_like(signal, values, signal_type="partial_scan")
     record = {"source": "acquired", "unscanned_marked_by": marked_by, "package_version": __version__}
     if marked_by == "unscanned_value":

@@ -20,7 +20,7 @@ from ._signal_tools import check_laziness, deliver, validate_signal2d, variance_
 from ._validation import check_number
 from ._version import __version__
 from .conversion import check_not_empty, warn_float32_precision
-from .engine import FrameFunction, FrameNetwork, map_frames, plan_network
+from .engine import FrameFunction, FrameNetwork, check_finite_output, map_frames, plan_network
 from .filters import CLASSICAL_DENOISERS, denoise_frame
 
 if TYPE_CHECKING:
@@ -214,12 +214,17 @@ def _pca(signal, n_components, record):
     s = signal.deepcopy()
     if s._lazy:  # the decomposition needs the whole stack in memory
         s.compute()
+    frames = s.data.reshape((-1,) + s.data.shape[-2:])
+    for i in np.flatnonzero(~np.isfinite(frames).all(axis=(1, 2)))[:1]:
+        _check_finite(frames[i], i)
     s.change_dtype("float64")
     s.decomposition(algorithm="SVD", output_dimension=None, print_info=False)
     if n_components is None:
         n_components = int(s.estimate_elbow_position()) + 1
     record["n_components"] = int(n_components)
-    return s.get_decomposition_model(int(n_components)).data.astype(np.float32)
+    out = s.get_decomposition_model(int(n_components)).data.astype(np.float32)
+    check_finite_output(out.reshape((-1,) + out.shape[-2:]), None, "PCA denoising")
+    return out
 
 
 #: the self-supervised objectives of :func:`fit_denoiser`

@@ -16,6 +16,7 @@ bounded memory whatever the frame size and the result has no seams.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 
@@ -129,18 +130,25 @@ def map_frames(data, func, *, batch_size=16, name="partialscan", token=None, dty
     )
 
 
-def compute(array, show_progressbar=None):
-    """Compute a dask array, with a progress bar if wanted (HyperSpy's preference by default)."""
+def compute(*arrays, show_progressbar=None):
+    """Compute dask arrays together (shared tasks run once), with a progress bar if wanted.
+
+    Returns the computed array, or a tuple for several. ``show_progressbar``
+    defaults to HyperSpy's preference.
+    """
+    import dask
+
     if show_progressbar is None:
         from hyperspy.api import preferences
 
         show_progressbar = preferences.General.show_progressbar
-    if show_progressbar:
-        from dask.diagnostics import ProgressBar
+    with contextlib.ExitStack() as stack:
+        if show_progressbar:
+            from dask.diagnostics import ProgressBar
 
-        with ProgressBar():
-            return array.compute()
-    return array.compute()
+            stack.enter_context(ProgressBar())
+        out = dask.compute(*arrays)
+    return out[0] if len(arrays) == 1 else out
 
 
 class Tiler:
@@ -347,10 +355,9 @@ def plan_network(model, task, device=None, precision=None, batch_size=None):
     return NetworkPlan(str(m.path), m.sha256, m.name, str(dev), precision, batch_size)
 
 
-#: networks loaded in this process, by (weights path, sha256, device); bounded, oldest dropped first
+#: networks loaded in this process, by (weights path, sha256, device): a worker loads (and hashes) each once
 _NETWORKS: dict = {}
 _NETWORKS_LOCK = threading.Lock()
-_NETWORKS_MAX = 4
 
 
 def _worker_network(plan, task):
@@ -367,8 +374,6 @@ def _worker_network(plan, task):
             if model.sha256 != plan.sha256:
                 raise RuntimeError(f"the model file {plan.path} changed after the computation was planned")
             network = model.on(torch.device(plan.device))
-            while len(_NETWORKS) >= _NETWORKS_MAX:
-                _NETWORKS.pop(next(iter(_NETWORKS)))
             _NETWORKS[key] = network
     return network
 

@@ -78,23 +78,30 @@ def noise_source(signal):
     if vm is not None:
         return "variance model", vm
     noise = signal.metadata.get_item("Signal.Partial_scan.noise")
-    if noise is not None:
+    if noise is not None:  # simulated: the noise is known, zero for a clean simulation
         noise = noise.as_dictionary() if hasattr(noise, "as_dictionary") else dict(noise)
-        if noise.get("dose") is not None or noise.get("detector_sigma"):
-            return "simulation", {"dose": noise.get("dose"), "detector_sigma": float(noise.get("detector_sigma") or 0)}
+        return "simulation", {"dose": noise.get("dose"), "detector_sigma": float(noise.get("detector_sigma") or 0)}
     return "estimated", {}
 
 
-def _frame_variance_model(frame, kind, params):
-    """The variance model (data units) of one frame's measurements."""
+def frame_variance_model(frame, kind, params):
+    """The variance model (data units) of one partial-scan frame's measurements, from :func:`noise_source`'s answer.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hyperspy_partialscan.uncertainty import frame_variance_model
+    >>> frame_variance_model(np.array([[0.0, np.nan, 200.0]]), "simulation", {"dose": 100.0, "detector_sigma": 0.0})
+    {'gain_factor': 2.0, 'gain_offset': 0.0, 'offset': 0.0}
+    """
     from .noise import estimate_sampled_noise
+    from .simulate import _intensity_scale
 
     if kind == "variance model":
         return dict(params)
     if kind == "simulation":
-        vals = frame[np.isfinite(frame)]
-        zero = 0.0 if vals.min() >= 0 else float(vals.min())
-        full = max(float(vals.max()), zero + 1e-12) - zero
+        zero, full = _intensity_scale(frame)  # the simulation's own zero and full scale
+        full -= zero
         dose = params.get("dose")
         return {"gain_factor": full / dose if dose else 0.0, "gain_offset": (params["detector_sigma"] * full) ** 2,
                 "offset": zero}
@@ -116,17 +123,17 @@ class UncertaintySpec:
     def frame_terms(self, frame):
         """(variance model, calibration factor) of one partial-scan frame."""
         coverage = float(np.isfinite(frame).mean())
-        return (_frame_variance_model(frame, self.noise_kind, self.noise_params),
+        return (frame_variance_model(frame, self.noise_kind, self.noise_params),
                 calibration_scale(self.calibration, self.path, coverage))
 
     def sigma(self, tiles, raw, tile_scales, device):
         """Calibrated sigma (data units) of tiles (n, 4, h, w) whose normalised completions are ``raw`` (n, h, w)."""
         from .engine import _worker_network
-        from .models.features import sampled_noise_sd, uncertainty_inputs
+        from .models.features import kept_completion, sampled_noise_sd, uncertainty_inputs
         from .models.inference import run_network
 
         network = _worker_network(self.plan, "uncertainty")
-        kept = np.where(tiles[:, 2] > 0.5, tiles[:, 0], raw).astype(np.float32)
+        kept = kept_completion(tiles, raw)
         sd = np.stack([sampled_noise_sd(k * s[1] + s[0], s[1], s[2]) for k, s in zip(kept, tile_scales)])
         log_sigma = run_network(network, uncertainty_inputs(tiles, kept, sd), device, self.plan.precision)
         factor = np.array([s[1] * s[3] for s in tile_scales], np.float32)[:, None, None]
@@ -160,12 +167,13 @@ def plan_uncertainty(generator_plan, model=None, path=None, signal=None):
     from .engine import NetworkPlan
     from .models import list_models, load_model
 
-    if model is None:
-        shipped = list_models("uncertainty")
-        if not shipped:
-            raise ValueError("no uncertainty model is shipped with this installation: pass uncertainty_model=PATH "
-                             "(trained with hyperspy_partialscan.training.train_uncertainty)")
-        model = shipped[0]
+    if model is None:  # the shipped uncertainty model trained for this generator
+        matching = [n for n in list_models("uncertainty")
+                    if (load_model(n).config.get("generator") or {}).get("sha256") == generator_plan.sha256]
+        if not matching:
+            raise ValueError(f"no shipped uncertainty model belongs to the generator {generator_plan.name!r}: pass "
+                             "uncertainty_model=PATH (trained with hyperspy_partialscan.training.train_uncertainty)")
+        model = matching[0]
     m = load_model(model, task="uncertainty")
     recorded = m.config.get("generator") or {}
     if recorded.get("sha256") != generator_plan.sha256:

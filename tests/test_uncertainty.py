@@ -14,7 +14,7 @@ import hyperspy_partialscan as hp
 from hyperspy_partialscan.models import save_model
 from hyperspy_partialscan.models.networks import PartialScanGenerator
 from hyperspy_partialscan.specimens import atomic_lattice, nanoparticle_field
-from hyperspy_partialscan.uncertainty import _frame_variance_model, calibration_scale, noise_source
+from hyperspy_partialscan.uncertainty import calibration_scale, frame_variance_model, noise_source
 
 LAZY = [False, True]
 
@@ -115,11 +115,13 @@ def test_noise_sources():
     q.metadata.set_item("Signal.Noise_properties.Variance_linear_model.gain_factor", 2.0)
     q.metadata.set_item("Signal.Noise_properties.Variance_linear_model.gain_offset", 0.5)
     assert noise_source(q) == ("variance model", {"gain_factor": 2.0, "gain_offset": 0.5})
-    bare = _partial(False)
-    del bare.metadata.Signal.Noise_properties
-    assert noise_source(bare)[0] == "estimated"
+    clean = _partial(False)
+    del clean.metadata.Signal.Noise_properties
+    assert noise_source(clean) == ("simulation", {"dose": None, "detector_sigma": 0.0})  # known: no noise
+    del clean.metadata.Signal.Partial_scan.noise
+    assert noise_source(clean)[0] == "estimated"
     frame = np.array([[0.0, np.nan], [50.0, 200.0]])
-    vm = _frame_variance_model(frame, "simulation", {"dose": 100.0, "detector_sigma": 0.01})
+    vm = frame_variance_model(frame, "simulation", {"dose": 100.0, "detector_sigma": 0.01})
     assert vm == {"gain_factor": 2.0, "gain_offset": pytest.approx(4.0), "offset": 0.0}
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from ..inpainting import check_frame, linear_fill, nearest_fill
 
 __all__ = ["INPUT_CHANNELS", "frame_scale", "completion_inputs", "DISTANCE_SCALE", "UNCERTAINTY_CHANNELS",
-           "sampled_noise_sd", "uncertainty_inputs"]
+           "sampled_noise_sd", "uncertainty_inputs", "kept_completion"]
 
 INPUT_CHANNELS = ("nearest", "linear", "mask", "distance")
 DISTANCE_SCALE = 8.0
@@ -163,6 +163,21 @@ def sampled_noise_sd(completion, scale, variance_model=None):
     o = float(variance_model.get("gain_offset", 0.0))
     signal = np.clip(np.asarray(completion, np.float64) - float(variance_model.get("offset", 0.0)), 0, None)
     return (np.sqrt(np.clip(g * signal + o, 0, None)) / scale).astype(np.float32)
+
+
+def kept_completion(inputs, completion_norm):
+    """The normalised completion (N, H, W) with the measured samples (channel 0 where the mask is set) put back.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hyperspy_partialscan.models.features import completion_inputs, kept_completion
+    >>> inputs, _ = completion_inputs(np.array([[[0.0, np.nan], [1.0, 2.0]]]))
+    >>> kept = kept_completion(inputs, np.full((1, 2, 2), 9.0))
+    >>> float(kept[0, 0, 1]), bool(np.array_equal(kept[0][inputs[0, 2] > 0.5], inputs[0, 0][inputs[0, 2] > 0.5]))
+    (9.0, True)
+    """
+    return np.where(inputs[:, 2] > 0.5, inputs[:, 0], completion_norm).astype(np.float32)
 
 
 def uncertainty_inputs(inputs, completion_norm, noise_sd_norm):

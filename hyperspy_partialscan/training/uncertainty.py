@@ -30,9 +30,15 @@ import torch
 from .._version import __version__
 from ..metrics import blur_target
 from ..models import load_model, save_model
-from ..models.features import UNCERTAINTY_CHANNELS, completion_inputs, sampled_noise_sd, uncertainty_inputs
+from ..models.features import (
+    UNCERTAINTY_CHANNELS,
+    completion_inputs,
+    kept_completion,
+    sampled_noise_sd,
+    uncertainty_inputs,
+)
 from ..models.networks import UncertaintyUNet
-from ..noise import estimate_sampled_noise
+from ..uncertainty import frame_variance_model
 from .completion import CropSampler, TrainConfig
 from .crops import normalised_crops
 from .loop import fit_network, initial_network, last_validation, run_folder
@@ -65,17 +71,15 @@ def noise_variance_model(noise):
 
 
 def blind_variance_model(partial):
-    """The blind estimate of a partial scan's noise as a variance model (zero noise if it cannot be estimated)."""
-    est = estimate_sampled_noise(partial)
-    return {"gain_factor": 0.0, "gain_offset": 0.0} if est is None else {"gain_factor": est[0],
-                                                                          "gain_offset": est[1]}
+    """The blind estimate of a partial scan's noise as a variance model, as at inference without a known dose."""
+    return frame_variance_model(partial, "estimated", {})
 
 
 def completion_with_measurements(generator, inputs):
     """The generator's normalised completion (N, H, W) with the measured samples put back."""
     with torch.no_grad():
         pred = generator(torch.from_numpy(inputs))[:, 0].numpy()
-    return np.where(inputs[:, 2] > 0.5, inputs[:, 0], pred).astype(np.float32)
+    return kept_completion(inputs, pred)
 
 
 class UncertaintySampler:
@@ -118,6 +122,7 @@ def gaussian_nll_per_item(net, batch):
     return (log_sigma + 0.5 * err**2 * torch.exp(-2 * log_sigma)).mean(dim=(1, 2, 3))
 
 
+
 def _fixed_batches(frames, generator, config, seed, n_batches, batch_size):
     sampler = UncertaintySampler(frames, generator, config, np.random.default_rng(seed))
     return [sampler.batch(batch_size) for _ in range(n_batches)]
@@ -125,10 +130,13 @@ def _fixed_batches(frames, generator, config, seed, n_batches, batch_size):
 
 def _validation(net, batches):
     """Mean NLL and the fraction of errors within one predicted sigma on fixed batches."""
+    nll, within = [], []
     with torch.no_grad():
-        nll = float(np.mean([float(gaussian_nll_per_item(net, b).mean()) for b in batches]))
-        within = [float((b[1].abs() <= torch.exp(net(b[0]))).float().mean()) for b in batches]
-    return {"val_nll": round(nll, 4), "val_within_sigma": round(float(np.mean(within)), 4)}
+        for x, err in batches:
+            log_sigma = net(x)
+            nll.append(float((log_sigma + 0.5 * err**2 * torch.exp(-2 * log_sigma)).mean()))
+            within.append(float((err.abs() <= torch.exp(log_sigma)).float().mean()))
+    return {"val_nll": round(float(np.mean(nll)), 4), "val_within_sigma": round(float(np.mean(within)), 4)}
 
 
 def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch_size=8, crop=128, width=8, lr=1e-3,
@@ -268,7 +276,8 @@ def calibrate_uncertainty(model, frames, *, generator=None, output=None, crop=25
                 partial = sample_frame(x, scan, noise, rng)
                 if np.isfinite(partial).sum() < 4:
                     continue
-                sigma, pred = _predict(gen_net, unc_net, partial, noise, known=bool(k % 2))
+                # every second round of doses the noise level is known, else estimated blindly
+                sigma, pred = _predict(gen_net, unc_net, partial, noise, known=bool((k // len(doses)) % 2))
                 unsampled = ~np.isfinite(partial)
                 err = pred - blur_target(x)
                 z.append(np.abs(err[unsampled]) / sigma[unsampled])
@@ -276,6 +285,9 @@ def calibrate_uncertainty(model, frames, *, generator=None, output=None, crop=25
                 ratios[(path, coverage)] = np.concatenate(z)
     scales = {path: {coverage_key(c): float(np.quantile(ratios[(path, c)], ONE_SIGMA_FRACTION))
                      for c in CALIBRATION_COVERAGES if (path, c) in ratios} for path in CALIBRATION_PATHS}
+    if not ratios:
+        raise ValueError(f"no calibration crop could be scanned: {len(crops)} crops of {crop} px, paths "
+                         f"{', '.join(CALIBRATION_PATHS)}")
     every = np.concatenate(list(ratios.values()))
     calibration = {
         "method": f"scale so that {ONE_SIGMA_FRACTION:.1%} of the errors at unsampled pixels lie within sigma",
