@@ -56,6 +56,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--calibrate-only", action="store_true", help="recalibrate OUT/uncertainty_default (no training)")
     a = ap.parse_args(argv)
     rows = _at_most_per_file(manifest_frames(a.data, "train"), 8)
     fit = [f for label, f in rows if not _held_out(label)]
@@ -63,12 +64,14 @@ def main(argv=None):
     fit += training_frames([], synthetic=a.synthetic, seed=7)
     print(f"{len(fit)} training frames ({a.synthetic} synthetic), {len(calib)} calibration frames")
     out = Path(a.out)
-    path = train_uncertainty(fit, out, iterations=a.iterations, batch_size=a.batch_size, crop=a.crop, width=a.width,
-                             threads=a.threads, val_frames=calib[:8], resume=a.resume, overwrite=a.overwrite,
-                             max_seconds=a.minutes * 60, name="uncertainty_default", show_progressbar=False,
-                             data_description={"train_split_files_minus_held_out": len(fit) - a.synthetic,
-                                               "synthetic": a.synthetic, "crop": a.crop})
-    print("trained:", path)
+    path = out / "uncertainty_default.safetensors"
+    if not a.calibrate_only:
+        path = train_uncertainty(fit, out, iterations=a.iterations, batch_size=a.batch_size, crop=a.crop, width=a.width,
+                                 threads=a.threads, val_frames=calib[:8], resume=a.resume, overwrite=a.overwrite,
+                                 max_seconds=a.minutes * 60, name="uncertainty_default", show_progressbar=False,
+                                 data_description={"train_split_frames_minus_held_out": len(fit) - a.synthetic,
+                                                   "synthetic": a.synthetic, "crop": a.crop})
+        print("trained:", path)
     path = calibrate_uncertainty(path, calib, data_description={"train_split_held_out_frames": len(calib)})
     print("calibrated:", path)
     print("global scale", np.round(__import__("json").loads(Path(path).with_suffix(".json").read_text())

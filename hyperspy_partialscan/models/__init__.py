@@ -20,7 +20,8 @@ __all__ = ["Model", "list_models", "load_model", "save_model", "WEIGHTS_DIR", "D
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 #: default model name per task
-DEFAULT_MODELS = {"completion": "completion_default", "denoising": "denoising_default"}
+DEFAULT_MODELS = {"completion": "completion_default", "denoising": "denoising_default",
+                  "uncertainty": "uncertainty_default"}
 
 
 @dataclass
