@@ -51,8 +51,12 @@ def test_inference_copy_is_channels_last_and_equal(small_model):
 def test_shipped_models_listed():
     for name in list_models():
         m = load_model(name)
-        assert m.task in ("completion", "denoising")
+        assert m.task in ("completion", "denoising", "uncertainty")
         assert "training" in m.config
+    # the shipped uncertainty model belongs to the shipped generator and carries its calibration
+    unc = load_model("uncertainty_default", task="uncertainty")
+    assert unc.config["generator"]["sha256"] == load_model("completion_default").sha256
+    assert unc.config["calibration"]["scales"]["spiral"] and unc.config["calibration"]["global"] > 0
 
 
 def test_tampered_weights_rejected(small_model, tmp_path):
