@@ -4,6 +4,8 @@ Public API
 ----------
 to_partial_scan, as_partial_scan, from_scan_positions
     Create partial scans (NaN = unsampled pixels).
+adaptive_scan
+    Scan adaptively: the data decide where the probe goes next (simulated or real microscope).
 complete_partial_scan
     Fill the unsampled pixels (trained generator or classical methods).
 denoise, fit_denoiser
@@ -22,6 +24,7 @@ metrics, specimens
 
 from . import metrics, specimens
 from ._version import __version__
+from .adaptive import adaptive_scan
 from .completion import COMPLETION_METHODS, complete_partial_scan
 from .conversion import as_partial_scan, from_scan_positions, to_partial_scan
 from .denoising import DENOISING_METHODS, denoise, fit_denoiser
@@ -38,6 +41,7 @@ __all__ = [
     "as_partial_scan",
     "from_scan_positions",
     "complete_partial_scan",
+    "adaptive_scan",
     "COMPLETION_METHODS",
     "denoise",
     "fit_denoiser",
