@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from .adaptive import ADAPTIVE_PLANNERS
 from .completion import COMPLETION_METHODS
 from .denoising import DENOISING_METHODS, FIT_METHODS
 from .paths import path_names
@@ -89,9 +90,29 @@ def _build_parser():
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.add_argument("--no-progressbar", action="store_true", help="hide the progress bar")
     _add_complete(sub)
+    _add_adaptive(sub)
     _add_demo_and_train(sub)
     _add_denoise(sub)
     return parser
+
+
+def _add_adaptive(sub):
+    p = sub.add_parser("adaptive", help="scan adaptively (simulated microscope): the data decide where to scan next",
+                       description="Scan the 2-D image(s) of any RosettaSciIO-readable file adaptively with a "
+                       "simulated microscope: an initial static path, then steps planned from the completion's "
+                       "uncertainty. Files with several images give OUTPUT_0, OUTPUT_1, ...")
+    p.add_argument("input", help="any RosettaSciIO-readable file holding full frames")
+    p.add_argument("output", help="output file; the extension picks the format (.hspy, .zspy, ...)")
+    p.add_argument("--coverage", type=float, default=0.05, help="total fraction of pixels to scan (default 0.05)")
+    p.add_argument("--steps", type=int, default=8, help="adaptive steps after the initial path (default 8)")
+    p.add_argument("--planner", default="uncertainty", choices=ADAPTIVE_PLANNERS, help="default: uncertainty")
+    p.add_argument("--initial-path", default="spiral", choices=path_names(), help="default: spiral")
+    p.add_argument("--initial-fraction", type=float, default=0.25, help="budget of the initial path (default 0.25)")
+    p.add_argument("--dose", type=float, default=None, help="electrons per probe position at full scale")
+    p.add_argument("--seed", type=int, default=0, help="seed of the path, the planner and the noise (default 0)")
+    p.add_argument("--device", default=None, help="torch device of the planner's networks")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    p.add_argument("--no-progressbar", action="store_true", help="hide the progress bar")
 
 
 def _add_complete(sub):
@@ -207,6 +228,8 @@ _RANGES = {
     "unscanned_value": ("float", None, None, True),
     "size": ("int", 16, None, True),
     "sigma": ("float", 0, None, False),
+    "steps": ("int", 0, None, True),
+    "initial_fraction": ("float", 0, 1, False),
     "epochs": ("int", 1, None, True),
     "iterations": ("int", 1, None, True),
     "max_minutes": ("float", 0, None, False),

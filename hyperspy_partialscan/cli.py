@@ -4,6 +4,7 @@ Subcommands:
 
 - ``simulate``: turn full images into simulated partial scans;
 - ``complete``: fill the unsampled pixels of partial scans;
+- ``adaptive``: scan adaptively with a simulated microscope (the data decide where to scan next);
 - ``demo``: the main job on built-in data (simulate, complete, compare);
 - ``train``: train or fine-tune a completion generator;
 - ``denoise``: denoise images (trained network or classical filters);
@@ -303,6 +304,28 @@ def _complete(a):
             print(f"wrote {sigma_out}: {_describe(sigma)} (per-pixel uncertainty, sigma in data units)")
 
 
+def _adaptive(a):
+    from .adaptive import adaptive_scan
+    from .simulate import NoiseModel
+
+    _check_format(_output_paths(a.output, 1)[0])
+    images = load_images(a.input, lazy=False)
+    outputs = _output_paths(a.output, len(images))
+    _check_outputs(a.input, outputs, a.overwrite)
+    noise = NoiseModel(dose=a.dose) if a.dose is not None else None
+    for s, out in zip(images, outputs, strict=True):
+        if s.axes_manager.navigation_dimension:
+            raise CLIError(f"{a.input} holds a stack ({s.axes_manager.navigation_shape}); adaptive scans one frame "
+                           "at a time: save the frame you want as its own file")
+        p = adaptive_scan(s, coverage=a.coverage, planner=a.planner, initial_path=a.initial_path,
+                          initial_fraction=a.initial_fraction, steps=a.steps, noise=noise, seed=a.seed,
+                          device=a.device)
+        _save(p, out, a.overwrite, not a.no_progressbar)
+        md = p.metadata.Signal.Partial_scan
+        print(f"wrote {out}: {a.planner} adaptive scan, {100 * p.coverage:.2f}% sampled in "
+              f"{len(md.positions_per_step)} steps, {md.flybacks} flybacks, {md.stopped}")
+
+
 def _demo(a):
     from .demo import run_demo
 
@@ -500,8 +523,8 @@ def _logging(verbose):
             lg.handlers, lg.propagate = handlers, propagate
 
 
-_HANDLERS = {"simulate": _simulate, "complete": _complete, "demo": _demo, "train": _train, "denoise": _denoise,
-             "fit-denoiser": _fit_denoiser, "train-denoiser": _train_denoiser}
+_HANDLERS = {"simulate": _simulate, "complete": _complete, "adaptive": _adaptive, "demo": _demo, "train": _train,
+             "denoise": _denoise, "fit-denoiser": _fit_denoiser, "train-denoiser": _train_denoiser}
 
 
 def _message(err, verbose):

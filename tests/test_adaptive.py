@@ -111,3 +111,21 @@ def test_a_stack_is_refused_with_a_hint():
     s = hs.signals.Signal2D(np.zeros((2, 16, 16)))
     with pytest.raises(ValueError, match="one frame"):
         hp.adaptive_scan(s)
+
+
+def test_cli_adaptive(tmp_path, specimen, capsys):
+    from hyperspy_partialscan import cli
+
+    inp = tmp_path / "in.hspy"
+    specimen.save(inp)
+    before = inp.read_bytes()
+    out = tmp_path / "adaptive.hspy"
+    rc = cli.main(["adaptive", str(inp), str(out), "--coverage", "0.06", "--steps", "2", "--planner", "points",
+                   "--dose", "100", "--device", "cpu", "--no-progressbar"])
+    assert rc == 0, capsys.readouterr().err
+    p = hs.load(out)
+    md = p.metadata.Signal.Partial_scan
+    assert md.source == "adaptive" and md.planner == "points" and len(md.positions_per_step) == 3
+    assert 0 < np.isfinite(p.data).mean() <= 0.06 * 1.02 and inp.read_bytes() == before
+    rc = cli.main(["adaptive", str(inp), str(tmp_path / "x.hspy"), "--steps", "-1"])
+    assert rc == 2 and "--steps must be an integer >= 0, got -1" in capsys.readouterr().err
