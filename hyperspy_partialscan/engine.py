@@ -422,11 +422,11 @@ class FrameNetwork:
     def __call__(self, frames, indices=None):
         import torch
 
+        frames = np.asarray(frames, np.float32)
+        for k, f in enumerate(frames):  # cheap checks before the network is loaded
+            self.check(f, int(indices[k]) if indices is not None else k)
         network = _worker_network(self.plan, self.task)
         device = torch.device(self.plan.device)
-        frames = np.asarray(frames, np.float32)
-        for k, f in enumerate(frames):
-            self.check(f, int(indices[k]) if indices is not None else k)
 
         def run(tiles, tile_scales):
             return self.run(network, device, tiles, tile_scales)

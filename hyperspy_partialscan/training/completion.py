@@ -236,16 +236,15 @@ def validation_set(frames, crop=256, per_frame=2, coverage=1 / 20, paths=("spira
 
 def _evaluate(network, val):
     """Mean RMSE (% of range, vs blurred target) per path for the network and linear fill."""
-    from ..models.inference import complete_batch
+    from ..models.inference import run_network, to_intensity_scale
 
     res = {}
-    for i in range(len(val)):
-        chunk = val[i : i + 1]
-        pred = complete_batch(network, np.stack([v[1] for v in chunk]), device=torch.device("cpu"))
-        inputs, scales = completion_inputs(np.stack([v[1] for v in chunk]))
-        for (name, _, blurred, _), p, inp, (lo, s) in zip(chunk, pred, inputs, scales):
-            lin = inp[1] * s + lo
-            res.setdefault(name, []).append((rmse_percent(p, blurred), rmse_percent(lin, blurred)))
+    for name, partial, blurred, _ in val:  # one crop at a time: bounded memory, inputs built once
+        inputs, scales = completion_inputs(partial[None])
+        pred = to_intensity_scale(run_network(network, inputs, torch.device("cpu")), scales)[0]
+        lo, s = scales[0]
+        lin = inputs[0, 1] * s + lo
+        res.setdefault(name, []).append((rmse_percent(pred, blurred), rmse_percent(lin, blurred)))
     return {k: tuple(np.mean(v, axis=0)) for k, v in res.items()}
 
 
