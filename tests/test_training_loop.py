@@ -169,3 +169,18 @@ def test_sigkill_during_training_then_resume(tmp_path):
     out = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert int(torch.load(run / "checkpoint.pt", weights_only=True)["iteration"]) == 400
+
+
+def test_a_skipped_last_step_still_checkpoints_the_run(tmp_path):
+    from hyperspy_partialscan.training import fit_network
+
+    def loss(net, batch, calls=[0]):  # noqa: B006 - counts the calls of this run
+        calls[0] += 1
+        value = _mse(net, batch)
+        return value * float("nan") if calls[0] == 5 else value
+
+    run = tmp_path / "run"
+    history = fit_network(_tiny_net(), _batches, loss, iterations=5, out_dir=run, checkpoint_every=100,
+                          show_progressbar=False)
+    assert [h["iteration"] for h in history] == [1, 2, 3, 4]  # the non-finite 5th step was skipped
+    assert int(torch.load(run / "checkpoint.pt", weights_only=True)["iteration"]) == 4

@@ -190,7 +190,7 @@ def fit_network(
     alrc, start = ALRC(alrc_sigmas), 0
     if resume:
         alrc, start = _restore(ckpt, net, opt, alrc_sigmas, extra_state, desc)
-    history, running, t0, bad = [], None, time.time(), 0
+    history, running, t0, bad, saved = [], None, time.time(), 0, start
     bar = _progress_bar(show_progressbar, iterations, start, desc)
     for it in range(start, iterations):
         t_step = time.time()
@@ -222,8 +222,11 @@ def fit_network(
             _log.info("%s it %d loss %.3e lr %.2e %.1fs", desc, it + 1, running, lr_now, time.time() - t0)
         if ckpt is not None and ((it + 1) % checkpoint_every == 0 or done):
             _save_checkpoint(ckpt, net, opt, alrc, it + 1, extra_state)
+            saved = it + 1
         if done:
             break
+    if ckpt is not None and history and saved != history[-1]["iteration"]:  # the last steps were skipped
+        _save_checkpoint(ckpt, net, opt, alrc, history[-1]["iteration"], extra_state)
     if bar is not None:
         bar.close()
     net.eval()
