@@ -24,12 +24,20 @@ Planners:
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from ._validation import check_choice, check_number
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from hyperspy.signals import BaseSignal
+
+    from .simulate import NoiseModel
 
 __all__ = ["adaptive_scan", "Planner", "ADAPTIVE_PLANNERS", "UncertaintyPlanner", "PointsPlanner", "StaticPlanner"]
 
@@ -173,9 +181,24 @@ def _path_stats(positions, threshold):
     return float(steps[steps <= threshold].sum()), int((steps > threshold).sum())
 
 
-def adaptive_scan(specimen, coverage=0.05, *, planner="uncertainty", initial_path="spiral", initial_fraction=0.25,
-                  steps=8, segment_length=None, max_jump=None, noise=None, model=None, uncertainty_model=None,
-                  seed=0, acquire=None, device=None, shape=None):
+def adaptive_scan(
+    specimen: BaseSignal | None,
+    coverage: float = 0.05,
+    *,
+    planner: str | Planner = "uncertainty",
+    initial_path: str = "spiral",
+    initial_fraction: float = 0.25,
+    steps: int = 8,
+    segment_length: int | None = None,
+    max_jump: float | None = None,
+    noise: NoiseModel | dict | None = None,
+    model: str | Path | None = None,
+    uncertainty_model: str | Path | None = None,
+    seed: int = 0,
+    acquire: Callable[[np.ndarray], np.ndarray] | None = None,
+    device: str | None = None,
+    shape: tuple[int, int] | None = None,
+) -> BaseSignal:
     """Scan adaptively: after an initial static path, let the data decide where the probe goes next.
 
     Parameters
