@@ -163,6 +163,8 @@ def _add_demo_and_train(sub):
     p.add_argument("--target", choices=["blurred", "raw"], default="blurred")
     p.add_argument("--init", default=None, help="fine-tune from this model (name or path)")
     p.add_argument("--adversarial", action="store_true", help="add the multi-scale adversarial stage")
+    p.add_argument("--adaptive-fraction", type=float, default=0.0,
+                   help="fraction of training crops scanned with adaptive-style paths (default 0)")
 
 
 def _add_denoise(sub):

@@ -25,12 +25,13 @@ Planners:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._validation import check_choice, check_number
 from ._version import __version__
+from .planners import Planner, PointsPlanner, StaticPlanner, UncertaintyPlanner, default_segment_length
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -42,121 +43,6 @@ if TYPE_CHECKING:
 __all__ = ["adaptive_scan", "Planner", "ADAPTIVE_PLANNERS", "UncertaintyPlanner", "PointsPlanner", "StaticPlanner"]
 
 ADAPTIVE_PLANNERS = ("uncertainty", "points", "static")
-#: directions of the uncertainty planner's candidate segments
-_DIRECTIONS = np.array([(np.sin(a), np.cos(a)) for a in np.linspace(0, np.pi, 8, endpoint=False)])
-
-
-class Planner(Protocol):
-    """What a planner does: look at the scan so far and return the next ordered probe positions."""
-
-    def plan(self, partial: np.ndarray, probe: np.ndarray | None, n: int, rng: np.random.Generator) -> np.ndarray:
-        """Next ``n`` (or fewer) (row, column) positions, in acquisition order, for the partial scan so far.
-
-        ``partial`` is the frame acquired so far (NaN = unscanned); ``probe`` the
-        probe's current position (None before the first step).
-        """
-
-
-class StaticPlanner:
-    """The static path at the full coverage, acquired step by step in its own order."""
-
-    def __init__(self, positions):
-        self.positions, self.next = np.asarray(positions, np.float64), 0
-
-    def plan(self, partial, probe, n, rng):
-        out = self.positions[self.next : self.next + n]
-        self.next += len(out)
-        return out
-
-
-class _SigmaPlanner:
-    """Common part of the planners driven by the completion's uncertainty."""
-
-    def __init__(self, model=None, uncertainty_model=None, device=None):
-        self.model, self.uncertainty_model, self.device = model, uncertainty_model, device
-        self.history = []
-
-    def sigma(self, partial):
-        import hyperspy.api as hs
-
-        from .completion import complete_partial_scan
-
-        s = hs.signals.Signal2D(partial)
-        _, sigma = complete_partial_scan(s, model=self.model, uncertainty=True,
-                                         uncertainty_model=self.uncertainty_model, device=self.device,
-                                         show_progressbar=False)
-        sig = np.asarray(sigma.data, np.float64)
-        sig[np.isfinite(partial)] = 0.0  # a scanned pixel gains nothing from another visit
-        self.history.append(sigma.data)
-        return sig
-
-
-class PointsPlanner(_SigmaPlanner):
-    """The ``n`` unscanned pixels of largest sigma, in nearest-neighbour order from the probe."""
-
-    def plan(self, partial, probe, n, rng):
-        sig = self.sigma(partial)
-        best = np.argsort(sig, axis=None)[::-1][:n]
-        pts = np.stack(np.unravel_index(best, sig.shape), 1).astype(np.float64)
-        return _nearest_order(pts, probe)
-
-
-class UncertaintyPlanner(_SigmaPlanner):
-    """Straight segments maximising the summed sigma of unscanned pixels, minus a jump penalty."""
-
-    def __init__(self, segment_length, max_jump=None, candidates=96, **kwargs):
-        super().__init__(**kwargs)
-        self.segment_length, self.max_jump, self.candidates = int(segment_length), max_jump, int(candidates)
-
-    def plan(self, partial, probe, n, rng):
-        sig = self.sigma(partial)
-        out, pos = [], probe
-        while sum(len(s) for s in out) < n and sig.max() > 0:
-            seg = self._best_segment(sig, pos, min(self.segment_length, n - sum(len(s) for s in out)), rng)
-            if seg is None:
-                break
-            out.append(seg)
-            rows, cols = np.rint(seg).astype(int).T
-            sig[rows, cols] = 0.0
-            pos = seg[-1]
-        return np.concatenate(out) if out else np.empty((0, 2))
-
-    def _best_segment(self, sig, probe, length, rng):
-        shape = np.array(sig.shape)
-        weights = sig.ravel() ** 2
-        starts = rng.choice(sig.size, size=min(self.candidates, int((weights > 0).sum())), replace=False,
-                            p=weights / weights.sum())
-        starts = np.stack(np.unravel_index(starts, sig.shape), 1).astype(np.float64)
-        t = np.arange(length)[:, None]
-        penalty = float(np.mean(sig[sig > 0])) * 0.5  # per pixel of jump: half a typical pixel's gain
-        best, best_score = None, -np.inf
-        for start in starts:
-            jump = 0.0 if probe is None else float(np.hypot(*(start - probe)))
-            if self.max_jump is not None and probe is not None and jump > self.max_jump:
-                continue
-            for d in _DIRECTIONS:
-                seg = start + t * d
-                inside = np.all((seg >= 0) & (seg <= shape - 1), axis=1)
-                seg = seg[: np.argmin(inside) if not inside.all() else len(seg)]
-                if len(seg) == 0:
-                    continue
-                rows, cols = np.rint(seg).astype(int).T
-                score = sig[rows, cols].sum() - penalty * jump
-                if score > best_score:
-                    best, best_score = seg, score
-        return best
-
-
-def _nearest_order(points, start):
-    """Greedy nearest-neighbour tour of ``points`` from ``start`` (or the first point)."""
-    left = list(range(len(points)))
-    order, here = [], points[0] if start is None else start
-    while left:
-        k = min(left, key=lambda i: (points[i][0] - here[0]) ** 2 + (points[i][1] - here[1]) ** 2)
-        order.append(k)
-        left.remove(k)
-        here = points[k]
-    return points[order]
 
 
 def _simulated_microscope(frame, noise, rng):
@@ -198,6 +84,7 @@ def adaptive_scan(
     acquire: Callable[[np.ndarray], np.ndarray] | None = None,
     device: str | None = None,
     shape: tuple[int, int] | None = None,
+    plan_bin: int = 2,
 ) -> BaseSignal:
     """Scan adaptively: after an initial static path, let the data decide where the probe goes next.
 
@@ -238,6 +125,10 @@ def adaptive_scan(
         Torch device of the planner's networks.
     shape : tuple of int, optional
         Frame shape when ``specimen`` is None.
+    plan_bin : int
+        The planner completes the scan so far binned by this factor (frames of
+        at least 256 pixels a side for 2): sigma's pattern, at a quarter of the
+        cost. 1 plans at full resolution.
 
     Returns
     -------
@@ -262,6 +153,7 @@ def adaptive_scan(
     coverage = check_number("coverage", coverage, low=0, high=1, low_inclusive=False, high_inclusive=False)
     initial_fraction = check_number("initial_fraction", initial_fraction, low=0, high=1, low_inclusive=False)
     steps = check_number("steps", steps, low=0, integer=True)
+    plan_bin = check_number("plan_bin", plan_bin, low=1, integer=True)
     if specimen is None and acquire is None:
         raise ValueError("give a specimen (simulated microscope) or an acquire callable (real microscope)")
     if specimen is not None:
@@ -286,10 +178,9 @@ def adaptive_scan(
             initial = planner.plan(None, None, max(1, int(round(initial_fraction * len(full)))), rng)
             budget = len(full)
         else:
-            seg = segment_length or max(8, (budget - int(initial_fraction * budget)) // max(steps, 1) // 4)
-            planner = (UncertaintyPlanner(seg, max_jump, model=model, uncertainty_model=uncertainty_model,
-                                          device=device) if planner == "uncertainty"
-                       else PointsPlanner(model=model, uncertainty_model=uncertainty_model, device=device))
+            seg = segment_length or default_segment_length(budget, initial_fraction, steps)
+            kw = {"model": model, "uncertainty_model": uncertainty_model, "device": device, "plan_bin": plan_bin}
+            planner = (UncertaintyPlanner(seg, max_jump, **kw) if planner == "uncertainty" else PointsPlanner(**kw))
             initial = generate_path(initial_path, shape, coverage * initial_fraction, seed).positions
     else:
         initial = generate_path(initial_path, shape, coverage * initial_fraction, seed).positions
@@ -324,7 +215,7 @@ def adaptive_scan(
     out.metadata.Signal.Partial_scan.add_dictionary({
         "source": "adaptive", "planner": name, "initial_path": initial_path, "initial_fraction": initial_fraction,
         "steps": steps, "segment_length": getattr(planner, "segment_length", None) or "n/a",
-        "max_jump": max_jump if max_jump is not None else "none", "seed": seed,
+        "max_jump": max_jump if max_jump is not None else "none", "seed": seed, "plan_bin": plan_bin,
         "noise": NoiseModel.coerce(noise).as_dict(), "coverage_requested": coverage,
         "positions_per_step": [int(len(p)) for p in positions], "step_of_position": np.concatenate(step_of),
         "path_length_px": length, "flybacks": flybacks, "stopped": stopped, "package_version": __version__,

@@ -3,7 +3,8 @@
 The recipe follows Ede & Beanland (2020) where a 2-core CPU allows:
 random crops with dihedral augmentation, per-crop min/max normalisation,
 partial scans simulated on the fly with every path type of
-:mod:`hyperspy_partialscan.paths` over coverages 1/100 to 1/10 (and, for a
+:mod:`hyperspy_partialscan.paths` over coverages 1/100 to 1/10 (optionally
+extended into adaptive-style scans, :mod:`.adaptive_masks`), (and, for a
 fraction of crops, the shot-noise / jitter model of
 :mod:`hyperspy_partialscan.simulate`), targets Gaussian-blurred (5x5, sigma 2.5)
 or raw, Huberised MSE with adaptive learning-rate clipping (ALRC) plus the
@@ -36,6 +37,7 @@ from ..models.features import completion_inputs, frame_scale
 from ..models.networks import MultiScaleDiscriminator, PartialScanGenerator
 from ..paths import PATHS, generate_path
 from ..simulate import NoiseModel, sample_frame
+from .adaptive_masks import adaptive_style_path
 from .loop import fit_network, initial_network, last_validation, run_folder
 
 __all__ = ["TrainConfig", "TRAIN_PATHS", "huberised_mse", "CropSampler", "validation_set", "train_completion",
@@ -79,6 +81,8 @@ class TrainConfig:
     replay: int = 2
     replay_size: int = 64
     paths: dict = field(default_factory=lambda: dict(TRAIN_PATHS))
+    adaptive_fraction: float = 0.0
+    adaptive_initial: tuple = (0.25, 0.6)
 
     def __post_init__(self):
         for name in ("iterations", "batch_size", "crop", "width", "inner_blocks", "outer_blocks", "path_bank",
@@ -86,8 +90,11 @@ class TrainConfig:
             check_number(name, getattr(self, name), low=1, integer=True)
         for name in ("lr", "lr_min", "huber_delta", "alrc_sigmas"):
             check_number(name, getattr(self, name), low=0, low_inclusive=False)
-        for name in ("noise_fraction", "trainer_weight", "adversarial_weight"):
-            check_number(name, getattr(self, name), low=0, high=1 if name == "noise_fraction" else None)
+        for name in ("noise_fraction", "trainer_weight", "adversarial_weight", "adaptive_fraction"):
+            check_number(name, getattr(self, name), low=0, high=None if name.endswith("weight") else 1)
+        lo, hi = self.adaptive_initial
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"adaptive_initial must satisfy 0 < low <= high <= 1, got {self.adaptive_initial}")
         if self.target not in ("blurred", "raw"):
             raise ValueError(f"target must be 'blurred' or 'raw', not {self.target!r}")
         lo, hi = self.coverage_range
@@ -183,6 +190,9 @@ class CropSampler:
             sub = path.window(top, left, (c.crop, c.crop))
             if len(sub.positions) < 4:
                 continue
+            if rng.uniform() < c.adaptive_fraction:  # the window is the static start of an adaptive scan
+                total = len(sub.positions) / rng.uniform(*c.adaptive_initial)
+                sub = adaptive_style_path(x, sub, int(min(total, c.coverage_range[1] * x.size)), rng)
             noise = None
             if rng.uniform() < c.noise_fraction:
                 noise = NoiseModel(

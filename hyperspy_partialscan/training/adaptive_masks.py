@@ -1,0 +1,92 @@
+"""Adaptive-style scan paths for training: a static path plus segments clustered where the specimen is informative.
+
+The uncertainty planner of :mod:`hyperspy_partialscan.planners` spends most of an
+adaptive scan's dose on short segments where the completion is least certain:
+far from the samples and where the specimen has structure. Running the planner
+(and the generator) for every training crop would cost far more than the
+training step, so the training data imitate it with the planner's own segment
+rule (:func:`~hyperspy_partialscan.planners.choose_segments`) on a proxy for
+sigma: the local contrast of the truth times a factor that grows with the
+distance to the nearest sample. Completing adaptive scans then stays in the
+generator's training distribution.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from ..paths import ScanPath
+from ..planners import choose_segments
+
+__all__ = ["proxy_sigma", "adaptive_style_path"]
+
+
+def proxy_sigma(truth, mask, footprint):
+    """What a completion's sigma looks like: local contrast of ``truth`` times the distance to the samples.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hyperspy_partialscan.training.adaptive_masks import proxy_sigma
+    >>> truth = np.zeros((32, 32)); truth[:, 16:] = np.arange(16)  # flat left, structured right
+    >>> mask = np.zeros((32, 32), bool); mask[::8, ::8] = True
+    >>> s = proxy_sigma(truth, mask, 4.0)
+    >>> bool(s[:, 20:].mean() > s[:, :12].mean()), float(s[mask].max())
+    (True, 0.0)
+    """
+    truth = np.asarray(truth, np.float64)
+    mean = ndimage.uniform_filter(truth, 7)
+    contrast = np.sqrt(np.maximum(ndimage.uniform_filter(truth**2, 7) - mean**2, 0.0))
+    span = float(np.ptp(truth)) or 1.0
+    d = ndimage.distance_transform_edt(~mask)
+    return (contrast / span + 0.02) * (1.0 - np.exp(-(d**2) / (2.0 * footprint**2)))
+
+
+def adaptive_style_path(truth, initial, total, rng, *, segment_range=(12, 64), candidates=32):
+    """``initial`` (a static path on ``truth``'s frame) extended by planner-style segments to ``total`` positions.
+
+    Parameters
+    ----------
+    truth : numpy.ndarray
+        The clean frame (2-D).
+    initial : ScanPath
+        The static first part of the scan, on ``truth``'s shape.
+    total : int
+        Positions of the whole scan (at least ``len(initial.positions)``).
+    rng : numpy.random.Generator
+    segment_range : tuple of int
+        Segment lengths (pixels) are drawn uniformly from this range per scan.
+    candidates : int
+        Start pixels drawn per segment (fewer than the planner's: speed).
+
+    Returns
+    -------
+    ScanPath
+        Named ``"adaptive"``; the initial positions first, then the segments in order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hyperspy_partialscan.paths import generate_path
+    >>> from hyperspy_partialscan.specimens import nanoparticle_field
+    >>> from hyperspy_partialscan.training.adaptive_masks import adaptive_style_path
+    >>> truth = nanoparticle_field((128, 128), seed=0)
+    >>> initial = generate_path("spiral", truth.shape, 0.02, 0)
+    >>> p = adaptive_style_path(truth, initial, 800, np.random.default_rng(0))
+    >>> p.name, len(p.positions) <= 800, len(p.positions) > len(initial.positions)
+    ('adaptive', True, True)
+    """
+    shape = truth.shape
+    start = np.asarray(initial.positions, np.float64)
+    extra = int(total) - len(start)
+    if extra <= 0:
+        return initial
+    # the planner's footprint: half the mean spacing of lines at this coverage, 0.5 / coverage
+    footprint = min(0.5 * shape[0] * shape[1] / max(int(total), 1), 0.25 * min(shape))
+    gain = proxy_sigma(truth, initial.mask, footprint)
+    length = int(rng.integers(segment_range[0], segment_range[1] + 1))
+    probe = start[-1] if len(start) else None
+    seg = choose_segments(gain, probe, extra, length, rng, candidates=candidates, footprint=footprint)
+    positions = np.concatenate([start, seg]) if len(seg) else start
+    return ScanPath(positions, np.ones(len(positions)), shape, "adaptive")
