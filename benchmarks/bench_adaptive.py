@@ -43,17 +43,16 @@ def _scans(x, coverage, args, key):
     import hyperspy.api as hs
 
     import hyperspy_partialscan as hps
-    from hyperspy_partialscan.planners import UncertaintyPlanner, default_segment_length
+    from hyperspy_partialscan.planners import UncertaintyPlanner, default_footprint, default_segment_length
 
     s = hs.signals.Signal2D(x)
     noise = {"dose": args.dose}
     out = {}
     for path in ("spiral", "jittered_grid"):
         out[f"static_{path}"] = (hps.to_partial_scan(s, path, coverage, seed=key, noise=noise), 0.0)
-    budget = int(round(coverage * x.size))
-    seg = args.segment_length or default_segment_length(budget, args.initial_fraction, args.steps)
+    seg = args.segment_length or default_segment_length(coverage)
     planner = UncertaintyPlanner(seg, model=args.model, device="cpu", plan_bin=args.plan_bin,
-                                 footprint=args.footprint * 0.5 / coverage)
+                                 footprint=args.footprint * default_footprint(coverage))
     t = time.perf_counter()
     a = hps.adaptive_scan(s, coverage, planner=planner, initial_fraction=args.initial_fraction,
                           steps=args.steps, noise=noise, seed=key)
@@ -115,7 +114,7 @@ def main(argv=None):
     p.add_argument("--initial-fraction", type=float, default=0.25)
     p.add_argument("--plan-bin", type=int, default=2)
     p.add_argument("--segment-length", type=int, default=None)
-    p.add_argument("--footprint", type=float, default=1.0, help="planner footprint, x half the mean spacing")
+    p.add_argument("--footprint", type=float, default=1.0, help="planner footprint, times the package's default")
     p.add_argument("--coverages", type=C.parse_coverage, nargs="+", default=list(COVERAGES))
     p.add_argument("--featureless", type=float, default=0.3, help="featureless-block fraction of a featureless crop")
     p.add_argument("--figures", type=int, default=3, help="figures for this many crops (1/20)")

@@ -31,7 +31,14 @@ import numpy as np
 
 from ._validation import check_choice, check_number
 from ._version import __version__
-from .planners import Planner, PointsPlanner, StaticPlanner, UncertaintyPlanner, default_segment_length
+from .planners import (
+    Planner,
+    PointsPlanner,
+    StaticPlanner,
+    UncertaintyPlanner,
+    default_footprint,
+    default_segment_length,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -106,7 +113,7 @@ def adaptive_scan(
         Adaptive steps after the initial path (the planner runs before each).
     segment_length : int, optional
         Length (pixels) of the uncertainty planner's straight segments; default
-        a quarter of each step's budget, at least 8.
+        about 1.5 line spacings at this coverage (``1.5 / coverage``, at least 8).
     max_jump : float, optional
         Longest allowed jump (pixels) between segments; jumps are counted as flybacks.
     noise : NoiseModel or dict, optional
@@ -178,9 +185,10 @@ def adaptive_scan(
             initial = planner.plan(None, None, max(1, int(round(initial_fraction * len(full)))), rng)
             budget = len(full)
         else:
-            seg = segment_length or default_segment_length(budget, initial_fraction, steps)
+            seg = segment_length or default_segment_length(coverage)
             kw = {"model": model, "uncertainty_model": uncertainty_model, "device": device, "plan_bin": plan_bin}
-            planner = (UncertaintyPlanner(seg, max_jump, **kw) if planner == "uncertainty" else PointsPlanner(**kw))
+            planner = (UncertaintyPlanner(seg, max_jump, footprint=default_footprint(coverage), **kw)
+                       if planner == "uncertainty" else PointsPlanner(**kw))
             initial = generate_path(initial_path, shape, coverage * initial_fraction, seed).positions
     else:
         initial = generate_path(initial_path, shape, coverage * initial_fraction, seed).positions

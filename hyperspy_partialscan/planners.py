@@ -25,7 +25,7 @@ from typing import Protocol
 import numpy as np
 
 __all__ = ["Planner", "StaticPlanner", "UncertaintyPlanner", "PointsPlanner", "choose_segments", "nearest_order",
-           "default_segment_length"]
+           "default_segment_length", "default_footprint"]
 
 #: directions of the candidate segments (16 over a full turn: a segment is walked from its start)
 DIRECTIONS = np.array([(np.sin(a), np.cos(a)) for a in np.linspace(0, 2 * np.pi, 16, endpoint=False)])
@@ -42,16 +42,32 @@ class Planner(Protocol):
         """
 
 
-def default_segment_length(budget, initial_fraction, steps):
-    """Segment length (pixels) of the uncertainty planner: a quarter of a step's positions, at least 8.
+def default_segment_length(coverage):
+    """Segment length (pixels) of the uncertainty planner: about 1.5 line spacings at this coverage, at least 8.
+
+    A scan of coverage ``c`` made of lines has them about ``1 / c`` pixels apart;
+    segments of a few spacings fill the gaps where sigma is high without
+    running across the regions that need no more dose.
 
     Examples
     --------
     >>> from hyperspy_partialscan.planners import default_segment_length
-    >>> default_segment_length(13107, 0.25, 8)
-    307
+    >>> default_segment_length(1 / 20), default_segment_length(1 / 40)
+    (30, 60)
     """
-    return max(8, (budget - int(initial_fraction * budget)) // max(steps, 1) // 4)
+    return max(8, int(round(1.5 / coverage)))
+
+
+def default_footprint(coverage):
+    """Radius (pixels) over which a planned segment lowers the gain around it: half a line spacing, ``0.5 / c``.
+
+    Examples
+    --------
+    >>> from hyperspy_partialscan.planners import default_footprint
+    >>> default_footprint(1 / 20)
+    10.0
+    """
+    return 0.5 / coverage
 
 
 class StaticPlanner:
