@@ -1,4 +1,4 @@
-"""Train and calibrate the shipped uncertainty model of ``completion_default`` (stage 1).
+"""Train and calibrate the shipped uncertainty model of ``completion_default``.
 
 The `train` split of the sample data is divided by file: every fifth file (in manifest order) is
 held out for the calibration, the rest (plus synthetic lattices and nanoparticle fields, as for the
@@ -7,6 +7,12 @@ reports on it.
 
     python scripts/train_uncertainty_default.py [--data ../shared/data] [--out runs/uncertainty_default]
         [--minutes 45] [--resume]
+
+Stage 1 (50 min, 3,787 iterations) ran with the defaults against the first ``completion_default``;
+stage 2 fine-tunes stage 1 on the errors of the generator fine-tuned on adaptive-style masks:
+
+    python scripts/train_uncertainty_default.py --init STAGE1.safetensors --generator NEW_GENERATOR.safetensors \
+        --adaptive-fraction 0.35 --lr 3e-4 --minutes 30 --out runs/uncertainty_s2
 
 The result is OUT/uncertainty_default.safetensors (+ .json), calibrated; to ship it, copy both files
 to hyperspy_partialscan/models/weights/.
@@ -55,6 +61,10 @@ def main(argv=None):
     ap.add_argument("--synthetic", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--init", default=None, help="fine-tune this uncertainty model")
+    ap.add_argument("--generator", default=None, help="the completion model whose errors are learnt (default: shipped)")
+    ap.add_argument("--adaptive-fraction", type=float, default=0.0, help="crops with adaptive-style scan paths")
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--calibrate-only", action="store_true", help="recalibrate OUT/uncertainty_default (no training)")
     a = ap.parse_args(argv)
@@ -67,12 +77,14 @@ def main(argv=None):
     path = out / "uncertainty_default.safetensors"
     if not a.calibrate_only:
         path = train_uncertainty(fit, out, iterations=a.iterations, batch_size=a.batch_size, crop=a.crop, width=a.width,
+                                 init=a.init, generator=a.generator, adaptive_fraction=a.adaptive_fraction, lr=a.lr,
                                  threads=a.threads, val_frames=calib[:8], resume=a.resume, overwrite=a.overwrite,
                                  max_seconds=a.minutes * 60, name="uncertainty_default", show_progressbar=False,
                                  data_description={"train_split_frames_minus_held_out": len(fit) - a.synthetic,
                                                    "synthetic": a.synthetic, "crop": a.crop})
         print("trained:", path)
-    path = calibrate_uncertainty(path, calib, data_description={"train_split_held_out_frames": len(calib)})
+    path = calibrate_uncertainty(path, calib, generator=a.generator,
+                                 data_description={"train_split_held_out_frames": len(calib)})
     print("calibrated:", path)
     print("global scale", np.round(__import__("json").loads(Path(path).with_suffix(".json").read_text())
                                    ["calibration"]["global"], 3))

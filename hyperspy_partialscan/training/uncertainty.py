@@ -143,7 +143,8 @@ def _validation(net, batches):
 
 def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch_size=8, crop=128, width=8, lr=1e-3,
                       seed=0, threads=None, val_frames=None, resume=False, overwrite=False, max_seconds=None,
-                      name="uncertainty_model", init=None, data_description=None, show_progressbar=True):
+                      name="uncertainty_model", init=None, data_description=None, show_progressbar=True,
+                      adaptive_fraction=0.0):
     """Train the per-pixel uncertainty network of a completion generator.
 
     Parameters
@@ -169,6 +170,9 @@ def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch
     data_description : object, optional
         Recorded in the model's provenance.
     show_progressbar : bool
+    adaptive_fraction : float
+        Fraction of crops scanned with adaptive-style paths
+        (:mod:`~hyperspy_partialscan.training.adaptive_masks`), as the generator saw.
 
     Returns
     -------
@@ -184,7 +188,8 @@ def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch
         p.requires_grad_(False)
     net, init_record, start = initial_network(UncertaintyUNet, "uncertainty", init=init, out_dir=out_dir,
                                               resume=resume, in_channels=len(UNCERTAINTY_CHANNELS), width=width)
-    config = TrainConfig(crop=crop, batch_size=batch_size, noise_fraction=NOISE_FRACTION, seed=seed)
+    config = TrainConfig(crop=crop, batch_size=batch_size, noise_fraction=NOISE_FRACTION, seed=seed,
+                         adaptive_fraction=adaptive_fraction)
     sampler = UncertaintySampler(frames, gen_net, config, np.random.default_rng([seed, start]))
     evaluate = None
     if val_frames:
@@ -205,6 +210,7 @@ def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch
             "target": TARGET,
             "training": {"iterations": history[-1]["iteration"] if history else start, "batch_size": batch_size,
                          "crop": crop, "lr": lr, "seed": seed, "noise_fraction": NOISE_FRACTION,
+                         "adaptive_fraction": adaptive_fraction,
                          "loss": "Gaussian negative log-likelihood with ALRC", "data": data_description,
                          "seconds_this_run": round(time.time() - t0, 1), **init_record},
             "validation": last_validation(history, out_dir),
