@@ -95,3 +95,30 @@ def test_crop_sampler_redraws_paths_that_cannot_be_generated(monkeypatch):
     with pytest.raises(ValueError, match="could be generated"):
         CropSampler([np.random.default_rng(0).random((300, 300))], cfg, np.random.default_rng(0))
 
+
+
+def test_crop_sampler_mixes_in_adaptive_style_paths(monkeypatch):
+    import hyperspy_partialscan.training.completion as tc
+
+    calls, real = [], tc.adaptive_style_path
+
+    def spy(truth, initial, total, rng):
+        path = real(truth, initial, total, rng)
+        calls.append((len(initial.positions), len(path.positions), total))
+        return path
+
+    monkeypatch.setattr(tc, "adaptive_style_path", spy)
+    frames = [nanoparticle_field((256, 256), seed=k) for k in range(2)]
+    sampler = tc.CropSampler(frames, tc.TrainConfig(adaptive_fraction=1.0, path_bank=8), np.random.default_rng(0))
+    partial, target, _ = sampler.crop_with_noise()
+    assert calls and all(n0 <= n <= total for n0, n, total in calls)  # extended, never beyond the budget
+    assert partial.shape == target.shape == (128, 128)
+    assert 0 < np.isfinite(partial).sum() <= calls[-1][1]
+
+
+@pytest.mark.parametrize("bad", [{"adaptive_fraction": 1.5}, {"adaptive_initial": (0.0, 0.5)}])
+def test_adaptive_options_are_checked(bad):
+    from hyperspy_partialscan.training.completion import TrainConfig
+
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        TrainConfig(**bad)

@@ -1,0 +1,117 @@
+"""planners: the segment rule, binned planning, defaults; training's adaptive-style paths."""
+
+import numpy as np
+import pytest
+
+from hyperspy_partialscan.paths import generate_path
+from hyperspy_partialscan.planners import (
+    PointsPlanner,
+    binned_partial,
+    choose_segments,
+    default_footprint,
+    default_segment_length,
+    nearest_order,
+)
+from hyperspy_partialscan.specimens import nanoparticle_field
+from hyperspy_partialscan.training.adaptive_masks import adaptive_style_path, proxy_sigma
+
+
+def _gain(shape=(64, 64), seed=0):
+    return np.random.default_rng(seed).uniform(0.1, 1.0, shape)
+
+
+def test_choose_segments_budget_order_and_input_kept():
+    gain = _gain()
+    before = gain.copy()
+    pos = choose_segments(gain, np.array([5.0, 5.0]), 100, 20, np.random.default_rng(1))
+    np.testing.assert_array_equal(gain, before)  # the caller's map is not modified
+    assert len(pos) == 100
+    assert np.all((pos >= 0) & (pos <= 63))
+    steps = np.hypot(*np.diff(pos, axis=0).T)
+    assert np.sum(steps > 1.5) <= 100 // 20  # unit steps within a segment; jumps only between segments
+
+
+def test_choose_segments_is_deterministic_with_a_seed():
+    a = choose_segments(_gain(), None, 60, 15, np.random.default_rng(3))
+    b = choose_segments(_gain(), None, 60, 15, np.random.default_rng(3))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_choose_segments_goes_where_the_gain_is():
+    gain = np.full((64, 64), 0.01)
+    gain[40:56, 40:56] = 1.0
+    pos = choose_segments(gain, None, 64, 8, np.random.default_rng(0))
+    inside = (pos[:, 0] >= 39.5) & (pos[:, 0] < 56) & (pos[:, 1] >= 39.5) & (pos[:, 1] < 56)
+    assert inside.mean() > 0.8
+
+
+def test_choose_segments_respects_max_jump():
+    gain = np.zeros((64, 64))
+    gain[60, :] = 1.0  # all the gain is far from the probe
+    pos = choose_segments(gain, np.array([0.0, 0.0]), 30, 10, np.random.default_rng(0), max_jump=20)
+    assert len(pos) == 0
+
+
+def test_footprint_spreads_segments_apart():
+    gain = np.ones((96, 96))
+    near = choose_segments(gain, None, 200, 40, np.random.default_rng(0), footprint=0.0)
+    far = choose_segments(gain, None, 200, 40, np.random.default_rng(0), footprint=8.0)
+
+    def mean_nearest_other(pos):  # mean distance from each sample to the nearest sample of another segment
+        seg = np.arange(len(pos)) // 40
+        d = np.hypot(*(pos[:, None] - pos[None]).transpose(2, 0, 1))
+        d[seg[:, None] == seg[None]] = np.inf
+        return np.mean(d.min(1))
+
+    assert mean_nearest_other(far) > 1.5 * mean_nearest_other(near)
+
+
+def test_binned_partial_means_the_samples_of_each_block():
+    p = np.full((5, 4), np.nan)
+    p[0, 0], p[1, 1], p[2, 3] = 1.0, 3.0, 7.0
+    b = binned_partial(p, 2)
+    assert b.shape == (2, 2)
+    assert b[0, 0] == 2.0 and b[1, 1] == 7.0 and np.isnan(b[0, 1]) and np.isnan(b[1, 0])
+
+
+def test_defaults_scale_with_the_spacing():
+    assert default_segment_length(1 / 40) == 2 * default_segment_length(1 / 20)
+    assert default_footprint(1 / 40) == 2 * default_footprint(1 / 20)
+    assert default_segment_length(0.9) == 8
+
+
+def test_nearest_order_visits_every_point_once():
+    pts = np.random.default_rng(0).uniform(0, 50, (30, 2))
+    out = nearest_order(pts, None)
+    assert sorted(map(tuple, out)) == sorted(map(tuple, pts))
+
+
+@pytest.mark.parametrize("plan_bin", [1, 2])
+def test_points_planner_picks_unscanned_pixels(plan_bin):
+    frame = nanoparticle_field((256, 256), seed=1)
+    mask = generate_path("spiral", frame.shape, 0.03, 0).mask
+    partial = np.where(mask, frame, np.nan)
+    planner = PointsPlanner(device="cpu", plan_bin=plan_bin)
+    pos = planner.plan(partial, None, 50, np.random.default_rng(0))
+    rows, cols = np.rint(pos).astype(int).T
+    assert len(pos) == 50 and not mask[rows, cols].any()
+    assert planner.history[-1].shape == frame.shape
+
+
+def test_proxy_sigma_is_zero_on_samples_and_follows_structure():
+    truth = nanoparticle_field((128, 128), seed=3)
+    mask = generate_path("jittered_grid", truth.shape, 0.05, 0).mask
+    s = proxy_sigma(truth, mask, 5.0)
+    assert np.all(s[mask] == 0) and np.all(s >= 0)
+    flat = np.zeros_like(truth)
+    assert proxy_sigma(flat, mask, 5.0).max() < s.max()
+
+
+def test_adaptive_style_path_extends_the_initial_path():
+    truth = nanoparticle_field((128, 128), seed=0)
+    initial = generate_path("spiral", truth.shape, 0.02, 0)
+    p = adaptive_style_path(truth, initial, 700, np.random.default_rng(0))
+    n0 = len(initial.positions)
+    np.testing.assert_array_equal(p.positions[:n0], initial.positions)  # the static start comes first
+    assert n0 < len(p.positions) <= 700 and p.shape == truth.shape
+    assert adaptive_style_path(truth, initial, n0, np.random.default_rng(0)) is initial
