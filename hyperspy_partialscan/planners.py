@@ -163,8 +163,9 @@ def choose_segments(gain, probe, n, segment_length, rng, *, max_jump=None, candi
                     footprint=0.0):
     """Ordered positions of straight segments that collect the most ``gain``, ``n`` positions at most.
 
-    Segment by segment: ``candidates`` start pixels are drawn with probability
-    proportional to ``gain**2``; from each, segments of ``segment_length``
+    Segment by segment: ``candidates`` start pixels are drawn (cells of 8 x 8
+    pixels with probability proportional to their largest ``gain**2``, each
+    cell's best pixel); from each, segments of ``segment_length``
     pixels (unit steps, 16 directions, cut at the frame's edge) are scored by
     the gain they collect minus ``jump_cost`` times a typical pixel's gain per
     pixel of jump from the probe (starts beyond ``max_jump`` are excluded);
@@ -207,58 +208,109 @@ def choose_segments(gain, probe, n, segment_length, rng, *, max_jump=None, candi
     >>> sorted(set(pos[:, 0].round().astype(int).tolist()))
     [10]
     """
-    gain = np.array(gain, np.float64)
+    field = _GainField(gain)
     out, pos, total = [], None if probe is None else np.asarray(probe, np.float64), 0
-    while total < n and gain.max() > 0:
-        seg = _best_segment(gain, pos, min(int(segment_length), n - total), rng, max_jump, candidates, jump_cost)
+    positive = field.gain[field.gain > 0]
+    penalty = jump_cost * float(positive.mean()) if positive.size else 0.0
+    while total < n and field.any():
+        seg = _best_segment(field, pos, min(int(segment_length), n - total), rng, max_jump, candidates, penalty)
         if seg is None:
             break
         out.append(seg)
         total += len(seg)
-        _lower_gain(gain, seg, footprint)
+        field.lower(seg, footprint)
         pos = seg[-1]
     return np.concatenate(out) if out else np.empty((0, 2))
 
 
-def _lower_gain(gain, seg, footprint):
-    """Zero the gain on ``seg``'s pixels and lower it within ``footprint`` pixels of them (in place)."""
-    from scipy.ndimage import distance_transform_edt
-
-    rows, cols = np.rint(seg).astype(int).T
-    if footprint <= 0:
-        gain[rows, cols] = 0.0
-        return
-    reach = int(np.ceil(3 * footprint))
-    r0, c0 = max(rows.min() - reach, 0), max(cols.min() - reach, 0)
-    r1, c1 = min(rows.max() + reach + 1, gain.shape[0]), min(cols.max() + reach + 1, gain.shape[1])
-    window = np.ones((r1 - r0, c1 - c0), bool)
-    window[rows - r0, cols - c0] = False
-    d = distance_transform_edt(window)
-    gain[r0:r1, c0:c1] *= 1.0 - np.exp(-(d**2) / (2.0 * footprint**2))
+#: side (pixels) of the cells from which the segment rule draws its candidate starts
+CELL = 8
 
 
-def _best_segment(gain, probe, length, rng, max_jump, candidates, jump_cost):
+class _GainField:
+    """A copy of the gain map with the best pixel of every ``CELL`` x ``CELL`` cell, kept up to date locally."""
+
+    def __init__(self, gain):
+        gain = np.asarray(gain, np.float64)
+        self.shape = gain.shape
+        h, w = -(-np.asarray(gain.shape) // CELL) * CELL
+        self.padded = np.zeros((h, w))
+        self.padded[: gain.shape[0], : gain.shape[1]] = gain
+        self.gain = self.padded[: gain.shape[0], : gain.shape[1]]  # a view: lowering it updates the cells' source
+        self.best = np.zeros((h // CELL, w // CELL), int)
+        self.peak = np.zeros((h // CELL, w // CELL))
+        self._update(0, 0, h, w)
+
+    def _update(self, r0, c0, r1, c1):
+        """Recompute the cells overlapping rows r0:r1 and columns c0:c1."""
+        a, b = r0 // CELL, c0 // CELL
+        e, f = -(-r1 // CELL), -(-c1 // CELL)
+        block = self.padded[a * CELL : e * CELL, b * CELL : f * CELL]
+        cells = block.reshape(e - a, CELL, f - b, CELL).transpose(0, 2, 1, 3).reshape(e - a, f - b, CELL * CELL)
+        self.best[a:e, b:f] = cells.argmax(-1)
+        self.peak[a:e, b:f] = np.take_along_axis(cells, self.best[a:e, b:f, None], -1)[..., 0]
+
+    def any(self):
+        return bool(self.peak.max() > 0)
+
+    def starts(self, k, rng):
+        """Up to ``k`` cells drawn with probability proportional to their peak gain squared (without
+        replacement), each cell's best pixel."""
+        weight = self.peak.ravel() ** 2
+        k = min(k, int(np.count_nonzero(weight)))
+        if k == 0:
+            return np.empty((0, 2))
+        pick = rng.choice(weight.size, size=k, replace=False, p=weight / weight.sum())
+        row, col = np.divmod(pick, self.peak.shape[1])
+        best = self.best.ravel()[pick]
+        return np.stack([row * CELL + best // CELL, col * CELL + best % CELL], 1).astype(np.float64)
+
+    def lower(self, seg, footprint):
+        """Zero the gain on ``seg``'s pixels and lower it within ``footprint`` pixels of them."""
+        from scipy.ndimage import distance_transform_edt
+
+        rows, cols = np.rint(seg).astype(int).T
+        reach = int(np.ceil(3 * footprint)) if footprint > 0 else 0
+        r0, c0 = max(rows.min() - reach, 0), max(cols.min() - reach, 0)
+        r1, c1 = min(rows.max() + reach + 1, self.shape[0]), min(cols.max() + reach + 1, self.shape[1])
+        if footprint <= 0:
+            self.gain[rows, cols] = 0.0
+        else:
+            window = np.ones((r1 - r0, c1 - c0), bool)
+            window[rows - r0, cols - c0] = False
+            d = distance_transform_edt(window)
+            self.gain[r0:r1, c0:c1] *= 1.0 - np.exp(-(d**2) / (2.0 * footprint**2))
+        self._update(r0, c0, r1, c1)
+
+
+def _best_segment(field, probe, length, rng, max_jump, candidates, penalty):
     """The best straight segment of at most ``length`` pixels (vectorised over starts and directions)."""
-    shape = np.array(gain.shape)
-    weights = gain.ravel() ** 2
-    k = min(candidates, int((weights > 0).sum()))
-    starts = rng.choice(gain.size, size=k, replace=False, p=weights / weights.sum())
-    starts = np.stack(np.unravel_index(starts, gain.shape), 1).astype(np.float64)
-    jump = np.zeros(k) if probe is None else np.hypot(*(starts - probe).T)
+    starts = field.starts(candidates, rng)
+    jump = np.zeros(len(starts)) if probe is None else np.hypot(*(starts - probe).T)
     if max_jump is not None and probe is not None:
         keep = jump <= max_jump
-        if not keep.any():
-            return None
         starts, jump = starts[keep], jump[keep]
-    t = np.arange(length, dtype=np.float64)
-    seg = starts[:, None, None, :] + t[None, None, :, None] * DIRECTIONS[None, :, None, :]  # (S, D, L, 2)
-    valid = np.cumprod(np.all((seg >= 0) & (seg <= shape - 1), axis=-1), axis=-1).astype(bool)
-    idx = np.clip(np.rint(seg).astype(int), 0, shape - 1)
-    collected = np.where(valid, gain[idx[..., 0], idx[..., 1]], 0.0).sum(-1)
-    penalty = jump_cost * float(np.mean(gain[gain > 0]))
+    if len(starts) == 0:
+        return None
+    steps = _steps(length)
+    idx = starts.astype(np.int64)[:, None, None, :] + steps[None]  # (S, D, L, 2): starts are whole pixels
+    inside = (idx[..., 0] >= 0) & (idx[..., 0] < field.shape[0]) & (idx[..., 1] >= 0) & (idx[..., 1] < field.shape[1])
+    valid = np.cumprod(inside, axis=-1, dtype=bool)
+    collected = (field.padded[np.where(valid, idx[..., 0], 0), np.where(valid, idx[..., 1], 0)] * valid).sum(-1)
     score = collected - penalty * jump[:, None]
     s, d = np.unravel_index(np.argmax(score), score.shape)
-    return seg[s, d][valid[s, d]]
+    t = np.arange(int(valid[s, d].sum()), dtype=np.float64)
+    return starts[s] + t[:, None] * DIRECTIONS[d]
+
+
+_STEPS = {}
+
+
+def _steps(length):
+    """Whole-pixel offsets (D, L, 2) of unit steps along every direction (cached per length)."""
+    if length not in _STEPS:
+        _STEPS[length] = np.rint(np.arange(length)[None, :, None] * DIRECTIONS[:, None, :]).astype(np.int64)
+    return _STEPS[length]
 
 
 def nearest_order(points, start):
