@@ -277,3 +277,20 @@ def test_cli_adaptive(tmp_path, specimen, capsys):
     assert 0 < np.isfinite(p.data).mean() <= 0.06 * 1.02 and inp.read_bytes() == before
     rc = cli.main(["adaptive", str(inp), str(tmp_path / "x.hspy"), "--steps", "-1"])
     assert rc == 2 and "--steps must be an integer >= 0, got -1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_cli_adaptive_stack(tmp_path, stack, capsys, lazy):
+    from hyperspy_partialscan import cli
+
+    inp = tmp_path / "stack.hspy"
+    stack.save(inp)
+    out = tmp_path / "scans.zspy"
+    args = ["adaptive", str(inp), str(out), "--coverage", "0.1", "--steps", "2", "--planner", "static", "--seed", "4",
+            "--dose", "50", "--no-progressbar"] + (["--lazy", "--navigation-chunks", "2"] if lazy else [])
+    assert cli.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"wrote {out}: static adaptive scans of 3 frames (3x1x48x48)")
+    assert lines[0].endswith("scanned while writing" if lazy else "flybacks per frame, completed")
+    expected = hp.adaptive_scan(stack, coverage=0.1, planner="static", steps=2, seed=4, noise={"dose": 50})
+    np.testing.assert_array_equal(hs.load(out).data, expected.data)
