@@ -428,7 +428,6 @@ def _title(specimen, settings):
 def _scan_one(specimen, settings, shape, acquire, lazy_output, show_progressbar):
     """One frame, scanned now (with ``acquire`` or the simulated microscope), progress over the steps."""
     import dask.array as da
-    from tqdm.auto import tqdm
 
     from ._signal_tools import signal_like
     from .conversion import from_scan_positions
@@ -438,9 +437,16 @@ def _scan_one(specimen, settings, shape, acquire, lazy_output, show_progressbar)
     if acquire is None:
         data = specimen.data
         frame = np.asarray(data.compute() if specimen._lazy else data, np.float64)
-    with tqdm(total=settings.steps + 1, desc="adaptive scan", unit="step",
-              disable=not progressbar_wanted(show_progressbar)) as bar:
+    bar = None
+    if progressbar_wanted(show_progressbar):  # (tqdm.auto is imported only then: it warns in bare notebooks)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=settings.steps + 1, desc="adaptive scan", unit="step")
+    try:
         scan = _scan(settings, shape, 0, acquire, frame, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
     lazy = (specimen is not None and specimen._lazy) if lazy_output is None else bool(lazy_output)
     if specimen is None:
         out = from_scan_positions(scan.positions, scan.values, shape, title=_title(None, settings))

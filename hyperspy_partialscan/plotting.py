@@ -160,9 +160,10 @@ def plot_scan_path(signal: BaseSignal, ax: Axes | None = None, *, max_points: in
     steps = signal.metadata.get_item("Signal.Partial_scan.step_of_position")
     if steps is not None:
         steps = np.asarray(steps)
+        n = int(steps.max()) + 1  # one colour per step, integer ticks
         dots = ax.scatter(sx.offset + p[:, 1] * sx.scale, sy.offset + p[:, 0] * sy.scale, c=steps[::step], s=4,
-                          cmap="viridis", zorder=3)
-        ax.figure.colorbar(dots, ax=ax, fraction=0.046, pad=0.04, label="step")
+                          cmap=plt.get_cmap("viridis", n), vmin=-0.5, vmax=n - 0.5, zorder=3)
+        ax.figure.colorbar(dots, ax=ax, fraction=0.046, pad=0.04, label="step", ticks=range(n) if n <= 12 else None)
     colour = kwargs.get("color", kwargs.get("c"))
     ends = [pos[:1], pos[-1:]]
     for end, marker, ms, label in zip(ends, ("o", "x"), (6, 7), ("start", "end"), strict=False):
