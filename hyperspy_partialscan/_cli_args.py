@@ -100,7 +100,8 @@ def _add_adaptive(sub):
     p = sub.add_parser("adaptive", help="scan adaptively (simulated microscope): the data decide where to scan next",
                        description="Scan the 2-D image(s) of any RosettaSciIO-readable file adaptively with a "
                        "simulated microscope: an initial static path, then steps planned from the completion's "
-                       "uncertainty. Files with several images give OUTPUT_0, OUTPUT_1, ...")
+                       "uncertainty. Every frame of a stack gets its own scan. Files with several images give "
+                       "OUTPUT_0, OUTPUT_1, ...")
     p.add_argument("input", help="any RosettaSciIO-readable file holding full frames")
     p.add_argument("output", help="output file; the extension picks the format (.hspy, .zspy, ...)")
     p.add_argument("--coverage", type=float, default=0.05, help="total fraction of pixels to scan (default 0.05)")
@@ -111,6 +112,10 @@ def _add_adaptive(sub):
     p.add_argument("--dose", type=float, default=None, help="electrons per probe position at full scale")
     p.add_argument("--seed", type=int, default=0, help="seed of the path, the planner and the noise (default 0)")
     p.add_argument("--device", default=None, help="torch device of the planner's networks")
+    p.add_argument("--lazy", action="store_true",
+                   help="load and process lazily (dask): the frames of a stack are scanned while the output is written")
+    p.add_argument("--navigation-chunks", type=int, default=None,
+                   help="frames of a stack per dask block (default 1: every frame's scan is a unit of work)")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.add_argument("--no-progressbar", action="store_true", help="hide the progress bar")
 

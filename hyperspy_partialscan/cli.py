@@ -309,21 +309,33 @@ def _adaptive(a):
     from .simulate import NoiseModel
 
     _check_format(_output_paths(a.output, 1)[0])
-    images = load_images(a.input, lazy=False)
+    images = load_images(a.input, lazy=a.lazy)
     outputs = _output_paths(a.output, len(images))
     _check_outputs(a.input, outputs, a.overwrite)
     noise = NoiseModel(dose=a.dose) if a.dose is not None else None
+    show = not a.no_progressbar
     for s, out in zip(images, outputs, strict=True):
-        if s.axes_manager.navigation_dimension:
-            raise CLIError(f"{a.input} holds a stack ({s.axes_manager.navigation_shape}); adaptive scans one frame "
-                           "at a time: save the frame you want as its own file")
         p = adaptive_scan(s, coverage=a.coverage, planner=a.planner, initial_path=a.initial_path,
                           initial_fraction=a.initial_fraction, steps=a.steps, noise=noise, seed=a.seed,
-                          device=a.device)
-        _save(p, out, a.overwrite, not a.no_progressbar)
-        md = p.metadata.Signal.Partial_scan
-        print(f"wrote {out}: {a.planner} adaptive scan, {100 * p.coverage:.2f}% sampled in "
-              f"{len(md.positions_per_step)} steps, {md.flybacks} flybacks, {md.stopped}")
+                          device=a.device, navigation_chunks=a.navigation_chunks or 1, show_progressbar=show)
+        _save(p, out, a.overwrite, show)
+        print(f"wrote {out}: {_adaptive_summary(p, a.planner)}")
+
+
+def _adaptive_summary(p, planner):
+    """One line on an adaptive scan: coverage, steps, flybacks and how it ended (per frame, for a stack)."""
+    import numpy as np
+
+    md = p.metadata.Signal.Partial_scan
+    if md.has_item("positions"):
+        return (f"{planner} adaptive scan, {100 * float(md.coverage_measured):.2f}% sampled in "
+                f"{len(md.positions_per_step)} steps, {md.flybacks} flybacks, {md.stopped}")
+    frames = f"{planner} adaptive scans of {int(np.prod(p.axes_manager.navigation_shape))} frames " \
+             f"({'x'.join(str(n) for n in p.data.shape)})"
+    if isinstance(md.flybacks, str):  # lazy: scanned while written
+        return f"{frames}, scanned while writing"
+    return (f"{frames}, {100 * float(np.mean(md.coverage_measured)):.2f}% sampled (mean over frames), "
+            f"{float(np.mean(md.flybacks)):.1f} flybacks per frame, {md.stopped}")
 
 
 def _demo(a):

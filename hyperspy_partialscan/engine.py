@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["map_frames", "navigation_chunks", "Tiler", "compute", "FrameFunction", "NetworkPlan", "plan_network",
-           "FrameNetwork", "check_finite_output"]
+__all__ = ["map_frames", "navigation_chunks", "Tiler", "compute", "progressbar_wanted", "FrameFunction", "NetworkPlan",
+           "plan_network", "FrameNetwork", "check_finite_output"]
 
 
 def navigation_chunks(shape, batch_size):
@@ -130,6 +130,22 @@ def map_frames(data, func, *, batch_size=16, name="partialscan", token=None, dty
     )
 
 
+def progressbar_wanted(show_progressbar):
+    """``show_progressbar`` resolved as HyperSpy does: None means HyperSpy's preference.
+
+    Examples
+    --------
+    >>> from hyperspy_partialscan.engine import progressbar_wanted
+    >>> progressbar_wanted(False), progressbar_wanted(1)
+    (False, True)
+    """
+    if show_progressbar is None:
+        from hyperspy.api import preferences
+
+        return bool(preferences.General.show_progressbar)
+    return bool(show_progressbar)
+
+
 def compute(*arrays, show_progressbar=None):
     """Compute dask arrays together (shared tasks run once), with a progress bar if wanted.
 
@@ -138,12 +154,8 @@ def compute(*arrays, show_progressbar=None):
     """
     import dask
 
-    if show_progressbar is None:
-        from hyperspy.api import preferences
-
-        show_progressbar = preferences.General.show_progressbar
     with contextlib.ExitStack() as stack:
-        if show_progressbar:
+        if progressbar_wanted(show_progressbar):
             from dask.diagnostics import ProgressBar
 
             stack.enter_context(ProgressBar())

@@ -62,6 +62,9 @@ def scan_path_of(signal: BaseSignal, index: int | None = None) -> np.ndarray:
     if md.has_item("positions"):
         pos = md.positions
         return np.asarray(pos.compute() if hasattr(pos, "compute") else pos, dtype=np.float64)
+    if md.get_item("source") == "adaptive":
+        raise ValueError("an adaptive scan of a stack records per-frame summaries, not each frame's ordered positions "
+                         "(they differ per frame): scan the frame on its own with adaptive_scan to see its path")
     if md.get_item("source") != "simulated":
         raise ValueError("this partial scan was not simulated and has no recorded probe positions")
     if index is None:
@@ -88,6 +91,9 @@ def plot_scan_path(signal: BaseSignal, ax: Axes | None = None, *, max_points: in
         Colormap for the image.
     line_color : str
         Path colour; the start is marked with a circle and the end with a cross.
+        An adaptive scan (:func:`adaptive_scan`, which records
+        ``step_of_position``) also has its positions drawn coloured by the step
+        that acquired them, with a colour bar labelled "step".
     **kwargs
         Passed to :meth:`matplotlib.axes.Axes.plot` for the path (a ``color``
         given here overrides ``line_color``).
@@ -117,6 +123,13 @@ def plot_scan_path(signal: BaseSignal, ax: Axes | None = None, *, max_points: in
     >>> type(ax).__name__, ax.get_title().split(",")[0]
     ('Axes', 'spiral path')
     >>> ax = partial.plot_scan_path(color="red")  # the method form
+
+    An adaptive scan's positions are coloured by the step that acquired them:
+
+    >>> scan = hps.adaptive_scan(s, 0.1, planner="static", steps=3, seed=0, show_progressbar=False)
+    >>> ax = hps.plot_scan_path(scan)
+    >>> int(ax.collections[0].get_array().max()), ax.figure.axes[-1].get_ylabel()
+    (3, 'step')
     >>> import matplotlib.pyplot as plt; plt.close("all")
     """
     import matplotlib.pyplot as plt
@@ -144,6 +157,13 @@ def plot_scan_path(signal: BaseSignal, ax: Axes | None = None, *, max_points: in
     if len(jumps):
         ax.plot(sx.offset + jumps[:, 1] * sx.scale, sy.offset + jumps[:, 0] * sy.scale, ls=":", lw=0.5,
                 color="0.6", label=f"flybacks ({int(np.isnan(jumps[:, 0]).sum())})")
+    steps = signal.metadata.get_item("Signal.Partial_scan.step_of_position")
+    if steps is not None:
+        steps = np.asarray(steps)
+        n = int(steps.max()) + 1  # one colour per step, integer ticks
+        dots = ax.scatter(sx.offset + p[:, 1] * sx.scale, sy.offset + p[:, 0] * sy.scale, c=steps[::step], s=4,
+                          cmap=plt.get_cmap("viridis", n), vmin=-0.5, vmax=n - 0.5, zorder=3)
+        ax.figure.colorbar(dots, ax=ax, fraction=0.046, pad=0.04, label="step", ticks=range(n) if n <= 12 else None)
     colour = kwargs.get("color", kwargs.get("c"))
     ends = [pos[:1], pos[-1:]]
     for end, marker, ms, label in zip(ends, ("o", "x"), (6, 7), ("start", "end"), strict=False):

@@ -107,10 +107,158 @@ def test_bad_arguments(specimen, kwargs, message):
         hp.adaptive_scan(specimen, **kwargs)
 
 
-def test_a_stack_is_refused_with_a_hint():
-    s = hs.signals.Signal2D(np.zeros((2, 16, 16)))
-    with pytest.raises(ValueError, match="one frame"):
-        hp.adaptive_scan(s)
+@pytest.mark.parametrize("kwargs,message", [
+    ({"navigation_chunks": 0}, "navigation_chunks must be"),
+    ({"seed": -1}, "seed"),
+    ({"initial_path": "zigzag"}, "initial_path"),
+    ({"segment_length": 0}, "segment_length must be"),
+    ({"max_jump": 0}, "max_jump must be"),
+    ({"planner": object()}, "planner must be one of"),
+    ({"acquire": 3}, "acquire must be a callable"),
+])
+def test_bad_arguments_named(specimen, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        hp.adaptive_scan(specimen, **kwargs)
+
+
+def test_partial_scan_specimen_and_acquire_on_a_stack_refused(specimen):
+    partial = hp.to_partial_scan(specimen, "random", 0.3, seed=0)
+    with pytest.raises(ValueError, match="specimen: .* non-finite pixel"):
+        hp.adaptive_scan(partial, planner="static")
+    stack = hs.signals.Signal2D(np.zeros((2, 16, 16)))
+    with pytest.raises(ValueError, match="acquire drives one frame"):
+        hp.adaptive_scan(stack, acquire=Recorder(np.zeros((16, 16))))
+
+
+@pytest.fixture(scope="module")
+def stack():
+    frames = [hp.specimens.nanoparticle_field((48, 48), seed=k) for k in range(3)]
+    s = hs.signals.Signal2D(np.stack(frames).reshape(3, 1, 48, 48).astype(np.float32))
+    s.metadata.General.title = "stack"
+    s.axes_manager[-1].scale = 0.25
+    return s
+
+
+STACK_KW = {"coverage": 0.1, "planner": "points", "steps": 1, "seed": 3, "device": "cpu", "noise": {"dose": 300}}
+
+
+@pytest.fixture(scope="module")
+def eager_stack_scan(stack):
+    return hp.adaptive_scan(stack, **STACK_KW)
+
+
+def _summaries(p):
+    from hyperspy_partialscan.adaptive import STACK_SUMMARIES
+
+    md = p.metadata.Signal.Partial_scan
+    return {k: np.asarray(md.get_item(k)) for k in ("coverage_measured",) + STACK_SUMMARIES}
+
+
+@pytest.mark.parametrize("lazy_output", [False, True])
+def test_lazy_stack_gives_the_eager_result(stack, eager_stack_scan, lazy_output):
+    p = hp.adaptive_scan(stack.as_lazy(), lazy_output=lazy_output, navigation_chunks=2, **STACK_KW)
+    assert p._lazy == lazy_output and type(p).__name__ == ("Lazy" if lazy_output else "") + "PartialScan2D"
+    data = p.data.compute() if lazy_output else p.data
+    np.testing.assert_array_equal(data, eager_stack_scan.data)
+    eager = _summaries(eager_stack_scan)
+    assert eager["coverage_measured"].shape == (3, 1) and (eager["stopped_at_step"] == -1).all()
+    assert (eager["positions_total"] > 0).all() and (eager["flybacks"] >= 0).all()
+    md = p.metadata.Signal.Partial_scan
+    if lazy_output:
+        assert md.flybacks == md.stopped == "not computed (lazy output)"
+    else:
+        for k, v in _summaries(p).items():
+            np.testing.assert_array_equal(v, eager[k], err_msg=k)
+        assert md.stopped == "completed"
+    assert md.source == "adaptive" and list(md.frame_shape) == [48, 48] and not md.has_item("positions")
+    assert p.axes_manager[-1].scale == 0.25 and p.metadata.General.title == "stack (adaptive points, 10 %)"
+
+
+def test_stack_frame_k_is_the_single_frame_scan_with_frame_k_streams(stack, eager_stack_scan):
+    """Frame 0 is the frame scanned on its own; frame k is the same scan drawn from frame_rng(seed, k)."""
+    from hyperspy_partialscan import adaptive
+
+    single = hp.adaptive_scan(stack.inav[0, 0], **STACK_KW)
+    np.testing.assert_array_equal(eager_stack_scan.data[0, 0], single.data)
+    md = single.metadata.Signal.Partial_scan
+    assert np.asarray(eager_stack_scan.metadata.Signal.Partial_scan.positions_total)[0, 0] == len(md.positions)
+    settings = adaptive._settings(STACK_KW["coverage"], "points", "spiral", 0.25, 1, None, None,
+                                  hp.NoiseModel.coerce(STACK_KW["noise"]), None, None, "cpu", 2, 3)
+    for k in (1, 2):
+        frame = stack.data[k, 0].astype(np.float64)
+        scan = adaptive._scan(settings, frame.shape, k, frame=frame)
+        np.testing.assert_array_equal(eager_stack_scan.data[k, 0], scan.image(frame.shape))
+    other = adaptive._scan(settings, frame.shape, 0, frame=frame)  # frame 2's data drawn as frame 0
+    assert not np.array_equal(other.image(frame.shape), eager_stack_scan.data[2, 0])
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_static_planner_on_a_stack_is_the_static_simulation(stack, lazy):
+    """One random-stream rule: the static planner on a stack gives to_partial_scan's stack, noise included."""
+    s = stack.as_lazy() if lazy else stack
+    adaptive = hp.adaptive_scan(s, coverage=0.08, planner="static", steps=3, seed=5, noise={"dose": 50})
+    static = hp.to_partial_scan(s, "spiral", 0.08, seed=5, noise={"dose": 50})
+    a, b = (x.data.compute() if lazy else x.data for x in (adaptive, static))
+    np.testing.assert_array_equal(a, b)
+
+
+class CountingPlanner:
+    """A user's planner with state: the next positions of a raster, row after row."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def plan(self, partial, probe, n, rng):
+        self.calls += 1
+        free = np.argwhere(~np.isfinite(partial))[:n]
+        return free.astype(np.float64)
+
+
+def test_user_planner_copied_per_frame_of_a_stack(stack):
+    planner = CountingPlanner()
+    p = hp.adaptive_scan(stack, coverage=0.1, planner=planner, steps=2, seed=0)
+    assert planner.calls == 0 and p.metadata.Signal.Partial_scan.planner == "CountingPlanner"
+    assert (np.asarray(p.metadata.Signal.Partial_scan.stopped_at_step) == -1).all()
+    hp.adaptive_scan(stack.inav[0, 0], coverage=0.1, planner=planner, steps=2, seed=0)
+    assert planner.calls == 2  # one frame: the planner is used as given
+
+
+def test_single_frame_keeps_the_specimens_axes_and_metadata(specimen):
+    s = specimen.deepcopy()
+    s.axes_manager[0].scale, s.axes_manager[0].units = 0.5, "nm"
+    s.original_metadata.set_item("Microscope.voltage", 300)
+    p = hp.adaptive_scan(s, coverage=0.05, planner="static", steps=1, lazy_output=True)
+    assert type(p).__name__ == "LazyPartialScan2D" and p.axes_manager[0].units == "nm"
+    assert p.original_metadata.Microscope.voltage == 300 and p.axes_manager[0].scale == 0.5
+    md = p.metadata.Signal.Partial_scan
+    assert md.positions.shape == (len(md.step_of_position), 2) and 0 < md.coverage_measured <= 0.05 * 1.02
+
+
+@pytest.mark.parametrize("show", [True, False])
+def test_progressbar_over_steps_and_frames(specimen, stack, show, capsys):
+    hp.adaptive_scan(specimen, coverage=0.05, planner="static", steps=3, show_progressbar=show)
+    err = capsys.readouterr().err
+    assert ("4/4" in err) == show  # steps 0 (initial path) to 3
+    hp.adaptive_scan(stack, coverage=0.05, planner="static", steps=1, show_progressbar=show)
+    assert ("100%" in capsys.readouterr().out) == show  # dask's bar over the frames
+
+
+def test_plot_scan_path_colours_positions_by_step(specimen, close_figures):
+    import matplotlib.pyplot as plt
+
+    p = hp.adaptive_scan(specimen, coverage=0.06, planner="static", steps=3, seed=2)
+    ax = hp.plot_scan_path(p, max_points=10**6)
+    steps = np.asarray(p.metadata.Signal.Partial_scan.step_of_position)
+    dots = ax.collections[0]
+    np.testing.assert_array_equal(dots.get_array(), steps)
+    np.testing.assert_allclose(dots.get_offsets()[:, ::-1], p.metadata.Signal.Partial_scan.positions)
+    assert ax.figure.axes[-1].get_ylabel() == "step" and len(set(steps)) == 4
+    plain = hp.plot_scan_path(hp.to_partial_scan(specimen, "spiral", 0.06, seed=2), ax=plt.subplots()[1])
+    assert not plain.collections  # static scans keep their plain path
+    stack = hp.adaptive_scan(hs.signals.Signal2D(np.stack([specimen.data] * 2)), coverage=0.06, planner="static",
+                             steps=1)
+    with pytest.raises(ValueError, match="per-frame summaries"):
+        hp.plot_scan_path(stack)
 
 
 def test_cli_adaptive(tmp_path, specimen, capsys):
@@ -129,3 +277,20 @@ def test_cli_adaptive(tmp_path, specimen, capsys):
     assert 0 < np.isfinite(p.data).mean() <= 0.06 * 1.02 and inp.read_bytes() == before
     rc = cli.main(["adaptive", str(inp), str(tmp_path / "x.hspy"), "--steps", "-1"])
     assert rc == 2 and "--steps must be an integer >= 0, got -1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_cli_adaptive_stack(tmp_path, stack, capsys, lazy):
+    from hyperspy_partialscan import cli
+
+    inp = tmp_path / "stack.hspy"
+    stack.save(inp)
+    out = tmp_path / "scans.zspy"
+    args = ["adaptive", str(inp), str(out), "--coverage", "0.1", "--steps", "2", "--planner", "static", "--seed", "4",
+            "--dose", "50", "--no-progressbar"] + (["--lazy", "--navigation-chunks", "2"] if lazy else [])
+    assert cli.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"wrote {out}: static adaptive scans of 3 frames (3x1x48x48)")
+    assert lines[0].endswith("scanned while writing" if lazy else "flybacks per frame, completed")
+    expected = hp.adaptive_scan(stack, coverage=0.1, planner="static", steps=2, seed=4, noise={"dose": 50})
+    np.testing.assert_array_equal(hs.load(out).data, expected.data)

@@ -89,8 +89,9 @@ COMMANDS = {
     "complete": ["complete", "{inp}", "{out}", "--method", "linear", "--no-progressbar"],
     "simulate": ["simulate", "{inp}", "{out}", "--seed", "0", "--no-progressbar"],
     "denoise": ["denoise", "{inp}", "{out}", "--method", "gaussian", "--no-progressbar"],
+    "adaptive": ["adaptive", "{inp}", "{out}", "--planner", "static", "--steps", "1", "--no-progressbar"],
 }
-INPUT_OF = {"complete": "partial.hspy", "simulate": "full.hspy", "denoise": "full.hspy"}
+INPUT_OF = {"complete": "partial.hspy", "simulate": "full.hspy", "denoise": "full.hspy", "adaptive": "full.hspy"}
 
 
 def command(name, inp, out, *extra):
@@ -347,6 +348,7 @@ COMP = ["complete", "{work}/partial.hspy", "{work}/o.hspy", "--method", "linear"
 DEN = ["denoise", "{work}/full.hspy", "{work}/o.hspy", "--method", "gaussian"]
 FIT = ["fit-denoiser", "{work}/full.hspy", "{work}/m.safetensors"]
 DEMO = ["demo", "--output-dir", "{work}/demo"]
+ADA = ["adaptive", "{work}/full.hspy", "{work}/o.hspy", "--planner", "static"]
 
 NUMBERS = [
     (DEN + ["--sigma", "nan"], "--sigma must be a positive number, got nan"),
@@ -386,6 +388,11 @@ NUMBERS = [
     (COMP + ["--unscanned-value", "nan"], "--unscanned-value must be a finite number, got nan"),
     (DEMO + ["--size", "0"], "--size must be an integer >= 16, got 0"),
     (DEMO + ["--coverage", "0"], "--coverage must be a number in (0, 1], got 0"),
+    (ADA + ["--steps", "-1"], "--steps must be an integer >= 0, got -1"),
+    (ADA + ["--initial-fraction", "0"], "--initial-fraction must be a number in (0, 1], got 0"),
+    (ADA + ["--coverage", "1"], "coverage must be"),
+    (ADA + ["--navigation-chunks", "0"], "--navigation-chunks must be an integer >= 1, got 0"),
+    (ADA + ["--seed", "-1"], "--seed must be an integer >= 0, got -1"),
 ]
 
 
