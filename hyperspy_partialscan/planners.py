@@ -169,8 +169,10 @@ def choose_segments(gain, probe, n, segment_length, rng, *, max_jump=None, candi
     pixels (unit steps, 16 directions, cut at the frame's edge) are scored by
     the gain they collect minus ``jump_cost`` times a typical pixel's gain per
     pixel of jump from the probe (starts beyond ``max_jump`` are excluded);
-    the best is taken, the gain near it lowered (by ``1 - exp(-d² / 2 footprint²)``
-    at distance ``d``; zero on it), and the probe moves to its end.
+    the best is taken (its positions on pixels already scanned, gain 0, or
+    repeated are dropped: the probe crosses them without dwelling), the gain
+    near it lowered (by ``1 - exp(-d² / 2 footprint²)`` at distance ``d``;
+    zero on it), and the probe moves to its end.
 
     Parameters
     ----------
@@ -216,11 +218,22 @@ def choose_segments(gain, probe, n, segment_length, rng, *, max_jump=None, candi
         seg = _best_segment(field, pos, min(int(segment_length), n - total), rng, max_jump, candidates, penalty)
         if seg is None:
             break
+        seg = _new_pixels_only(seg, field.gain)
         out.append(seg)
         total += len(seg)
         field.lower(seg, footprint)
         pos = seg[-1]
     return np.concatenate(out) if out else np.empty((0, 2))
+
+
+def _new_pixels_only(seg, gain):
+    """The positions of ``seg`` on pixels not scanned yet (gain > 0), each pixel once: the probe crosses
+    scanned pixels without dwelling, so they cost no dose."""
+    rows, cols = np.rint(seg).astype(int).T
+    key = rows * gain.shape[1] + cols
+    first = np.zeros(len(seg), bool)
+    first[np.unique(key, return_index=True)[1]] = True
+    return seg[first & (gain[rows, cols] > 0)]
 
 
 #: side (pixels) of the cells from which the segment rule draws its candidate starts

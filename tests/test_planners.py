@@ -28,7 +28,17 @@ def test_choose_segments_budget_order_and_input_kept():
     assert len(pos) == 100
     assert np.all((pos >= 0) & (pos <= 63))
     steps = np.hypot(*np.diff(pos, axis=0).T)
-    assert np.sum(steps > 1.5) <= 100 // 20  # unit steps within a segment; jumps only between segments
+    assert np.sum(steps > 3) <= 100 // 20  # short steps within a segment; jumps only between segments
+    pixels = {tuple(p) for p in np.rint(pos).astype(int)}
+    assert len(pixels) == len(pos)  # every position a new pixel: no dose spent twice
+
+
+def test_choose_segments_skips_scanned_pixels():
+    gain = np.ones((32, 32))
+    gain[:, 10:20] = 0.0  # a scanned band: crossing it costs nothing
+    pos = choose_segments(gain, None, 200, 32, np.random.default_rng(0))
+    rows, cols = np.rint(pos).astype(int).T
+    assert np.all(gain[rows, cols] > 0)
 
 
 def test_choose_segments_is_deterministic_with_a_seed():
