@@ -5,8 +5,10 @@ is scanned by the simulated microscope with Poisson noise at ``--dose`` e⁻/px 
 ``NoiseModel`` for every scan) three ways — a static spiral, a static jittered grid, and
 ``adaptive_scan(planner="uncertainty")`` (initial spiral over ``--initial-fraction`` of the
 budget, then ``--steps`` planned steps) — and each scan is completed by the same generator
-(``complete_partial_scan``, measured samples kept). Scored: RMSE (% of range) against the
-blurred truth (5×5, σ 2.5 px, the generator's target), over the whole crop.
+(``complete_partial_scan(keep_measured=False)``, the protocol of ``eval_completion.py``: the
+generator's estimate of the blurred truth everywhere, so noisy raw samples do not count against
+the paths that measure more of the bright areas). Scored: RMSE (% of range) against the blurred
+truth (5×5, σ 2.5 px, the generator's target), over the whole crop.
 
 * bar: adaptive / static-spiral RMSE ≤ 0.90 on the mean over all crops, at 1/20 and 1/40;
 * bar: ≤ 0.80 on the featureless crops — those where at least ``--featureless`` (30 %) of the
@@ -52,7 +54,7 @@ def _scans(x, coverage, args, key):
         out[f"static_{path}"] = (hps.to_partial_scan(s, path, coverage, seed=key, noise=noise), 0.0)
     seg = args.segment_length or default_segment_length(coverage)
     planner = UncertaintyPlanner(seg, model=args.model, device="cpu", plan_bin=args.plan_bin,
-                                 footprint=args.footprint * default_footprint(coverage))
+                                 footprint=args.footprint * default_footprint(coverage), gain=args.gain)
     t = time.perf_counter()
     a = hps.adaptive_scan(s, coverage, planner=planner, initial_fraction=args.initial_fraction,
                           steps=args.steps, noise=noise, seed=key)
@@ -63,7 +65,8 @@ def _scans(x, coverage, args, key):
 def _complete(p, model):
     import hyperspy_partialscan as hps
 
-    return np.asarray(hps.complete_partial_scan(p, model=model, device="cpu", show_progressbar=False).data)
+    return np.asarray(hps.complete_partial_scan(p, model=model, device="cpu", keep_measured=False,
+                                                show_progressbar=False).data)
 
 
 def _figure(label, x, blurred, scans, sigmas, completions, path):
@@ -114,6 +117,7 @@ def main(argv=None):
     p.add_argument("--initial-fraction", type=float, default=0.25)
     p.add_argument("--plan-bin", type=int, default=2)
     p.add_argument("--segment-length", type=int, default=None)
+    p.add_argument("--gain", choices=["reduction", "sigma"], default="reduction", help="the planner's gain map")
     p.add_argument("--footprint", type=float, default=1.0, help="planner footprint, times the package's default")
     p.add_argument("--coverages", type=C.parse_coverage, nargs="+", default=list(COVERAGES))
     p.add_argument("--featureless", type=float, default=0.3, help="featureless-block fraction of a featureless crop")

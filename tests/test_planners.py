@@ -125,3 +125,24 @@ def test_adaptive_style_path_extends_the_initial_path():
     np.testing.assert_array_equal(p.positions[:n0], initial.positions)  # the static start comes first
     assert n0 < len(p.positions) <= 700 and p.shape == truth.shape
     assert adaptive_style_path(truth, initial, n0, np.random.default_rng(0)) is initial
+
+
+@pytest.mark.parametrize("gain", ["reduction", "sigma"])
+def test_uncertainty_planner_plans_unscanned_segments(gain):
+    from hyperspy_partialscan.planners import UncertaintyPlanner
+
+    frame = nanoparticle_field((128, 128), seed=2)
+    mask = generate_path("spiral", frame.shape, 0.03, 0).mask
+    partial = np.where(mask, frame, np.nan)
+    planner = UncertaintyPlanner(12, footprint=6.0, gain=gain, device="cpu")
+    pos = planner.plan(partial, None, 120, np.random.default_rng(0))
+    rows, cols = np.rint(pos).astype(int).T
+    assert 0 < len(pos) <= 120 and not mask[rows, cols].any()
+    assert np.all(planner.history[-1] >= 0)
+
+
+def test_uncertainty_planner_gain_is_checked():
+    from hyperspy_partialscan.planners import UncertaintyPlanner
+
+    with pytest.raises(ValueError, match="gain must be one of"):
+        UncertaintyPlanner(10, gain="entropy")
