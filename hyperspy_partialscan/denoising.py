@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._docstrings import fill_doc
-from ._signal_tools import check_laziness, deliver, noise_source, validate_signal2d, variance_model
+from ._signal_tools import check_laziness, deliver, noise_source, validate_signal2d
 from ._validation import check_choice, check_number
 from ._version import __version__
 from .conversion import check_not_empty, warn_float32_precision
@@ -362,7 +362,9 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
     sigma : float, optional
         Known noise standard deviation in data units; otherwise the Poisson
         model in ``metadata.Signal.Noise_properties.Variance_linear_model``, else
-        a blind estimate (as :func:`denoise`, which should be called the same way).
+        the simulation record of a partial scan, else a blind estimate per
+        frame (resolved as :func:`denoise` does, which should be called the
+        same way).
     keep_best : bool
         Estimate the network's error with SURE on fixed crops of the data before
         fitting and after every epoch, and return the weights with the lowest
@@ -433,8 +435,9 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
     if base is not None:
         net.load_state_dict(base.network.state_dict())
     # frames normalised once; crops keep the whole frame's normalisation
-    vm = variance_model(signal) if sigma is None else None
-    inputs, _ = denoising_inputs(frames, vm, sigma)
+    noise, noise_record = _resolve_noise(signal, sigma, "frame")  # as denoise resolves it
+    models = None if sigma is not None else [noise.frame_model(f, i) for i, f in enumerate(frames)]
+    inputs, _ = denoising_inputs(frames, models, sigma)
     fit = fit_self_supervised(net, inputs, method=method, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr,
                               seed=seed, keep_best=keep_best, show_progressbar=show_progressbar)
     history = fit.pop("history")
@@ -449,7 +452,7 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
         "source_title": signal.metadata.General.title,
         "first_loss": history[0]["loss"],
         "final_running_loss": history[-1]["running_loss"],
-        "noise_level": "given sigma" if sigma is not None else ("variance model" if vm else "blind"),
+        "noise_level": noise_record["noise_level"],
         **fit,
     }
     out = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="partialscan_denoiser_")) / "denoiser"
