@@ -395,6 +395,18 @@ FLOOR_TEXT = ("The references are experimental images with their own noise. A de
               "blind estimate also removes the reference's noise, which this benchmark scores as an error.")
 
 
+def methods_markdown(table, doses, size):
+    """The methods table: PSNR (dB, 2 decimals) and SSIM (3 decimals) per dose, seconds per frame."""
+    doses = [f"{float(d):g}" for d in doses]
+    fmt = {"psnr": "{:.2f}", "ssim": "{:.3f}", "s_per_frame": "{:.3g}"}
+    shown = [{k: (fmt[k.rsplit("_", 1)[0] if k.startswith(("psnr", "ssim")) else k].format(float(v))
+                  if k != "method" and v not in (None, "") else v) for k, v in row.items()} for row in table]
+    return C.markdown_table(
+        shown, ["method"] + [f"psnr_{d}" for d in doses] + [f"ssim_{d}" for d in doses] + ["s_per_frame"],
+        headers=["method"] + [f"PSNR dose {d}" for d in doses] + [f"SSIM dose {d}" for d in doses]
+        + [f"s per {size}² frame"])
+
+
 def write_outputs(args, rows, summary, bars, table, methods, ft_info, example, skipped, n_crops, info, model, times):
     """CSV and markdown reports (and the example figure) in ``args.out``."""
     t_net, t_gpu, total = times
@@ -403,11 +415,7 @@ def write_outputs(args, rows, summary, bars, table, methods, ft_info, example, s
     C.write_csv(rows, out / "eval_denoising_crops.csv")
     C.write_csv(summary, out / "eval_denoising_summary.csv")
     C.write_csv(table, out / "eval_denoising_methods.csv")
-    doses = [f"{d:g}" for d in args.doses]
-    t_methods = C.markdown_table(
-        table, ["method"] + [f"psnr_{d}" for d in doses] + [f"ssim_{d}" for d in doses] + ["s_per_frame"],
-        headers=["method"] + [f"PSNR dose {d}" for d in doses] + [f"SSIM dose {d}" for d in doses]
-        + [f"s per {args.size}² frame"], floatfmt=".3g")
+    t_methods = methods_markdown(table, args.doses, args.size)
     shown = [dict(s, dose=f"{s['dose']:g}") for s in summary]
     cols = [c for c in ("margin_over_bm3d_db", "crops_above_bm3d_pct", "blind_minus_known_db", "blind_worst_crop_db",
                         "blind_worst_crop", "floor_mean_psnr", "crops_above_floor") if c in summary[0]]
