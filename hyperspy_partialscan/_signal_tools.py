@@ -14,7 +14,7 @@ import numpy as np
 
 from .engine import compute
 
-__all__ = ["validate_signal2d", "signal_like", "check_laziness", "deliver", "variance_model"]
+__all__ = ["validate_signal2d", "signal_like", "check_laziness", "deliver", "variance_model", "noise_source"]
 
 
 def validate_signal2d(signal, what="this operation"):
@@ -168,3 +168,32 @@ def variance_model(signal):
     if "gain_factor" not in d:
         return None
     return {"gain_factor": float(d["gain_factor"]), "gain_offset": float(d.get("gain_offset", 0.0))}
+
+
+def noise_source(signal):
+    """How the measurements' noise level is known: ``(kind, parameters)``.
+
+    ``("variance model", {"gain_factor", "gain_offset"})`` from HyperSpy's
+    ``Noise_properties.Variance_linear_model``; ``("simulation", {"dose",
+    "detector_sigma"})`` from a :func:`~hyperspy_partialscan.to_partial_scan`
+    record; ``("estimated", {})`` otherwise (blind).
+
+    Examples
+    --------
+    >>> import hyperspy.api as hs, numpy as np
+    >>> from hyperspy_partialscan._signal_tools import noise_source
+    >>> s = hs.signals.Signal2D(np.ones((4, 4)))
+    >>> noise_source(s)
+    ('estimated', {})
+    >>> s.metadata.set_item("Signal.Noise_properties.Variance_linear_model.gain_factor", 2.0)
+    >>> noise_source(s)
+    ('variance model', {'gain_factor': 2.0, 'gain_offset': 0.0})
+    """
+    vm = variance_model(signal)
+    if vm is not None:
+        return "variance model", vm
+    noise = signal.metadata.get_item("Signal.Partial_scan.noise")
+    if noise is not None:  # simulated: the noise is known, zero for a clean simulation
+        noise = noise.as_dictionary() if hasattr(noise, "as_dictionary") else dict(noise)
+        return "simulation", {"dose": noise.get("dose"), "detector_sigma": float(noise.get("detector_sigma") or 0)}
+    return "estimated", {}

@@ -59,7 +59,7 @@ class GeneratorCompleter(FrameNetwork):
     def check(self, frame, index):
         check_frame(frame, index)
 
-    def prepare(self, frames):
+    def prepare(self, frames, indices=None):
         from .models.features import completion_inputs
 
         inputs, scales = completion_inputs(frames)

@@ -11,13 +11,14 @@ holes, which it does not: :func:`denoise` rejects frames with NaN.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._docstrings import fill_doc
-from ._signal_tools import check_laziness, deliver, validate_signal2d, variance_model
-from ._validation import check_number
+from ._signal_tools import check_laziness, deliver, noise_source, validate_signal2d
+from ._validation import check_choice, check_number
 from ._version import __version__
 from .conversion import check_not_empty, warn_float32_precision
 from .engine import FrameFunction, FrameNetwork, check_finite_output, map_frames, plan_network
@@ -28,11 +29,15 @@ if TYPE_CHECKING:
 
     from hyperspy.signals import BaseSignal
 
-__all__ = ["denoise", "fit_denoiser", "DENOISING_METHODS", "FIT_METHODS"]
+__all__ = ["denoise", "fit_denoiser", "DENOISING_METHODS", "FIT_METHODS", "NOISE_ESTIMATES"]
 
 DENOISING_METHODS = ("generator",) + tuple(CLASSICAL_DENOISERS) + ("pca",)
 DENOISER_TILE = 512
 DENOISER_OVERLAP = 32
+#: how a blind noise estimate is shared: one per frame, or one for the whole stack
+NOISE_ESTIMATES = ("frame", "stack")
+#: most pixels pooled for a stack's shared noise estimate (evenly spaced frames)
+STACK_ESTIMATE_PIXELS = 2**22
 
 
 def _check_finite(frame, index):
@@ -45,22 +50,97 @@ def _check_finite(frame, index):
         )
 
 
+@dataclass(frozen=True)
+class NoiseLevel:
+    """The noise level given to the denoising network, resolved per frame.
+
+    ``kind``: ``"given sigma"`` (``params["sigma"]``), ``"variance model"``
+    (HyperSpy's, ``params``), ``"simulation"`` (a
+    :func:`~hyperspy_partialscan.to_partial_scan` record: dose and detector
+    noise, scaled to each frame) or ``"blind"`` (estimated from each frame,
+    :func:`~hyperspy_partialscan.noise.estimate_noise_model`). ``models``:
+    variance models computed up front, by flat frame index (one: shared).
+    """
+
+    kind: str
+    params: dict | None = None
+    models: tuple | None = None
+
+    def frame_model(self, frame, index):
+        """The variance model (dict, data units) of one frame, or None for a given sigma."""
+        from .noise import estimate_noise_model
+        from .simulate import simulated_variance_model
+
+        if self.kind == "given sigma":
+            return None
+        if self.kind == "variance model":
+            return self.params
+        if self.models is not None:
+            return self.models[0 if len(self.models) == 1 else int(index)]
+        if self.kind == "simulation":
+            return simulated_variance_model(frame, self.params["dose"], self.params["detector_sigma"])
+        gain, offset = estimate_noise_model(frame)
+        return {"gain_factor": gain, "gain_offset": offset}
+
+
 class DenoiserNetwork(FrameNetwork):
     """Picklable batch function running a denoising network (see :class:`~.engine.FrameNetwork`)."""
 
     task = "denoising"
 
-    def __init__(self, plan, variance_model=None, sigma=None, tile=DENOISER_TILE, overlap=DENOISER_OVERLAP):
+    def __init__(self, plan, noise, tile=DENOISER_TILE, overlap=DENOISER_OVERLAP):
         super().__init__(plan, tile=tile, overlap=overlap)
-        self.variance_model, self.sigma = variance_model, sigma
+        self.noise = noise
 
     def check(self, frame, index):
         _check_finite(frame, index)
 
+    def prepare(self, frames, indices=None):
+        indices = range(len(frames)) if indices is None else indices
+        return frames, [self.noise.frame_model(f, i) for f, i in zip(frames, indices)]
+
     def run(self, network, device, tiles, tile_scales):
         from .models.inference import denoise_batch
 
-        return denoise_batch(network, tiles, device, self.plan.precision, self.variance_model, self.sigma)
+        sigma = self.noise.params["sigma"] if self.noise.kind == "given sigma" else None
+        return denoise_batch(network, tiles, device, self.plan.precision, None if sigma else tile_scales, sigma)
+
+
+def _resolve_noise(signal, sigma, noise_estimate):
+    """The :class:`NoiseLevel` of a signal's frames and its record for ``metadata.Signal.Denoising``.
+
+    Per-frame models are computed up front for in-memory input (and recorded);
+    for lazy input they are computed in the graph, except a stack's shared
+    estimate, which reads up to :data:`STACK_ESTIMATE_PIXELS` of evenly spaced
+    frames first.
+    """
+    from .noise import estimate_noise_model
+
+    if sigma is not None:
+        return NoiseLevel("given sigma", {"sigma": float(sigma)}), {"noise_level": "given sigma", "sigma": float(sigma)}
+    kind, params = noise_source(signal)
+    if kind == "variance model":
+        return NoiseLevel(kind, params), {"noise_level": kind, "variance_model": dict(params)}
+    kind = "blind" if kind == "estimated" else kind
+    record = {"noise_level": kind} if kind == "simulation" else {"noise_level": kind, "noise_estimate": noise_estimate}
+    nav = signal.axes_manager.navigation_shape[::-1]
+    frames = signal.data.reshape((-1,) + signal.data.shape[len(nav):])
+    if kind == "blind" and noise_estimate == "stack":
+        step = max(1, int(np.ceil(len(frames) * frames[0].size / STACK_ESTIMATE_PIXELS)))
+        sample = np.asarray(frames[::step].compute() if signal._lazy else frames[::step])
+        gain, offset = estimate_noise_model(sample)
+        models = ({"gain_factor": gain, "gain_offset": offset},)
+        record["variance_model"] = dict(models[0])
+        return NoiseLevel(kind, params, models), record
+    if signal._lazy:
+        record["variance_model"] = "estimated per frame in the graph (lazy input: not recorded)"
+        return NoiseLevel(kind, params), record
+    level = NoiseLevel(kind, params)
+    models = tuple(level.frame_model(f, i) for i, f in enumerate(frames))
+    record["variance_model"] = {key: (float(models[0][key]) if not nav else
+                                      np.array([m.get(key, 0.0) for m in models]).reshape(nav))
+                                for key in ("gain_factor", "gain_offset", "offset") if key in models[0]}
+    return NoiseLevel(kind, params, models), record
 
 
 @fill_doc
@@ -74,6 +154,7 @@ def denoise(
     device: str | None = None,
     precision: str | None = None,
     sigma: float | None = None,
+    noise_estimate: str = "frame",
     n_components: int | None = None,
     inplace: bool = False,
     lazy_output: bool | None = None,
@@ -103,7 +184,18 @@ def denoise(
         Known noise standard deviation in data units (network); otherwise the
         Poisson model in ``metadata.Signal.Noise_properties.Variance_linear_model``
         is used when present (e.g. set by ``estimate_poissonian_noise_variance``),
-        else the noise level is estimated blindly.
+        else the simulated noise recorded by
+        :func:`~hyperspy_partialscan.to_partial_scan` (dose and detector noise,
+        also kept by the completion), else the noise model (variance = gain *
+        signal + offset) is estimated blindly
+        (:func:`~hyperspy_partialscan.noise.estimate_noise_model`).
+    noise_estimate : {{"frame", "stack"}}
+        Blind estimate only: one per frame (default), or one shared by the
+        whole stack (pooled from up to 4 Mpixels of evenly spaced frames; for
+        small frames of one acquisition; lazy input: those frames are read
+        first). The estimates are recorded in
+        ``metadata.Signal.Denoising.variance_model`` (arrays of the navigation
+        shape per frame; not recorded for lazy input).
     n_components : int, optional
         Components kept by ``"pca"`` (default: estimated from the scree plot's
         elbow).
@@ -158,6 +250,14 @@ def denoise(
     >>> done = partial.complete_partial_scan("linear", show_progressbar=False)
     >>> hps.denoise(done, device="cpu", show_progressbar=False).metadata.General.title
     'Denoised Completed (50 % random)'
+
+    Without a known noise level, the Poisson-Gaussian noise model is estimated
+    from each frame and recorded:
+
+    >>> shot = hs.signals.Signal2D(np.random.default_rng(1).poisson(50 * clean / clean.max()) / 50)
+    >>> rec = hps.denoise(shot, device="cpu", show_progressbar=False).metadata.Signal.Denoising
+    >>> rec.noise_level, rec.noise_estimate, bool(0.5 < 50 * rec.variance_model.gain_factor < 1.5)
+    ('blind', 'frame', True)
     """
     validate_signal2d(signal, "denoise")
     check_not_empty(signal, "denoise")
@@ -168,6 +268,7 @@ def denoise(
         raise ValueError(f"model= and network_batch_size= are only used by method='generator', not {method!r}")
     if sigma is not None:
         check_number("sigma", sigma, low=0, low_inclusive=False)
+    check_choice("noise_estimate", noise_estimate, NOISE_ESTIMATES)
     data = signal.data
     frame_shape = signal.axes_manager.signal_shape[::-1]
     if not signal._lazy:
@@ -184,11 +285,10 @@ def denoise(
             method_params["sigma"] = method_params.pop("filter_sigma")
         if method == "generator":
             plan = plan_network(model, "denoising", device, precision, network_batch_size)
-            vm = variance_model(signal) if sigma is None else None
-            func = DenoiserNetwork(plan, vm, sigma)
-            record.update(plan.provenance(),
-                          noise_level="given sigma" if sigma is not None else ("variance model" if vm else "blind"))
-            token = (method, plan, vm, sigma)
+            noise, noise_record = _resolve_noise(signal, sigma, noise_estimate)
+            func = DenoiserNetwork(plan, noise)
+            record.update(plan.provenance(), **noise_record)
+            token = (method, plan, noise.kind, noise.params, noise.models)
             default_batch = max(1, plan.batch_size, (8 * 512 * 512) // (frame_shape[0] * frame_shape[1]))
         else:
             func = FrameFunction(functools.partial(denoise_frame, method=method, **method_params), _check_finite,
@@ -262,7 +362,9 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
     sigma : float, optional
         Known noise standard deviation in data units; otherwise the Poisson
         model in ``metadata.Signal.Noise_properties.Variance_linear_model``, else
-        a blind estimate (as :func:`denoise`, which should be called the same way).
+        the simulation record of a partial scan, else a blind estimate per
+        frame (resolved as :func:`denoise` does, which should be called the
+        same way).
     keep_best : bool
         Estimate the network's error with SURE on fixed crops of the data before
         fitting and after every epoch, and return the weights with the lowest
@@ -333,8 +435,9 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
     if base is not None:
         net.load_state_dict(base.network.state_dict())
     # frames normalised once; crops keep the whole frame's normalisation
-    vm = variance_model(signal) if sigma is None else None
-    inputs, _ = denoising_inputs(frames, vm, sigma)
+    noise, noise_record = _resolve_noise(signal, sigma, "frame")  # as denoise resolves it
+    models = None if sigma is not None else [noise.frame_model(f, i) for i, f in enumerate(frames)]
+    inputs, _ = denoising_inputs(frames, models, sigma)
     fit = fit_self_supervised(net, inputs, method=method, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr,
                               seed=seed, keep_best=keep_best, show_progressbar=show_progressbar)
     history = fit.pop("history")
@@ -349,7 +452,7 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
         "source_title": signal.metadata.General.title,
         "first_loss": history[0]["loss"],
         "final_running_loss": history[-1]["running_loss"],
-        "noise_level": "given sigma" if sigma is not None else ("variance model" if vm else "blind"),
+        "noise_level": noise_record["noise_level"],
         **fit,
     }
     out = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="partialscan_denoiser_")) / "denoiser"

@@ -414,12 +414,14 @@ class FrameNetwork:
         """Raise a clear error for a frame the network cannot process."""
         raise NotImplementedError
 
-    def prepare(self, frames):
+    def prepare(self, frames, indices=None):
         """What is tiled and passed to :meth:`run`, and each frame's normalisation (None: per tile).
 
         The default passes the frames themselves. A subclass may build
         per-frame inputs from the whole frame here (e.g. interpolations that
-        need the frame's context), shape (n, channels, H, W).
+        need the frame's context), shape (n, channels, H, W), and per-frame
+        terms (the second value, passed to :meth:`run` once per tile).
+        ``indices``: the frames' flat navigation indices (None: 0, 1, ...).
         """
         return frames, None
 
@@ -443,7 +445,7 @@ class FrameNetwork:
         def run(tiles, tile_scales):
             return self.run(network, device, tiles, tile_scales)
 
-        inputs, scales = self.prepare(frames)
+        inputs, scales = self.prepare(frames, indices)
         out = self.tiler.process(inputs, run, batch_size=self.plan.batch_size, scales=scales)
         out = self.finish(frames, out).astype(np.float32, copy=False)
         check_finite_output(out, indices, f"the {self.task} network ({self.plan.name})")

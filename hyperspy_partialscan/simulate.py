@@ -14,7 +14,7 @@ from scipy import ndimage
 from ._validation import check_number
 from .paths._base import ScanPath, _rasterise, _smooth_walk
 
-__all__ = ["NoiseModel", "sample_frame", "frame_rng", "path_rng"]
+__all__ = ["NoiseModel", "sample_frame", "frame_rng", "path_rng", "simulated_variance_model"]
 
 
 @dataclass(frozen=True)
@@ -295,6 +295,39 @@ def sample_frame(
         mean[hit] = zero + (mean[hit] - zero) * (1 - noise.slow_pixel_attenuation * (1 - t))
     out.ravel()[hit] = mean[hit]
     return out
+
+
+def simulated_variance_model(frame, dose, detector_sigma=0.0):
+    """The variance model (data units) of a frame measured with a :class:`NoiseModel`'s dose and detector noise.
+
+    Parameters
+    ----------
+    frame : numpy.ndarray
+        The frame (a partial scan, its completion or a full frame; non-finite
+        values are ignored): its intensity scale gives the simulation's zero
+        and full scale (:func:`_intensity_scale`).
+    dose : float or None
+        Electrons per pixel at full scale (None: no shot noise).
+    detector_sigma : float
+        Gaussian detector noise, fraction of full scale.
+
+    Returns
+    -------
+    dict
+        ``gain_factor`` and ``gain_offset`` (variance = gain_factor * (value -
+        offset) + gain_offset) and ``offset``, the data value of zero signal.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hyperspy_partialscan.simulate import simulated_variance_model
+    >>> simulated_variance_model(np.array([[0.0, np.nan, 200.0]]), 100.0)
+    {'gain_factor': 2.0, 'gain_offset': 0.0, 'offset': 0.0}
+    """
+    zero, full = _intensity_scale(np.asarray(frame))  # the simulation's own zero and full scale
+    full -= zero
+    return {"gain_factor": full / dose if dose else 0.0, "gain_offset": (float(detector_sigma) * full) ** 2,
+            "offset": zero}
 
 
 def _intensity_scale(frame):

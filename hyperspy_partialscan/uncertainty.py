@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["UncertaintySpec", "plan_uncertainty", "noise_source", "calibration_scale", "MEANING"]
+from ._signal_tools import noise_source
+
+__all__ = ["UncertaintySpec", "plan_uncertainty", "calibration_scale", "MEANING"]
 
 #: what the uncertainty means (recorded in the output's metadata)
 MEANING = ("predicted standard deviation of the completion's error at each pixel, in data units, with respect to "
@@ -65,26 +67,6 @@ def calibration_scale(calibration, path, coverage):
     return float(table[best])
 
 
-def noise_source(signal):
-    """How the measurements' noise level is known: ``(kind, parameters)``.
-
-    ``("variance model", {"gain_factor", "gain_offset"})`` from HyperSpy's
-    ``Noise_properties.Variance_linear_model``; ``("simulation", {"dose",
-    "detector_sigma"})`` from a :func:`~hyperspy_partialscan.to_partial_scan`
-    record; ``("estimated", {})`` otherwise (blind, per frame).
-    """
-    from ._signal_tools import variance_model
-
-    vm = variance_model(signal)
-    if vm is not None:
-        return "variance model", vm
-    noise = signal.metadata.get_item("Signal.Partial_scan.noise")
-    if noise is not None:  # simulated: the noise is known, zero for a clean simulation
-        noise = noise.as_dictionary() if hasattr(noise, "as_dictionary") else dict(noise)
-        return "simulation", {"dose": noise.get("dose"), "detector_sigma": float(noise.get("detector_sigma") or 0)}
-    return "estimated", {}
-
-
 def frame_variance_model(frame, kind, params):
     """The variance model (data units) of one partial-scan frame's measurements, from :func:`noise_source`'s answer.
 
@@ -96,16 +78,12 @@ def frame_variance_model(frame, kind, params):
     {'gain_factor': 2.0, 'gain_offset': 0.0, 'offset': 0.0}
     """
     from .noise import estimate_sampled_noise
-    from .simulate import _intensity_scale
+    from .simulate import simulated_variance_model
 
     if kind == "variance model":
         return dict(params)
     if kind == "simulation":
-        zero, full = _intensity_scale(frame)  # the simulation's own zero and full scale
-        full -= zero
-        dose = params.get("dose")
-        return {"gain_factor": full / dose if dose else 0.0, "gain_offset": (params["detector_sigma"] * full) ** 2,
-                "offset": zero}
+        return simulated_variance_model(frame, params.get("dose"), params["detector_sigma"])
     est = estimate_sampled_noise(frame)
     return {"gain_factor": 0.0, "gain_offset": 0.0} if est is None else {"gain_factor": est[0],
                                                                           "gain_offset": est[1]}

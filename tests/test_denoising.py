@@ -237,3 +237,42 @@ def test_fit_denoiser_bad_inputs(noisy_signal, small_denoiser):
         fit_denoiser(noisy_signal.inav[0], init=small_denoiser, method="noise2noise")
 
 
+
+
+def test_blind_estimate_per_frame_recorded(noisy_signal, small_denoiser):
+    stack = hs.signals.Signal2D(noisy_signal.data.reshape((2, 2) + noisy_signal.data.shape[1:]))
+    before = stack.data.copy()
+    rec = denoise(stack, model=small_denoiser, show_progressbar=False).metadata.Signal.Denoising
+    assert rec.noise_level == "blind" and rec.noise_estimate == "frame"
+    gains = rec.variance_model.gain_factor
+    assert gains.shape == (2, 2) and np.all(np.abs(gains * 30 - 1) < 0.5)  # Poisson noise at 30 e-/px
+    np.testing.assert_array_equal(stack.data, before)
+    shared = denoise(stack, model=small_denoiser, noise_estimate="stack", show_progressbar=False)
+    model = shared.metadata.Signal.Denoising.variance_model
+    assert isinstance(model.gain_factor, float) and abs(model.gain_factor * 30 - 1) < 0.3
+    lazy = denoise(stack.as_lazy(), model=small_denoiser, show_progressbar=False)
+    assert "not recorded" in lazy.metadata.Signal.Denoising.variance_model
+    np.testing.assert_allclose(np.asarray(lazy.data), denoise(stack, model=small_denoiser,
+                                                              show_progressbar=False).data, atol=1e-5)
+    with pytest.raises(ValueError, match="noise_estimate"):
+        denoise(stack, model=small_denoiser, noise_estimate="global", show_progressbar=False)
+
+
+def test_stack_estimate_is_shared_and_differs_from_frames(noisy_signal, small_denoiser):
+    s = noisy_signal.deepcopy()
+    s.data[1] = s.data[1] * 0.2  # a frame at another scale: its own estimate differs from the stack's
+    per_frame = denoise(s, model=small_denoiser, show_progressbar=False)
+    shared = denoise(s, model=small_denoiser, noise_estimate="stack", show_progressbar=False)
+    assert not np.allclose(per_frame.data[1], shared.data[1])
+    np.testing.assert_allclose(per_frame.metadata.Signal.Denoising.variance_model.gain_factor[1] / 0.2,
+                               per_frame.metadata.Signal.Denoising.variance_model.gain_factor[0], rtol=0.5)
+
+
+def test_simulated_dose_of_a_partial_scan_used(clean, small_denoiser):
+    signal = hs.signals.Signal2D(clean[:2] * 100)
+    p = ps.to_partial_scan(signal, "random", 0.5, seed=0, noise={"dose": 40}, show_progressbar=False)
+    done = p.complete_partial_scan("linear", show_progressbar=False)
+    rec = denoise(done, model=small_denoiser, show_progressbar=False).metadata.Signal.Denoising
+    assert rec.noise_level == "simulation"
+    full = np.nanmax(done.data.reshape(2, -1), axis=1)
+    np.testing.assert_allclose(rec.variance_model.gain_factor, full / 40, rtol=1e-5)  # variance = full * signal / dose

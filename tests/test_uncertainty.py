@@ -11,10 +11,11 @@ import torch
 from pshelpers import array_of, assert_unchanged, make_signal, snapshot
 
 import hyperspy_partialscan as hp
+from hyperspy_partialscan._signal_tools import noise_source
 from hyperspy_partialscan.models import save_model
 from hyperspy_partialscan.models.networks import PartialScanGenerator
 from hyperspy_partialscan.specimens import atomic_lattice, nanoparticle_field
-from hyperspy_partialscan.uncertainty import calibration_scale, frame_variance_model, noise_source
+from hyperspy_partialscan.uncertainty import calibration_scale, frame_variance_model
 
 LAZY = [False, True]
 

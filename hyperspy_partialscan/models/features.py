@@ -69,25 +69,36 @@ def completion_inputs(frames, scales=None):
 NOISE_MAP_GAIN = 4.0
 
 
-def noise_map(norm, scale, variance_model=None, sigma=None):
+def noise_map(norm, scale, variance_model=None, sigma=None, lo=0.0):
     """Noise-level channel (normalised units times :data:`NOISE_MAP_GAIN`) for one frame.
 
     Parameters
     ----------
     norm : numpy.ndarray
-        The frame after normalisation ``(x - offset) / scale``.
+        The frame after normalisation ``(x - lo) / scale``.
     scale : float
         The normalisation scale (data units per normalised unit).
     variance_model : dict, optional
         HyperSpy's ``Noise_properties.Variance_linear_model`` in data units:
-        variance = gain_factor * signal + gain_offset (Poisson shot noise with
-        known gain, e.g. from the dose). Gives a per-pixel map.
+        variance = gain_factor * (x - offset) + gain_offset (Poisson shot noise
+        with known gain, e.g. from the dose; ``offset``, the data value of zero
+        signal, defaults to 0). Gives a per-pixel map.
     sigma : float, optional
         Known noise standard deviation in data units (a constant map).
+    lo : float
+        The normalisation offset (data value of normalised zero).
 
     Without either, the signal-dependent noise model is estimated blindly from
-    the frame (:func:`~hyperspy_partialscan.denoising.estimate_noise_model`)
+    the frame (:func:`~hyperspy_partialscan.noise.estimate_noise_model`)
     and gives a per-pixel map as a known model does.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hyperspy_partialscan.models.features import noise_map, NOISE_MAP_GAIN
+    >>> m = noise_map(np.full((8, 8), 0.5), 100.0, {"gain_factor": 2.0, "gain_offset": 0.0})
+    >>> round(float(m[0, 0] / NOISE_MAP_GAIN), 6)  # sqrt(2 * 50) / 100
+    0.1
     """
     from scipy import ndimage
 
@@ -95,13 +106,12 @@ def noise_map(norm, scale, variance_model=None, sigma=None):
 
     if variance_model is None and sigma is None:
         gain, base = estimate_noise_model(norm)  # in normalised units: data scale 1, offset 0
-        variance_model, scale = {"gain_factor": gain, "gain_offset": base, "offset": 0.0}, 1.0
+        variance_model, scale, lo = {"gain_factor": gain, "gain_offset": base}, 1.0, 0.0
     if variance_model is not None:
         g = float(variance_model.get("gain_factor", 1.0))
         o = float(variance_model.get("gain_offset", 0.0))
-        offset = float(variance_model.get("offset", 0.0))  # data value of normalised zero
-        smooth = ndimage.gaussian_filter(norm, 2.0) * scale + offset
-        sd = np.sqrt(np.clip(g * np.clip(smooth, 0, None) + o, 0, None)) / scale
+        signal = ndimage.gaussian_filter(norm, 2.0) * scale + (lo - float(variance_model.get("offset", 0.0)))
+        sd = np.sqrt(np.clip(g * np.clip(signal, 0, None) + o, 0, None)) / scale
     else:
         sd = np.full(norm.shape, float(sigma) / scale)
     return (NOISE_MAP_GAIN * sd).astype(np.float32)
@@ -110,11 +120,16 @@ def noise_map(norm, scale, variance_model=None, sigma=None):
 def denoising_inputs(frames, variance_model=None, sigma=None):
     """Inputs of the denoising network for a batch of noisy frames (N, H, W).
 
-    Returns (N, 2, H, W) float32 inputs and the per-frame (offset, scale).
-    Non-finite pixels are not allowed (complete partial scans first).
+    ``variance_model``: one model for all frames (dict, see :func:`noise_map`),
+    one per frame (a sequence of dicts or None), or None (estimated blindly
+    from each frame). Returns (N, 2, H, W) float32 inputs and the per-frame
+    (offset, scale). Non-finite pixels are not allowed (complete partial scans
+    first).
     """
     frames = np.asarray(frames, np.float32)
     out = np.empty((frames.shape[0], 2) + frames.shape[1:], np.float32)
+    models = [variance_model] * len(frames) if variance_model is None or isinstance(variance_model, dict) \
+        else list(variance_model)
     scales = []
     for i, f in enumerate(frames):
         if not np.isfinite(f).all():
@@ -122,8 +137,7 @@ def denoising_inputs(frames, variance_model=None, sigma=None):
         lo, s = frame_scale(f)
         scales.append((lo, s))
         out[i, 0] = (f - lo) / s
-        vm = None if variance_model is None else dict(variance_model, offset=lo)
-        out[i, 1] = noise_map(out[i, 0], s, vm, sigma)
+        out[i, 1] = noise_map(out[i, 0], s, models[i], sigma, lo)
     return out, scales
 
 

@@ -54,7 +54,11 @@ def complete_batch(network, frames, device=None, precision=None, scales=None):
 
 
 def denoise_batch(network, frames, device=None, precision=None, variance_model=None, sigma=None):
-    """Denoise a batch of frames (N, H, W) with a denoising network; same intensity scale out."""
+    """Denoise a batch of frames (N, H, W) with a denoising network; same intensity scale out.
+
+    ``variance_model``: one for all frames, one per frame, or None (blind, per
+    frame); see :func:`~.features.denoising_inputs`.
+    """
     from .features import denoising_inputs
 
     inputs, scales = denoising_inputs(frames, variance_model, sigma)
