@@ -182,6 +182,8 @@ def _add_denoise(sub):
                    help="denoising method (default: generator, the trained network)")
     p.add_argument("--model", default=None, help="denoising model name or path (default: the shipped model)")
     p.add_argument("--sigma", type=float, default=None, help="known noise standard deviation in data units")
+    p.add_argument("--noise-estimate", choices=["frame", "stack"], default="frame",
+                   help="blind noise level per frame, or one for the whole stack (default frame)")
     p.add_argument("--lazy", action="store_true", help="load and process lazily (dask)")
     p.add_argument("--navigation-chunks", type=int, default=None,
                    help="frames per dask block, the unit of work (default: automatic)")

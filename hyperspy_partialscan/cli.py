@@ -399,7 +399,7 @@ def _denoise(a):
         _refuse_partial_scan(a.input, s)
         done = denoise(s, a.method, model=a.model, navigation_chunks=a.navigation_chunks,
                        network_batch_size=a.network_batch_size, device=a.device, sigma=a.sigma,
-                       show_progressbar=show)
+                       noise_estimate=a.noise_estimate, show_progressbar=show)
         _save(done, out, a.overwrite, show)
         print(f"wrote {out}: {_describe(done)} ({a.method})")
 

@@ -358,6 +358,19 @@ def test_denoise_subcommand(full_file, tmp_path, capsys, tiny_denoiser, method):
     assert s.metadata.General.title.startswith("Denoised")
 
 
+@pytest.mark.parametrize("estimate", ["frame", "stack"])
+def test_denoise_noise_estimate_option(tmp_path, capsys, tiny_denoiser, estimate):
+    s = make_signal(nav_shape=(2,), size=48)
+    del s.metadata.Signal.Noise_properties  # no variance model: the noise level is estimated blindly
+    s.save(tmp_path / "blind.hspy")
+    out = tmp_path / f"den_{estimate}.hspy"
+    rc, _, err = run(["denoise", tmp_path / "blind.hspy", out, "--model", tiny_denoiser, "--noise-estimate", estimate,
+                      "--no-progressbar"], capsys)
+    assert rc == 0, err
+    md = load(out).metadata.Signal.Denoising
+    assert md.noise_level == "blind" and md.noise_estimate == estimate
+
+
 def test_denoise_partial_scan_needs_completion(partial_file, tmp_path, capsys):
     rc, _, err = run(["denoise", partial_file, tmp_path / "d.hspy", "--method", "gaussian", "--no-progressbar"], capsys)
     assert rc == 2 and "complete it first" in err
