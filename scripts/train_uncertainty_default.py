@@ -9,10 +9,11 @@ reports on it.
         [--minutes 45] [--resume]
 
 Stage 1 (50 min, 3,787 iterations) ran with the defaults against the first ``completion_default``;
-stage 2 fine-tunes stage 1 on the errors of the generator fine-tuned on adaptive-style masks:
+stage 2 is a fresh, narrower network with the global-context branch on the errors of the generator
+fine-tuned on adaptive-style masks:
 
-    python scripts/train_uncertainty_default.py --init STAGE1.safetensors --generator NEW_GENERATOR.safetensors \
-        --adaptive-fraction 0.35 --lr 3e-4 --minutes 30 --out runs/uncertainty_s2
+    python scripts/train_uncertainty_default.py --generator NEW_GENERATOR.safetensors --width 12 --context \
+        --adaptive-fraction 0.35 --minutes 35 --out runs/uncertainty_s2
 
 The result is OUT/uncertainty_default.safetensors (+ .json), calibrated; to ship it, copy both files
 to hyperspy_partialscan/models/weights/.
@@ -65,6 +66,7 @@ def main(argv=None):
     ap.add_argument("--generator", default=None, help="the completion model whose errors are learnt (default: shipped)")
     ap.add_argument("--adaptive-fraction", type=float, default=0.0, help="crops with adaptive-style scan paths")
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--context", action="store_true", help="a fresh network gets the global-context branch")
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--calibrate-only", action="store_true", help="recalibrate OUT/uncertainty_default (no training)")
     a = ap.parse_args(argv)
@@ -78,6 +80,7 @@ def main(argv=None):
     if not a.calibrate_only:
         path = train_uncertainty(fit, out, iterations=a.iterations, batch_size=a.batch_size, crop=a.crop, width=a.width,
                                  init=a.init, generator=a.generator, adaptive_fraction=a.adaptive_fraction, lr=a.lr,
+                                 context=a.context,
                                  threads=a.threads, val_frames=calib[:8], resume=a.resume, overwrite=a.overwrite,
                                  max_seconds=a.minutes * 60, name="uncertainty_default", show_progressbar=False,
                                  data_description={"train_split_frames_minus_held_out": len(fit) - a.synthetic,

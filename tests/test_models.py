@@ -182,3 +182,25 @@ def test_nan_inf_safe(small_model):
     assert np.isfinite(c.data).all()
 
 
+
+
+def test_uncertainty_context_branch_round_trips(tmp_path):
+    import torch
+
+    from hyperspy_partialscan.models import load_model, save_model
+    from hyperspy_partialscan.models.networks import UncertaintyUNet
+
+    torch.manual_seed(0)
+    net = UncertaintyUNet(6, 4, context=True)
+    with torch.no_grad():
+        net.out.weight.normal_()  # the output layer starts at zero: give it weights to see the features
+    x = torch.randn(2, 6, 32, 32)
+    plain = UncertaintyUNet(6, 4)
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("context.")})
+    torch.testing.assert_close(net(x), plain(x))  # zero-initialised: starts as the plain network
+    with torch.no_grad():
+        net.context.bias.fill_(0.5)
+    assert not torch.allclose(net(x), plain(x))  # and the frame's statistics do reach the output
+    path = save_model(net, tmp_path / "u.safetensors", task="uncertainty", architecture="UncertaintyUNet")
+    back = load_model(path, task="uncertainty")
+    torch.testing.assert_close(back.on(torch.device("cpu"))(x), net(x))

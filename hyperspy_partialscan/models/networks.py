@@ -209,8 +209,13 @@ class DenoisingUNet(nn.Module):
         for i, enc in enumerate(self.enc):
             h = enc(h if i == 0 else F.max_pool2d(h, 2))
             skips.append(h)
+        h = self.bottleneck(h)
         for i in reversed(range(3)):
             h = self.dec[i](torch.cat([self.up[i](h), skips[i]], 1))
+        return h
+
+    def bottleneck(self, h):
+        """Hook on the coarsest features (identity here)."""
         return h
 
     def forward(self, x):
@@ -233,6 +238,11 @@ class UncertaintyUNet(DenoisingUNet):
     ----------
     in_channels : int
     width : int
+    context : bool
+        Add the frame's global feature statistics (mean and standard
+        deviation of the coarsest features, through a linear layer) to every
+        coarse feature, so that sigma can follow how hard the whole frame is
+        (e.g. a lattice near the paths' spacing) as well as the local evidence.
     """
 
     #: log sigma the untrained network starts from (5 % of the normalised range)
@@ -240,9 +250,21 @@ class UncertaintyUNet(DenoisingUNet):
     #: bounds of the predicted log sigma (normalised units)
     LOG_SIGMA_RANGE = (-12.0, 3.0)
 
-    def __init__(self, in_channels=6, width=8):
+    def __init__(self, in_channels=6, width=8, context=False):
         super().__init__(in_channels=in_channels, width=width)
         nn.init.constant_(self.out.bias, self.INITIAL_LOG_SIGMA)
+        self.context = None
+        if context:  # the frame's global statistics, added to every coarse feature: how hard is this frame?
+            self.config["context"] = True
+            self.context = nn.Linear(2 * 8 * width, 8 * width)
+            nn.init.zeros_(self.context.weight)
+            nn.init.zeros_(self.context.bias)
+
+    def bottleneck(self, h):
+        if self.context is None:
+            return h
+        stats = torch.cat([h.mean(dim=(2, 3)), h.std(dim=(2, 3))], 1)
+        return h + self.context(stats)[:, :, None, None]
 
     def forward(self, x):
         return self.out(self.features(x)).clamp(*self.LOG_SIGMA_RANGE)

@@ -144,7 +144,7 @@ def _validation(net, batches):
 def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch_size=8, crop=128, width=8, lr=1e-3,
                       seed=0, threads=None, val_frames=None, resume=False, overwrite=False, max_seconds=None,
                       name="uncertainty_model", init=None, data_description=None, show_progressbar=True,
-                      adaptive_fraction=0.0):
+                      adaptive_fraction=0.0, context=False):
     """Train the per-pixel uncertainty network of a completion generator.
 
     Parameters
@@ -173,6 +173,8 @@ def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch
     adaptive_fraction : float
         Fraction of crops scanned with adaptive-style paths
         (:mod:`~hyperspy_partialscan.training.adaptive_masks`), as the generator saw.
+    context : bool
+        A fresh network gets the global-context branch (:class:`UncertaintyUNet`).
 
     Returns
     -------
@@ -187,7 +189,8 @@ def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch
     for p in gen_net.parameters():
         p.requires_grad_(False)
     net, init_record, start = initial_network(UncertaintyUNet, "uncertainty", init=init, out_dir=out_dir,
-                                              resume=resume, in_channels=len(UNCERTAINTY_CHANNELS), width=width)
+                                              resume=resume, in_channels=len(UNCERTAINTY_CHANNELS), width=width,
+                                              context=context)
     config = TrainConfig(crop=crop, batch_size=batch_size, noise_fraction=NOISE_FRACTION, seed=seed,
                          adaptive_fraction=adaptive_fraction)
     sampler = UncertaintySampler(frames, gen_net, config, np.random.default_rng([seed, start]))
