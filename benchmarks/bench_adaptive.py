@@ -53,7 +53,7 @@ def _scans(x, coverage, args, key):
     for path in ("spiral", "jittered_grid"):
         out[f"static_{path}"] = (hps.to_partial_scan(s, path, coverage, seed=key, noise=noise), 0.0)
     seg = args.segment_length or default_segment_length(coverage)
-    planner = UncertaintyPlanner(seg, model=args.model, device="cpu", plan_bin=args.plan_bin,
+    planner = UncertaintyPlanner(seg, model=args.plan_model or args.model, device="cpu", plan_bin=args.plan_bin,
                                  footprint=args.footprint * default_footprint(coverage), gain=args.gain)
     t = time.perf_counter()
     a = hps.adaptive_scan(s, coverage, planner=planner, initial_fraction=args.initial_fraction,
@@ -117,6 +117,8 @@ def main(argv=None):
     p.add_argument("--initial-fraction", type=float, default=0.25)
     p.add_argument("--plan-bin", type=int, default=2)
     p.add_argument("--segment-length", type=int, default=None)
+    p.add_argument("--plan-model", default=None,
+                   help="generator of the planner (default --model; it needs a shipped uncertainty model)")
     p.add_argument("--gain", choices=["reduction", "sigma"], default="reduction", help="the planner's gain map")
     p.add_argument("--footprint", type=float, default=1.0, help="planner footprint, times the package's default")
     p.add_argument("--coverages", type=C.parse_coverage, nargs="+", default=list(COVERAGES))
