@@ -18,12 +18,20 @@ truth (5×5, σ 2.5 px, the generator's target), over the whole crop.
   wall time minus the simulated acquisitions; the completions of the planner included);
 * the static jittered grid is reported beside them.
 
-    python benchmarks/bench_adaptive.py [--dose 200] [--max-images N] [--per-image 1] [--figures 3]
+Figures (``--figures N``): for the first N crops at the first coverage, the positions by step over
+the specimen, the planner's gain map before steps 1, 4 and 7 with the segments it chose, and the
+final completions of the adaptive scan and the static spiral. Figures of val crops show the data, which
+must not be committed (they stay in ``--figure-dir``, default a temporary folder);
+``--synthetic-figures`` draws the same figures for the built-in specimens, into ``--out``.
+
+    python benchmarks/bench_adaptive.py [--dose 200] [--max-images N] [--per-image 2] [--figures 3]
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 import _common as C  # noqa: I001 - first: sets the thread limits before numpy loads
 import numpy as np
@@ -91,7 +99,7 @@ def _figure(label, x, blurred, scans, sigmas, completions, path):
             sel = step == k + 1
             ax.scatter(pos[sel, 1], pos[sel, 0], s=0.6, c="cyan")
             fig.colorbar(im, ax=ax)
-            ax.set_title(f"sigma before step {k + 1} (cyan: its segments)")
+            ax.set_title(f"gain before step {k + 1} (cyan: its segments)", fontsize=9)
         ax.axis("off")
     for ax, img, title in zip(axes[1], (blurred, completions["static_spiral"], completions["adaptive"],
                                         np.abs(completions["adaptive"] - blurred)),
@@ -112,7 +120,7 @@ def main(argv=None):
     p = C.base_parser(__doc__.splitlines()[0], model_task="completion")
     p.add_argument("--dose", type=float, default=200.0, help="electrons per pixel at full scale")
     p.add_argument("--max-images", type=int, default=None)
-    p.add_argument("--per-image", type=int, default=1, help="crops per val image")
+    p.add_argument("--per-image", type=int, default=2, help="crops per val image")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--initial-fraction", type=float, default=0.25)
     p.add_argument("--plan-bin", type=int, default=2)
@@ -123,8 +131,19 @@ def main(argv=None):
     p.add_argument("--footprint", type=float, default=1.0, help="planner footprint, times the package's default")
     p.add_argument("--coverages", type=C.parse_coverage, nargs="+", default=list(COVERAGES))
     p.add_argument("--featureless", type=float, default=0.3, help="featureless-block fraction of a featureless crop")
-    p.add_argument("--figures", type=int, default=3, help="figures for this many crops (1/20)")
+    p.add_argument("--figures", type=int, default=0, help="figures for this many val crops (first coverage)")
+    p.add_argument("--figure-dir", type=Path, default=Path(tempfile.gettempdir()) / "bench_adaptive_figures",
+                   help="where val-crop figures go (never the repository: they show the data)")
+    p.add_argument("--synthetic-figures", action="store_true",
+                   help="figures of the built-in specimens (nanoparticles, lattice) into --out")
     args = C.setup(p.parse_args(argv))
+    if args.synthetic_figures:
+        for k, kind in enumerate(("nanoparticles", "lattice")):
+            x = C.specimen(kind, k)
+            scans, sigmas = _scans(x, args.coverages[0], args, C.frame_key(kind, k))
+            comp = {m: _complete(s, args.model) for m, (s, _) in scans.items()}
+            _figure(f"built-in specimen: {kind}", x, blur_target(x), scans, sigmas, comp,
+                    args.out / f"adaptive_{kind}.png")
     crops, skipped = C.val_crops(max_images=args.max_images, per_image=args.per_image, size=512, seed=args.seed)
     rows, figures = [], 0
     for label, x in crops:
@@ -142,8 +161,9 @@ def main(argv=None):
             print(f"{label} {row['coverage']}: adaptive {row['rmse_adaptive']:.3f} spiral "
                   f"{row['rmse_static_spiral']:.3f} grid {row['rmse_static_jittered_grid']:.3f} "
                   f"ratio {row['ratio']:.3f} flat {flat:.2f} planning {row['planning_s']:.2f} s", flush=True)
-            if figures < args.figures and coverage == args.coverages[0] and args.out:
-                _figure(label, x, blurred, scans, sigmas, comp, args.out / f"adaptive_{figures}.png")
+            if figures < args.figures and coverage == args.coverages[0]:
+                args.figure_dir.mkdir(parents=True, exist_ok=True)
+                _figure(label, x, blurred, scans, sigmas, comp, args.figure_dir / f"adaptive_{figures}.png")
                 figures += 1
     summary = []
     for cov in dict.fromkeys(r["coverage"] for r in rows):
