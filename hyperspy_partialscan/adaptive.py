@@ -10,10 +10,12 @@ simulation and :class:`~hyperspy_partialscan.NoiseModel`, or by a user's
 Planners (:mod:`~hyperspy_partialscan.planners`):
 
 ``"uncertainty"``
-    Completes the scan so far with the generator and its per-pixel uncertainty
-    and chooses straight segments of ``segment_length`` pixels that maximise the
-    summed sigma over pixels not yet scanned, minus a penalty on the jump from
-    the probe's position (jumps longer than ``max_jump`` are excluded).
+    Completes the scan so far with the generator and its per-pixel uncertainty,
+    once more with the sampling density doubled by hypothetical samples, and
+    chooses straight segments of ``segment_length`` pixels that collect the most
+    predicted reduction of the error variance (where sigma is high *and* more
+    samples would lower it), minus a penalty on the jump from the probe's
+    position (jumps longer than ``max_jump`` are excluded).
 ``"points"``
     For random-access scan systems: the unscanned pixels of largest sigma,
     visited in nearest-neighbour order.
