@@ -11,7 +11,8 @@ Planners (:mod:`~hyperspy_partialscan.planners`):
 
 ``"uncertainty"``
     Completes the scan so far with the generator and its per-pixel uncertainty,
-    once more with the sampling density doubled by hypothetical samples, and
+    predicts the uncertainty again with the sampling density doubled by
+    hypothetical samples, and
     chooses straight segments of ``segment_length`` pixels that collect the most
     predicted reduction of the error variance (where sigma is high *and* more
     samples would lower it), minus a penalty on the jump from the probe's

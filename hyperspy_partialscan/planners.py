@@ -4,9 +4,9 @@ A planner is any object with the :class:`Planner` protocol. The shipped ones:
 
 :class:`UncertaintyPlanner`
     Completes the scan so far with the generator and its per-pixel uncertainty
-    and chooses straight segments that maximise the summed sigma over pixels not
-    yet scanned, minus a penalty on the jump from the probe's position
-    (:func:`choose_segments`).
+    and chooses straight segments that collect the most predicted reduction of
+    the error variance (or sigma) over pixels not yet scanned, minus a penalty
+    on the jump from the probe's position (:func:`choose_segments`).
 :class:`PointsPlanner`
     For random-access scan systems: the unscanned pixels of largest sigma,
     visited in nearest-neighbour order.
@@ -114,6 +114,7 @@ class _SigmaPlanner:
         self.model, self.uncertainty_model, self.device = model, uncertainty_model, device
         self.plan_bin = int(plan_bin)
         self.history = []
+        self._nets = None
 
     def _factor(self, partial):
         return self.plan_bin if min(partial.shape) // max(self.plan_bin, 1) >= 128 else 1
@@ -145,12 +146,39 @@ class _SigmaPlanner:
         _, sig = self._complete(binned_partial(partial, factor) if factor > 1 else partial)
         return self._gain_map(partial, sig, factor)
 
+    def _networks(self):
+        """(generator, uncertainty network, device), resolved and loaded once per planner."""
+        if self._nets is None:
+            import torch
+
+            from .engine import plan_network
+            from .models import load_model
+            from .uncertainty import plan_uncertainty
+
+            gen_plan = plan_network(self.model, "completion", self.device)
+            unc_plan = plan_uncertainty(gen_plan, self.uncertainty_model).plan
+            device = torch.device(gen_plan.device)
+            self._nets = (load_model(gen_plan.path, task="completion").on(device),
+                          load_model(unc_plan.path, task="uncertainty").on(device), device)
+        return self._nets
+
+    def _sigma_norm(self, unc, device, inputs, completion_norm, scale, variance_model):
+        """Uncalibrated sigma (normalised units) of a completion with the given generator inputs."""
+        from .models.features import kept_completion, sampled_noise_sd, uncertainty_inputs
+        from .models.inference import run_network
+
+        kept = kept_completion(inputs, completion_norm)
+        lo, s = scale
+        sd = sampled_noise_sd(kept[0] * s + lo, s, variance_model)[None]
+        return np.exp(run_network(unc, uncertainty_inputs(inputs, kept, sd), device))[0]
+
     def reduction(self, partial, footprint, rng):
         """Predicted reduction of the completion's error variance near each unscanned pixel from more samples.
 
-        The scan so far is completed with its sigma; then once more with the
-        sampling density doubled by hypothetical samples at random unscanned
-        pixels (their values taken from the completion). The drop of sigma²
+        The scan so far is completed with its sigma; then sigma is predicted
+        again with the sampling density doubled by hypothetical samples at
+        random unscanned pixels, their values taken from the completion (which
+        therefore stays as it is: the generator runs once). The drop of sigma²
         between the two, averaged over the unscanned pixels within
         ``footprint`` (Gaussian weights), is where more dose pays: high where
         sigma is high *and* samples inform their neighbours (edges, particles,
@@ -159,15 +187,24 @@ class _SigmaPlanner:
         """
         from scipy.ndimage import gaussian_filter
 
+        from .models.features import completion_inputs
+        from .models.inference import run_network
+        from .uncertainty import frame_variance_model
+
+        gen, unc, device = self._networks()
         factor = self._factor(partial)
         view = binned_partial(partial, factor) if factor > 1 else np.asarray(partial, np.float64)
-        comp, before = self._complete(view)
+        variance_model = frame_variance_model(view, "estimated", {})
+        inputs, (scale,) = completion_inputs(view[None])
+        completion = run_network(gen, inputs, device) * scale[1] + scale[0]  # data units
+        before = self._sigma_norm(unc, device, inputs, (completion - scale[0]) / scale[1], scale, variance_model)
         free = np.flatnonzero(~np.isfinite(view))
         pick = rng.choice(free, size=min(free.size, max(1, view.size - free.size)), replace=False)
         what_if = view.copy()
-        what_if.flat[pick] = comp.flat[pick]
-        _, after = self._complete(what_if)
-        drop = np.clip(before**2 - after**2, 0.0, None)
+        what_if.flat[pick] = completion[0].flat[pick]
+        inputs2, (scale2,) = completion_inputs(what_if[None])
+        after = self._sigma_norm(unc, device, inputs2, (completion - scale2[0]) / scale2[1], scale2, variance_model)
+        drop = np.clip((before * scale[1]) ** 2 - (after * scale2[1]) ** 2, 0.0, None)
         counted = ~np.isfinite(what_if)
         width = max(footprint / factor, 1.0)
         num = gaussian_filter(np.where(counted, drop, 0.0), width)
