@@ -114,7 +114,7 @@ class _SigmaPlanner:
         self.model, self.uncertainty_model, self.device = model, uncertainty_model, device
         self.plan_bin = int(plan_bin)
         self.history = []
-        self._nets = None
+        self._plans_cache = None
 
     def _factor(self, partial):
         return self.plan_bin if min(partial.shape) // max(self.plan_bin, 1) >= 128 else 1
@@ -146,31 +146,15 @@ class _SigmaPlanner:
         _, sig = self._complete(binned_partial(partial, factor) if factor > 1 else partial)
         return self._gain_map(partial, sig, factor)
 
-    def _networks(self):
-        """(generator, uncertainty network, device), resolved and loaded once per planner."""
-        if self._nets is None:
-            import torch
-
+    def _plans(self):
+        """(generator plan, uncertainty spec), resolved once per planner; the engine caches the networks."""
+        if self._plans_cache is None:
             from .engine import plan_network
-            from .models import load_model
             from .uncertainty import plan_uncertainty
 
             gen_plan = plan_network(self.model, "completion", self.device)
-            unc_plan = plan_uncertainty(gen_plan, self.uncertainty_model).plan
-            device = torch.device(gen_plan.device)
-            self._nets = (load_model(gen_plan.path, task="completion").on(device),
-                          load_model(unc_plan.path, task="uncertainty").on(device), device)
-        return self._nets
-
-    def _sigma_norm(self, unc, device, inputs, completion_norm, scale, variance_model):
-        """Uncalibrated sigma (normalised units) of a completion with the given generator inputs."""
-        from .models.features import kept_completion, sampled_noise_sd, uncertainty_inputs
-        from .models.inference import run_network
-
-        kept = kept_completion(inputs, completion_norm)
-        lo, s = scale
-        sd = sampled_noise_sd(kept[0] * s + lo, s, variance_model)[None]
-        return np.exp(run_network(unc, uncertainty_inputs(inputs, kept, sd), device))[0]
+            self._plans_cache = (gen_plan, plan_uncertainty(gen_plan, self.uncertainty_model))
+        return self._plans_cache
 
     def reduction(self, partial, footprint, rng):
         """Predicted reduction of the completion's error variance near each unscanned pixel from more samples.
@@ -187,24 +171,27 @@ class _SigmaPlanner:
         """
         from scipy.ndimage import gaussian_filter
 
+        from .engine import _worker_network
         from .models.features import completion_inputs
         from .models.inference import run_network
         from .uncertainty import frame_variance_model
 
-        gen, unc, device = self._networks()
+        gen_plan, spec = self._plans()
         factor = self._factor(partial)
         view = binned_partial(partial, factor) if factor > 1 else np.asarray(partial, np.float64)
         variance_model = frame_variance_model(view, "estimated", {})
-        inputs, (scale,) = completion_inputs(view[None])
-        completion = run_network(gen, inputs, device) * scale[1] + scale[0]  # data units
-        before = self._sigma_norm(unc, device, inputs, (completion - scale[0]) / scale[1], scale, variance_model)
+        inputs, ((lo, s),) = completion_inputs(view[None])
+        raw = run_network(_worker_network(gen_plan, "completion"), inputs, gen_plan.device, gen_plan.precision)
+        completion = raw * s + lo  # data units
+        # uncalibrated sigma in data units (calibration factor 1: the drop compares two predictions)
+        before = spec.sigma(inputs, raw, [(lo, s, variance_model, 1.0)], gen_plan.device)[0]
         free = np.flatnonzero(~np.isfinite(view))
         pick = rng.choice(free, size=min(free.size, max(1, view.size - free.size)), replace=False)
         what_if = view.copy()
         what_if.flat[pick] = completion[0].flat[pick]
-        inputs2, (scale2,) = completion_inputs(what_if[None])
-        after = self._sigma_norm(unc, device, inputs2, (completion - scale2[0]) / scale2[1], scale2, variance_model)
-        drop = np.clip((before * scale[1]) ** 2 - (after * scale2[1]) ** 2, 0.0, None)
+        inputs2, ((lo2, s2),) = completion_inputs(what_if[None])
+        after = spec.sigma(inputs2, (completion - lo2) / s2, [(lo2, s2, variance_model, 1.0)], gen_plan.device)[0]
+        drop = np.clip(before.astype(np.float64) ** 2 - after.astype(np.float64) ** 2, 0.0, None)
         counted = ~np.isfinite(what_if)
         width = max(footprint / factor, 1.0)
         num = gaussian_filter(np.where(counted, drop, 0.0), width)
