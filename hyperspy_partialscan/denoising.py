@@ -21,7 +21,7 @@ from ._signal_tools import check_laziness, deliver, noise_source, validate_signa
 from ._validation import check_choice, check_number
 from ._version import __version__
 from .conversion import check_not_empty, warn_float32_precision
-from .engine import FrameFunction, FrameNetwork, check_finite_output, map_frames, plan_network
+from .engine import FrameFunction, FrameNetwork, check_finite_output, map_frames, plan_network, progressbar_wanted
 from .filters import CLASSICAL_DENOISERS, denoise_frame
 
 if TYPE_CHECKING:
@@ -416,10 +416,7 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
         raise ValueError(f"unknown self-supervised method {method!r}; choose one of {', '.join(FIT_METHODS)}")
     if sigma is not None and not (np.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma must be a positive noise standard deviation, got {sigma}")
-    if show_progressbar is None:
-        from hyperspy.api import preferences
-
-        show_progressbar = preferences.General.show_progressbar
+    show_progressbar = progressbar_wanted(show_progressbar)
     data = signal.data.compute() if signal._lazy else signal.data
     frames = np.asarray(data, np.float32).reshape((-1,) + data.shape[-2:])
     for i, f in enumerate(frames):

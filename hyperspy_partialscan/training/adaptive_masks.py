@@ -5,7 +5,8 @@ adaptive scan's dose on short segments where the completion is least certain:
 far from the samples and where the specimen has structure. Running the planner
 (and the generator) for every training crop would cost far more than the
 training step, so the training data imitate it with the planner's own segment
-rule (:func:`~hyperspy_partialscan.planners.choose_segments`) on a proxy for
+rule (:func:`~hyperspy_partialscan.planners.choose_segments`, with the planner's
+footprint) on a proxy for
 sigma: the local contrast of the truth times a factor that grows with the
 distance to the nearest sample. Completing adaptive scans then stays in the
 generator's training distribution.
@@ -17,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..paths import ScanPath
-from ..planners import choose_segments
+from ..planners import choose_segments, default_footprint
 
 __all__ = ["proxy_sigma", "adaptive_style_path"]
 
@@ -82,8 +83,7 @@ def adaptive_style_path(truth, initial, total, rng, *, segment_range=(12, 64), c
     extra = int(total) - len(start)
     if extra <= 0:
         return initial
-    # the planner's footprint: half the mean spacing of lines at this coverage, 0.5 / coverage
-    footprint = min(0.5 * shape[0] * shape[1] / max(int(total), 1), 0.25 * min(shape))
+    footprint = min(default_footprint(max(int(total), 1) / (shape[0] * shape[1])), 0.25 * min(shape))
     gain = proxy_sigma(truth, initial.mask, footprint)
     length = int(rng.integers(segment_range[0], segment_range[1] + 1))
     probe = start[-1] if len(start) else None
