@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["map_frames", "navigation_chunks", "Tiler", "compute", "progressbar_wanted", "FrameFunction", "NetworkPlan",
-           "plan_network", "FrameNetwork", "check_finite_output"]
+           "plan_network", "worker_network", "FrameNetwork", "check_finite_output"]
 
 
 def navigation_chunks(shape, batch_size):
@@ -372,8 +372,13 @@ _NETWORKS: dict = {}
 _NETWORKS_LOCK = threading.Lock()
 
 
-def _worker_network(plan, task):
-    """The plan's network on its device, loaded once per process (per worker)."""
+def worker_network(plan, task):
+    """The plan's network on its device, loaded once per process (per worker).
+
+    The one place a planned network is loaded: the frame engine's blocks, the
+    uncertainty network and the adaptive planners all take it from here, so a
+    process loads (and hashes) each weights file once.
+    """
     import torch
 
     from .models import load_model
@@ -439,7 +444,7 @@ class FrameNetwork:
         frames = np.asarray(frames, np.float32)
         for k, f in enumerate(frames):  # cheap checks before the network is loaded
             self.check(f, int(indices[k]) if indices is not None else k)
-        network = _worker_network(self.plan, self.task)
+        network = worker_network(self.plan, self.task)
         device = torch.device(self.plan.device)
 
         def run(tiles, tile_scales):

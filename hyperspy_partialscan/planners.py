@@ -171,7 +171,7 @@ class _SigmaPlanner:
         """
         from scipy.ndimage import gaussian_filter
 
-        from .engine import _worker_network
+        from .engine import worker_network
         from .models.features import completion_inputs
         from .models.inference import run_network
         from .uncertainty import frame_variance_model
@@ -181,7 +181,7 @@ class _SigmaPlanner:
         view = binned_partial(partial, factor) if factor > 1 else np.asarray(partial, np.float64)
         variance_model = frame_variance_model(view, "estimated", {})
         inputs, ((lo, s),) = completion_inputs(view[None])
-        raw = run_network(_worker_network(gen_plan, "completion"), inputs, gen_plan.device, gen_plan.precision)
+        raw = run_network(worker_network(gen_plan, "completion"), inputs, gen_plan.device, gen_plan.precision)
         completion = raw * s + lo  # data units
         # uncalibrated sigma in data units (calibration factor 1: the drop compares two predictions)
         before = spec.sigma(inputs, raw, [(lo, s, variance_model, 1.0)], gen_plan.device)[0]

@@ -107,11 +107,11 @@ class UncertaintySpec:
 
     def sigma(self, tiles, raw, tile_scales, device):
         """Calibrated sigma (data units) of tiles (n, 4, h, w) whose normalised completions are ``raw`` (n, h, w)."""
-        from .engine import _worker_network
+        from .engine import worker_network
         from .models.features import kept_completion, sampled_noise_sd, uncertainty_inputs
         from .models.inference import run_network
 
-        network = _worker_network(self.plan, "uncertainty")
+        network = worker_network(self.plan, "uncertainty")
         kept = kept_completion(tiles, raw)
         sd = np.stack([sampled_noise_sd(k * s[1] + s[0], s[1], s[2]) for k, s in zip(kept, tile_scales)])
         log_sigma = run_network(network, uncertainty_inputs(tiles, kept, sd), device, self.plan.precision)
