@@ -14,7 +14,11 @@ import numpy as np
 
 from .engine import compute
 
-__all__ = ["validate_signal2d", "signal_like", "check_laziness", "deliver", "variance_model", "noise_source"]
+__all__ = ["validate_signal2d", "signal_like", "check_laziness", "deliver", "variance_model", "noise_source",
+           "LAZY_NOTE"]
+
+#: what the metadata say of a per-frame figure that a lazy output has not computed yet
+LAZY_NOTE = "not computed (lazy output)"
 
 
 def validate_signal2d(signal, what="this operation"):

@@ -11,7 +11,8 @@ import math
 import numbers
 from collections.abc import Iterable
 
-__all__ = ["check_number", "check_seed", "check_choice", "check_shape", "check_path_size", "validate_coverage"]
+__all__ = ["check_number", "check_seed", "seed_or_fresh", "check_choice", "check_shape", "check_path_size",
+           "validate_coverage"]
 
 
 def _show(value: object) -> str:
@@ -188,6 +189,29 @@ def check_seed(seed: object) -> int | None:
     if not 0 <= seed < 2**63:
         raise ValueError(f"seed must be in [0, 2**63), got {seed}")
     return seed
+
+
+def seed_or_fresh(seed: object) -> int:
+    """A user seed checked (:func:`check_seed`), or a fresh random one for None.
+
+    Returns
+    -------
+    int
+        In [0, 2**63), so it fits the int64 of saved metadata (recorded, the
+        run can be repeated).
+
+    Examples
+    --------
+    >>> seed_or_fresh(7)
+    7
+    >>> 0 <= seed_or_fresh(None) < 2**63
+    True
+    """
+    if seed is None:
+        import numpy as np
+
+        return int(np.random.SeedSequence().entropy % (2**63))
+    return check_seed(seed)
 
 
 def check_choice(name: str, value: object, choices: Iterable[str]) -> object:

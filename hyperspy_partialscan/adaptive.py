@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ._docstrings import fill_doc
-from ._validation import check_choice, check_number, check_seed
+from ._validation import check_choice, check_number, seed_or_fresh
 from ._version import __version__
 from .planners import (
     Planner,
@@ -387,7 +387,6 @@ def adaptive_scan(
 def _settings(coverage, planner, initial_path, initial_fraction, steps, segment_length, max_jump, noise, model,
               uncertainty_model, device, plan_bin, seed):
     """The checked :class:`_Settings` (one-line errors naming the parameter)."""
-    from .conversion import _random_seed
     from .paths import PATHS
 
     coverage = check_number("coverage", coverage, low=0, high=1, low_inclusive=False, high_inclusive=False)
@@ -404,7 +403,7 @@ def _settings(coverage, planner, initial_path, initial_fraction, steps, segment_
     elif not callable(getattr(planner, "plan", None)):
         raise ValueError(f"planner must be one of {', '.join(ADAPTIVE_PLANNERS)} or an object with a "
                          f"plan(partial, probe, n, rng) method, not {planner!r}")
-    seed = _random_seed() if seed is None else check_seed(seed)
+    seed = seed_or_fresh(seed)
     return _Settings(coverage, planner, initial_path, initial_fraction, steps, segment_length, max_jump, noise, model,
                      uncertainty_model, device, plan_bin, seed)
 
@@ -473,8 +472,7 @@ def _scan_stack(specimen, settings, navigation_chunks, lazy_output, show_progres
     """Every frame of a stack through the frame engine; summaries computed with the data unless lazy."""
     import dask.array as da
 
-    from ._signal_tools import check_laziness, signal_like
-    from .completion import _LAZY_NOTE
+    from ._signal_tools import LAZY_NOTE, check_laziness, signal_like
     from .engine import compute, map_frames
 
     data = specimen.data
@@ -490,7 +488,7 @@ def _scan_stack(specimen, settings, navigation_chunks, lazy_output, show_progres
     record = settings.record()
     record["frame_shape"] = [int(h), int(w)]
     if lazy_output:
-        record.update({k: _LAZY_NOTE for k in ("coverage_measured", "stopped") + STACK_SUMMARIES})
+        record.update({k: LAZY_NOTE for k in ("coverage_measured", "stopped") + STACK_SUMMARIES})
     else:
         image, summaries, coverage = compute(image, summaries, coverage, show_progressbar=show_progressbar)
         record["coverage_measured"] = np.asarray(coverage, np.float64)

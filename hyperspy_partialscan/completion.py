@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ._docstrings import fill_doc
-from ._signal_tools import check_laziness, deliver, signal_like, validate_signal2d, variance_model
+from ._signal_tools import LAZY_NOTE, check_laziness, deliver, signal_like, validate_signal2d, variance_model
 from ._validation import check_number
 from ._version import __version__
 from .conversion import check_not_empty, warn_float32_precision
@@ -322,9 +322,9 @@ def complete_partial_scan(
     parts = [result[..., 0, :, :], result[..., 1, :, :]] if uncertainty else [result]
     variance = variance_model(signal)
     if lazy_output:
-        provenance["measured_rms_deviation"] = _LAZY_NOTE
+        provenance["measured_rms_deviation"] = LAZY_NOTE
         if variance is not None:
-            provenance["measured_rms_deviation_over_noise"] = _LAZY_NOTE
+            provenance["measured_rms_deviation_over_noise"] = LAZY_NOTE
     else:
         # one pass over the data gives every part (and reads a lazy input once)
         measured = data.astype(np.float32)  # as the output (float32), so kept samples deviate by exactly 0
@@ -367,9 +367,6 @@ def _uncertainty_record(unc):
             "calibration": {"method": cal.get("method", "none (uncalibrated model)"),
                             "scales_by_coverage": (cal.get("scales") or {}).get(unc.path) or cal.get("global", 1.0),
                             "path_family": unc.path or "unknown (global scale)"}}
-
-
-_LAZY_NOTE = "not computed (lazy output)"
 
 
 def measured_deviation(output: np.ndarray, measured: np.ndarray, variance: dict | None = None) -> dict:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ._docstrings import fill_doc
 from ._signal_tools import signal_like, validate_signal2d
-from ._validation import check_seed
+from ._validation import seed_or_fresh
 from ._version import __version__
 from .engine import compute, map_frames
 from .paths import PATHS, generate_path, validate_coverage
@@ -92,17 +92,6 @@ def warn_float32_precision(data: Any, what: str, stacklevel: int = 3) -> int:
             stacklevel=stacklevel,
         )
     return changed
-
-
-def _random_seed():
-    """A fresh random seed.
-
-    Returns
-    -------
-    int
-        In [0, 2**63), so it fits the int64 of saved metadata.
-    """
-    return int(np.random.SeedSequence().entropy % (2**63))
 
 
 class _Simulator:
@@ -244,7 +233,7 @@ def to_partial_scan(
         raise ValueError(f"unknown scan path {path!r}; choose one of {', '.join(PATHS)}")
     coverage = validate_coverage(coverage)
     noise = NoiseModel.coerce(noise)
-    seed = _random_seed() if seed is None else check_seed(seed)
+    seed = seed_or_fresh(seed)
     shape = signal.axes_manager.signal_shape[::-1]
     # generate once eagerly: validates the options and gives the path's coverage
     first = generate_path(path, shape, coverage, path_rng(seed, 0, vary_per_frame), **path_options)
