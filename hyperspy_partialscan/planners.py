@@ -183,14 +183,15 @@ class _SigmaPlanner:
         inputs, ((lo, s),) = completion_inputs(view[None])
         raw = run_network(worker_network(gen_plan, "completion"), inputs, gen_plan.device, gen_plan.precision)
         completion = raw * s + lo  # data units
-        # uncalibrated sigma in data units (calibration factor 1: the drop compares two predictions)
-        before = spec.sigma(inputs, raw, [(lo, s, variance_model, 1.0)], gen_plan.device)[0]
         free = np.flatnonzero(~np.isfinite(view))
         pick = rng.choice(free, size=min(free.size, max(1, view.size - free.size)), replace=False)
         what_if = view.copy()
         what_if.flat[pick] = completion[0].flat[pick]
         inputs2, ((lo2, s2),) = completion_inputs(what_if[None])
-        after = spec.sigma(inputs2, (completion - lo2) / s2, [(lo2, s2, variance_model, 1.0)], gen_plan.device)[0]
+        # uncalibrated sigma in data units (calibration factor 1: the drop compares two predictions), before
+        # and after in one batch
+        before, after = spec.sigma(np.concatenate([inputs, inputs2]), np.concatenate([raw, (completion - lo2) / s2]),
+                                   [(lo, s, variance_model, 1.0), (lo2, s2, variance_model, 1.0)], gen_plan.device)
         drop = np.clip(before.astype(np.float64) ** 2 - after.astype(np.float64) ** 2, 0.0, None)
         counted = ~np.isfinite(what_if)
         width = max(footprint / factor, 1.0)
@@ -322,7 +323,8 @@ class _GainField:
         gain = np.asarray(gain, np.float64)
         self.shape = gain.shape
         h, w = -(-np.asarray(gain.shape) // CELL) * CELL
-        self.padded = np.zeros((h, w))
+        self.flat = np.zeros(h * w + 1)  # one zero past the end: where out-of-frame steps of a segment look
+        self.padded = self.flat[:-1].reshape(h, w)
         self.padded[: gain.shape[0], : gain.shape[1]] = gain
         self.gain = self.padded[: gain.shape[0], : gain.shape[1]]  # a view: lowering it updates the cells' source
         self.best = np.zeros((h // CELL, w // CELL), int)
@@ -381,13 +383,16 @@ def _best_segment(field, probe, length, rng, max_jump, candidates, penalty):
     if len(starts) == 0:
         return None
     steps = _steps(length)
-    idx = starts.astype(np.int64)[:, None, None, :] + steps[None]  # (S, D, L, 2): starts are whole pixels
-    inside = (idx[..., 0] >= 0) & (idx[..., 0] < field.shape[0]) & (idx[..., 1] >= 0) & (idx[..., 1] < field.shape[1])
-    valid = np.cumprod(inside, axis=-1, dtype=bool)
-    collected = (field.padded[np.where(valid, idx[..., 0], 0), np.where(valid, idx[..., 1], 0)] * valid).sum(-1)
+    start = starts.astype(np.int64)  # starts are whole pixels
+    rows = start[:, 0, None, None] + steps[None, ..., 0]  # (S, D, L)
+    cols = start[:, 1, None, None] + steps[None, ..., 1]
+    # a straight line that leaves the (convex) frame never re-enters it: ``inside`` is a prefix of each segment
+    inside = (rows >= 0) & (rows < field.shape[0]) & (cols >= 0) & (cols < field.shape[1])
+    flat = np.where(inside, rows * field.padded.shape[1] + cols, field.flat.size - 1)
+    collected = field.flat[flat].sum(-1)
     score = collected - penalty * jump[:, None]
     s, d = np.unravel_index(np.argmax(score), score.shape)
-    t = np.arange(int(valid[s, d].sum()), dtype=np.float64)
+    t = np.arange(int(inside[s, d].sum()), dtype=np.float64)
     return starts[s] + t[:, None] * DIRECTIONS[d]
 
 
