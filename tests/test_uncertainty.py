@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dask
 import dask.array as da
 import hyperspy.api as hs
@@ -148,6 +150,35 @@ def test_calibration_is_stored_and_looked_up(uncertainty_model):
     assert calibration_scale(cal, "spiral", 0.1) == cal["scales"]["spiral"]["1_in_10"]
     assert calibration_scale(cal, "nonsense", 0.1) == cal["global"] == calibration_scale(cal, None, 0.3)
     assert calibration_scale(None, "spiral", 0.1) == 1.0
+    structure = cal["structure"]  # the exponent of highest likelihood among those tried, with its curve
+    assert structure["alpha"] in [float(a) for a in structure["nll"]]
+    assert structure["nll"][f"{structure['alpha']:g}"] == min(structure["nll"].values())
+
+
+def test_structure_factor_scales_sigma(generator, uncertainty_model, tmp_path):
+    """A calibration with a structure exponent multiplies sigma by exactly the structure factor of the completion."""
+    import json
+    import shutil
+
+    from hyperspy_partialscan.models.features import frame_scale
+    from hyperspy_partialscan.uncertainty import structure_factor
+
+    src = Path(uncertainty_model)
+    flat, steep = tmp_path / "flat.safetensors", tmp_path / "steep.safetensors"
+    for dst, alpha in ((flat, 0.0), (steep, 0.7)):
+        shutil.copy(src, dst)
+        cfg = json.loads(src.with_suffix(".json").read_text())
+        cfg["calibration"]["structure"]["alpha"] = alpha
+        dst.with_suffix(".json").write_text(json.dumps(cfg))
+    p = _partial()
+    kw = dict(model=generator, uncertainty=True, device="cpu", show_progressbar=False)
+    done, s0 = hp.complete_partial_scan(p, uncertainty_model=flat, **kw)
+    _, s1 = hp.complete_partial_scan(p, uncertainty_model=steep, **kw)
+    for k in range(p.data.shape[0]):
+        lo, scale = frame_scale(p.data[k])
+        factor = structure_factor((done.data[k] - lo) / scale, 0.7)
+        assert factor.std() > 0.05  # the test frames have contrast to follow
+        np.testing.assert_allclose(s1.data[k], s0.data[k] * factor, rtol=2e-3)
 
 
 def test_map_frames_with_channels():

@@ -38,7 +38,13 @@ from ..models.features import (
     uncertainty_inputs,
 )
 from ..models.networks import UncertaintyUNet
-from ..uncertainty import frame_variance_model
+from ..uncertainty import (
+    STRUCTURE_FLOOR,
+    STRUCTURE_REFERENCE,
+    STRUCTURE_SMOOTHING,
+    frame_variance_model,
+    log_contrast,
+)
 from .completion import CropSampler, TrainConfig
 from .crops import normalised_crops
 from .loop import fit_network, initial_network, last_validation, run_folder
@@ -290,7 +296,7 @@ def calibrate_uncertainty(model, frames, *, generator=None, output=None, crop=25
         raise ValueError(f"no calibration frame is at least {crop}x{crop} pixels")
     gen_net, unc_net = gen.on(torch.device("cpu")), unc.on(torch.device("cpu"))
     rng = np.random.default_rng(seed)
-    ratios = {}
+    cases = {}
     for path in CALIBRATION_PATHS:
         for coverage in CALIBRATION_COVERAGES:
             z = []
@@ -305,21 +311,26 @@ def calibrate_uncertainty(model, frames, *, generator=None, output=None, crop=25
                 if np.isfinite(partial).sum() < 4:
                     continue
                 # every second round of doses the noise level is known, else estimated blindly
-                sigma, pred = _predict(gen_net, unc_net, partial, noise, known=bool((k // len(doses)) % 2))
+                sigma, pred, contrast = _predict(gen_net, unc_net, partial, noise,
+                                                 known=bool((k // len(doses)) % 2))
                 unsampled = ~np.isfinite(partial)
                 err = pred - blur_target(x)
-                z.append(np.abs(err[unsampled]) / sigma[unsampled])
+                z.append(np.stack([np.abs(err[unsampled]), sigma[unsampled], contrast[unsampled]]).astype(np.float32))
             if z:
-                ratios[(path, coverage)] = np.concatenate(z)
-    scales = {path: {coverage_key(c): two_quantile_scale(ratios[(path, c)])
-                     for c in CALIBRATION_COVERAGES if (path, c) in ratios} for path in CALIBRATION_PATHS}
-    if not ratios:
+                cases[(path, coverage)] = np.concatenate(z, axis=1)
+    if not cases:
         raise ValueError(f"no calibration crop could be scanned: {len(crops)} crops of {crop} px, paths "
                          f"{', '.join(CALIBRATION_PATHS)}")
+    structure = fit_structure_alpha(list(cases.values()))
+    ratios = {key: e / (s * np.exp(structure["alpha"] * c)) for key, (e, s, c) in cases.items()}
+    scales = {path: {coverage_key(c): two_quantile_scale(ratios[(path, c)])
+                     for c in CALIBRATION_COVERAGES if (path, c) in ratios} for path in CALIBRATION_PATHS}
     every = np.concatenate(list(ratios.values()))
     calibration = {
-        "method": (f"the smallest scale putting at least {ONE_SIGMA_FRACTION:.1%} of the errors at unsampled pixels "
-                   f"within sigma and {TWO_SIGMA_FRACTION:.0%} within 2 sigma"),
+        "method": (f"sigma times the structure factor, then the smallest scale putting at least "
+                   f"{ONE_SIGMA_FRACTION:.1%} of the errors at unsampled pixels within sigma and "
+                   f"{TWO_SIGMA_FRACTION:.0%} within 2 sigma"),
+        "structure": structure,
         "scales": scales,
         "global": two_quantile_scale(every),
         "coverages": [float(c) for c in CALIBRATION_COVERAGES],
@@ -336,12 +347,61 @@ def calibrate_uncertainty(model, frames, *, generator=None, output=None, crop=25
                       architecture="UncertaintyUNet", extra=extra)
 
 
+#: exponents of the structure factor tried by the calibration
+STRUCTURE_ALPHAS = tuple(np.round(np.arange(0.0, 1.01, 0.05), 2))
+
+
+def fit_structure_alpha(cases, alphas=STRUCTURE_ALPHAS):
+    """The structure factor's exponent of highest Gaussian likelihood of the errors, one scale per case.
+
+    Parameters
+    ----------
+    cases : list of numpy.ndarray
+        One (3, n) array per path family and coverage: absolute errors,
+        uncalibrated sigma and :func:`~hyperspy_partialscan.uncertainty.log_contrast`
+        at the unsampled pixels.
+    alphas : sequence of float
+        Exponents tried.
+
+    Returns
+    -------
+    dict
+        ``alpha``, the mean negative log-likelihood per pixel at each exponent
+        (``nll``), and the factor's constants (``floor``, ``reference``,
+        ``smoothing``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hyperspy_partialscan.training.uncertainty import fit_structure_alpha
+    >>> rng = np.random.default_rng(0)
+    >>> contrast = rng.uniform(-2, 2, 50_000)
+    >>> err = np.abs(rng.standard_normal(50_000)) * np.exp(0.5 * contrast)  # sigma 1 explains half the exponent
+    >>> fit_structure_alpha([np.stack([err, np.ones(50_000), contrast])])["alpha"]
+    0.5
+    """
+    n = sum(c.shape[1] for c in cases)
+    nll = {}
+    for a in alphas:
+        total = 0.0
+        for e, s, c in cases:
+            log_sigma = np.log(s) + a * c
+            scale2 = np.mean((e / np.exp(log_sigma)) ** 2)  # the best scale of this case
+            total += e.size * (np.mean(log_sigma) + 0.5 * np.log(scale2) + 0.5)
+        nll[float(a)] = total / n
+    best = min(nll, key=nll.get)
+    return {"alpha": best, "nll": {f"{a:g}": round(v, 5) for a, v in nll.items()}, "floor": STRUCTURE_FLOOR,
+            "reference": STRUCTURE_REFERENCE, "smoothing": list(STRUCTURE_SMOOTHING),
+            "meaning": "sigma is multiplied by ((g + floor) / reference) ** alpha, g the completion's local "
+                       "contrast (hyperspy_partialscan.uncertainty.structure_factor)"}
+
+
 def _predict(gen_net, unc_net, partial, noise, known):
-    """(uncalibrated sigma, completion) in a calibration crop's units."""
+    """(uncalibrated sigma, completion, log contrast of the completion) in a calibration crop's units."""
     inputs, ((lo, s),) = completion_inputs(partial[None])
     pred = completion_with_measurements(gen_net, inputs)
     vm = noise_variance_model(noise) if known else blind_variance_model(partial)
     sd = sampled_noise_sd(pred[0] * s + lo, s, vm)
     with torch.no_grad():
         log_sigma = unc_net(torch.from_numpy(uncertainty_inputs(inputs, pred, sd[None])))[0, 0].numpy()
-    return np.exp(log_sigma) * s, pred[0] * s + lo
+    return np.exp(log_sigma) * s, pred[0] * s + lo, log_contrast(pred[0])
