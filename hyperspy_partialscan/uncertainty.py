@@ -83,7 +83,8 @@ def log_contrast(completion):
 
     ``g`` is the gradient magnitude of the completion smoothed by
     :data:`STRUCTURE_SMOOTHING` [0] px, averaged over :data:`STRUCTURE_SMOOTHING` [1] px:
-    the local contrast of the specimen at the scale of the completion's errors.
+    the local contrast of the specimen at the scale of the completion's errors
+    (computed on 2 x 2 block means, each value spread back over its block).
 
     Parameters
     ----------
@@ -98,14 +99,21 @@ def log_contrast(completion):
     """
     from scipy.ndimage import gaussian_filter
 
-    c = np.asarray(completion, np.float64)
+    c = np.asarray(completion, np.float32)
     frames = c.reshape((-1,) + c.shape[-2:])
+    h, w = frames.shape[-2:]
     out = np.empty(frames.shape, np.float32)
     inner, outer = STRUCTURE_SMOOTHING
     for k, f in enumerate(frames):
-        g = np.hypot(*np.gradient(gaussian_filter(f, inner)))
-        out[k] = np.log((gaussian_filter(g, outer) + STRUCTURE_FLOOR) / STRUCTURE_REFERENCE)
-    return out.reshape(c.shape)
+        # on 2 x 2 block means (4x cheaper; the contrast is smoothed over 4 px anyway), spread back
+        f = np.pad(f, ((0, h % 2), (0, w % 2)), mode="edge")
+        small = f.reshape(f.shape[0] // 2, 2, f.shape[1] // 2, 2).mean(axis=(1, 3))
+        if min(small.shape) < 2:
+            g = np.zeros_like(small)
+        else:
+            g = gaussian_filter(np.hypot(*np.gradient(gaussian_filter(small, inner / 2))) / 2, outer / 2)
+        out[k] = np.repeat(np.repeat(g, 2, axis=0), 2, axis=1)[:h, :w]
+    return np.log((out + STRUCTURE_FLOOR) / STRUCTURE_REFERENCE).reshape(c.shape)
 
 
 def structure_factor(completion, alpha):
