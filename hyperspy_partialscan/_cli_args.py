@@ -197,15 +197,17 @@ def _add_denoise(sub):
     p.add_argument("input", help="noisy image(s) in any RosettaSciIO-readable file")
     p.add_argument("output", help="model path to write (NAME.safetensors + NAME.json)")
     p.add_argument("--method", default="blind_spot", choices=FIT_METHODS,
-                   help="blind_spot or sure (any data), noise2noise (repeated exposures of one field)")
+                   help="blind_spot or sure (any data), pure (shot noise: unbiased at a few counts per pixel; "
+                        "uses the Poisson variance model, known or estimated), noise2noise (repeated exposures "
+                        "of one field)")
     p.add_argument("--init", default="default", help="model to start from ('default', a name or path, or 'none')")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--sigma", type=float, default=None,
                    help="known noise standard deviation in data units (default: the metadata's Poisson model, "
                         "else estimated)")
     p.add_argument("--keep-last", action="store_true",
-                   help="keep the last epoch's weights (default: those with the lowest SURE error estimate, "
-                        "the starting weights included)")
+                   help="keep the last epoch's weights (default: those with the lowest error estimate, PURE "
+                        "for --method pure and SURE otherwise, the starting weights included)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace the model files if they exist")
     p.add_argument("--no-progressbar", action="store_true")

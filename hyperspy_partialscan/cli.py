@@ -441,9 +441,10 @@ def _fit_denoiser(a):
                          keep_best=not a.keep_last, output=targets[0], seed=a.seed,
                          show_progressbar=not a.no_progressbar)
     tr = model.config["training"]
-    if "sure_best" in tr:
-        print(f"estimated error (SURE): {tr['sure_start']:.3g} before, {tr['sure_best']:.3g} kept (epoch "
-              f"{tr['best_epoch']} of {a.epochs})")
+    for risk in ("sure", "pure"):
+        if f"{risk}_best" in tr:
+            print(f"estimated error ({risk.upper()}): {tr[f'{risk}_start']:.3g} before, {tr[f'{risk}_best']:.3g} "
+                  f"kept (epoch {tr['best_epoch']} of {a.epochs})")
     print(f"model written to {model.path} (use: hyperspy-partialscan denoise IN OUT --model {model.path}"
           + (f" --sigma {a.sigma:g}" if a.sigma is not None else "") + ")")
 

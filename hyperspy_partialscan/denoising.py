@@ -328,7 +328,7 @@ def _pca(signal, n_components, record):
 
 
 #: the self-supervised objectives of :func:`fit_denoiser`
-FIT_METHODS = ("blind_spot", "sure", "noise2noise")
+FIT_METHODS = ("blind_spot", "sure", "pure", "noise2noise")
 
 
 @fill_doc
@@ -347,14 +347,21 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
         path; None: train from scratch).
     epochs : int
         Passes over the data; one epoch is as many crops as fit in the frames.
-    method : {{"blind_spot", "sure", "noise2noise"}}
+    method : {{"blind_spot", "sure", "pure", "noise2noise"}}
         ``"blind_spot"`` (Noise2Void/Noise2Self): a random 2 % of pixels are
         replaced by a neighbour's value and the loss is the error at those
         pixels only. ``"sure"``: the network itself is fitted by minimising
         Stein's unbiased estimate of its error against the noise-free frame
         (Monte-Carlo SURE, :func:`~hyperspy_partialscan.training.sure_per_item`;
         needs the noise level, which is known or estimated as for
-        :func:`denoise`). ``"noise2noise"``: the frames must be repeated
+        :func:`denoise`). ``"pure"``: the same with the Poisson-Gaussian
+        unbiased risk estimate
+        (:func:`~hyperspy_partialscan.training.pure_per_item`), which, unlike
+        SURE, stays unbiased for shot noise at a few counts per pixel; it
+        uses the frames' variance model (gain_factor, gain_offset and offset,
+        the data value of zero signal: resolved as for :func:`denoise`; with
+        ``sigma``, Gaussian noise, it is SURE of that constant variance).
+        ``"noise2noise"``: the frames must be repeated
         exposures of the same field; the network maps one frame to another.
         The trainer is :func:`hyperspy_partialscan.training.fit_self_supervised`.
     batch_size, crop, lr : optional
@@ -366,11 +373,13 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
         frame (resolved as :func:`denoise` does, which should be called the
         same way).
     keep_best : bool
-        Estimate the network's error with SURE on fixed crops of the data before
-        fitting and after every epoch, and return the weights with the lowest
+        Estimate the network's error on fixed crops of the data before fitting
+        and after every epoch, and return the weights with the lowest
         estimate, the starting ones included: fitting then cannot make the
-        estimated error worse. The estimates are recorded in the model's
-        ``training`` record (``sure_start``, ``sure_best``, ``best_epoch``).
+        estimated error worse. The estimate is PURE for ``"pure"``, SURE
+        otherwise; recorded in the model's ``training`` record
+        (``sure_start``, ``sure_best``, ``best_epoch``, ``sure_per_epoch``, or
+        ``pure_*``).
     output : str or pathlib.Path, optional
         Where to save the model (``.safetensors`` + ``.json``); default: a
         temporary folder.
@@ -406,7 +415,7 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
     from pathlib import Path
 
     from .models import load_model, save_model
-    from .models.features import denoising_inputs
+    from .models.features import denoising_inputs, normalised_noise
     from .models.networks import DenoisingUNet
     from .training.self_supervised import fit_self_supervised
 
@@ -434,9 +443,15 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
     # frames normalised once; crops keep the whole frame's normalisation
     noise, noise_record = _resolve_noise(signal, sigma, "frame")  # as denoise resolves it
     models = None if sigma is not None else [noise.frame_model(f, i) for i, f in enumerate(frames)]
-    inputs, _ = denoising_inputs(frames, models, sigma)
+    inputs, scales = denoising_inputs(frames, models, sigma)
+    frame_noise = None
+    if method == "pure":  # each frame's model in its normalisation's units; a blind estimate's small negative
+        # gain or gain_offset (an estimation error; the noise map clips the variance at 0 likewise) counts as 0
+        frame_noise = np.array([normalised_noise(lo, s, models[i] if models else None, sigma)
+                                for i, (lo, s) in enumerate(scales)])
+        frame_noise[:, [0, 2]] = frame_noise[:, [0, 2]].clip(0)
     fit = fit_self_supervised(net, inputs, method=method, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr,
-                              seed=seed, keep_best=keep_best, show_progressbar=show_progressbar)
+                              seed=seed, keep_best=keep_best, noise=frame_noise, show_progressbar=show_progressbar)
     history = fit.pop("history")
     training = {
         "self_supervised": method,

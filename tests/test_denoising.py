@@ -206,6 +206,24 @@ def test_fit_denoiser_sure_lowers_the_true_error(noisy_signal, clean, small_deno
     assert error(model) < 0.92 * error(start)
 
 
+def test_fit_denoiser_pure_lowers_the_true_error(noisy_signal, clean, small_denoiser, tmp_path):
+    s = noisy_signal.deepcopy()  # the dose known: Poisson variance = signal / 30
+    s.metadata.set_item("Signal.Noise_properties.Variance_linear_model.gain_factor", 1 / 30)
+    s.metadata.set_item("Signal.Noise_properties.Variance_linear_model.gain_offset", 0.0)
+    start = load_model(small_denoiser)
+    model = fit_denoiser(s, init=small_denoiser, epochs=30, method="pure", batch_size=4, crop=48,
+                         lr=2e-3, output=tmp_path / "mine", show_progressbar=False)
+    tr = model.config["training"]
+    assert tr["self_supervised"] == "pure" and tr["noise_level"] == "variance model"
+    assert tr["pure_best"] < tr["pure_start"] and len(tr["pure_per_epoch"]) == 31 and "sure_best" not in tr
+
+    def error(m):  # against the clean frames, which the fit never saw
+        out = denoise(s, model=m, show_progressbar=False).data
+        return float(np.mean((out - clean) ** 2))
+
+    assert error(model) < 0.92 * error(start)
+
+
 def test_fit_denoiser_keeps_the_starting_weights_when_fitting_does_not_help(noisy_signal, small_denoiser, tmp_path):
     start = load_model(small_denoiser)
     kw = dict(init=small_denoiser, epochs=2, method="blind_spot", batch_size=4, crop=48, lr=0.5,
@@ -235,6 +253,19 @@ def test_fit_denoiser_bad_inputs(noisy_signal, small_denoiser):
         fit_denoiser(noisy_signal, init=small_denoiser, method="sure", sigma=-1.0)
     with pytest.raises(ValueError, match="at least two"):
         fit_denoiser(noisy_signal.inav[0], init=small_denoiser, method="noise2noise")
+    silent = noisy_signal.deepcopy()  # a variance model without noise: nothing for PURE to estimate
+    silent.metadata.set_item("Signal.Noise_properties.Variance_linear_model.gain_factor", 0.0)
+    silent.metadata.set_item("Signal.Noise_properties.Variance_linear_model.gain_offset", 0.0)
+    with pytest.raises(ValueError, match="^noise: gain and gain_offset must be >= 0 and not both 0"):
+        fit_denoiser(silent, init=small_denoiser, method="pure", epochs=1, crop=48, show_progressbar=False)
+
+
+def test_fit_denoiser_pure_with_a_blind_estimate_or_a_given_sigma(noisy_signal, small_denoiser, tmp_path):
+    kw = dict(init=small_denoiser, epochs=1, method="pure", batch_size=4, crop=48, show_progressbar=False)
+    blind = fit_denoiser(noisy_signal, output=tmp_path / "a", **kw).config["training"]
+    assert blind["noise_level"] == "blind" and np.isfinite(blind["pure_best"])
+    given = fit_denoiser(noisy_signal, sigma=0.05, output=tmp_path / "b", **kw).config["training"]
+    assert given["noise_level"] == "given sigma" and np.isfinite(given["pure_best"])
 
 
 

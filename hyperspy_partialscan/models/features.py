@@ -12,7 +12,8 @@ import numpy as np
 
 from ..inpainting import check_frame, linear_fill, nearest_fill
 
-__all__ = ["INPUT_CHANNELS", "frame_scale", "completion_inputs", "DISTANCE_SCALE", "UNCERTAINTY_CHANNELS",
+__all__ = ["INPUT_CHANNELS", "frame_scale", "normalised_noise", "noise_level", "completion_inputs", "DISTANCE_SCALE",
+           "UNCERTAINTY_CHANNELS",
            "sampled_noise_sd", "uncertainty_inputs", "kept_completion"]
 
 INPUT_CHANNELS = ("nearest", "linear", "mask", "distance")
@@ -67,6 +68,8 @@ def completion_inputs(frames, scales=None):
 
 #: multiplier of the noise-level channel (keeps it on the order of the image channel)
 NOISE_MAP_GAIN = 4.0
+#: standard deviation (px) of the Gaussian smoothing of the frame the noise-level channel is computed from
+NOISE_MAP_SMOOTHING = 2.0
 
 
 def noise_map(norm, scale, variance_model=None, sigma=None, lo=0.0):
@@ -107,14 +110,65 @@ def noise_map(norm, scale, variance_model=None, sigma=None, lo=0.0):
     if variance_model is None and sigma is None:
         gain, base = estimate_noise_model(norm)  # in normalised units: data scale 1, offset 0
         variance_model, scale, lo = {"gain_factor": gain, "gain_offset": base}, 1.0, 0.0
-    if variance_model is not None:
-        g = float(variance_model.get("gain_factor", 1.0))
-        o = float(variance_model.get("gain_offset", 0.0))
-        signal = ndimage.gaussian_filter(norm, 2.0) * scale + (lo - float(variance_model.get("offset", 0.0)))
-        sd = np.sqrt(np.clip(g * np.clip(signal, 0, None) + o, 0, None)) / scale
-    else:
-        sd = np.full(norm.shape, float(sigma) / scale)
-    return (NOISE_MAP_GAIN * sd).astype(np.float32)
+    gain, offset, gain_offset = normalised_noise(lo, scale, variance_model, sigma)
+    smoothed = ndimage.gaussian_filter(norm, NOISE_MAP_SMOOTHING) if gain else np.zeros_like(norm)
+    return noise_level(smoothed, gain, offset, gain_offset).astype(np.float32)
+
+
+def noise_level(smoothed, gain, offset=0.0, gain_offset=0.0):
+    """The noise-level channel from the smoothed normalised frame s: ``NOISE_MAP_GAIN √(gain (s - offset)₊ + b)``.
+
+    ``smoothed`` is a NumPy array or a torch tensor (the same formula for
+    :func:`noise_map` and for :func:`~hyperspy_partialscan.training.pure_per_item`'s
+    perturbed frames); the model (``gain``, ``offset``, ``gain_offset`` b) is in
+    normalised units (:func:`normalised_noise`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hyperspy_partialscan.models.features import noise_level, NOISE_MAP_GAIN
+    >>> round(float(noise_level(np.array([0.6]), 0.1, 0.1)[0] / NOISE_MAP_GAIN) ** 2, 6)  # 0.1 * (0.6 - 0.1)
+    0.05
+    """
+    return NOISE_MAP_GAIN * ((smoothed - offset).clip(0) * gain + gain_offset).clip(0) ** 0.5
+
+
+def normalised_noise(lo, scale, variance_model=None, sigma=None):
+    """A frame's noise model in the units of its normalisation ``(x - lo) / scale``.
+
+    Parameters
+    ----------
+    lo, scale : float
+        The frame's normalisation (:func:`frame_scale`).
+    variance_model : dict, optional
+        ``gain_factor``, ``gain_offset`` and ``offset`` in data units
+        (variance = gain_factor * (x - offset) + gain_offset, see :func:`noise_map`).
+    sigma : float, optional
+        Known Gaussian noise standard deviation in data units (used without a
+        variance model).
+
+    Returns
+    -------
+    tuple of float
+        ``(gain, offset, gain_offset)``: variance = gain * (x - offset) +
+        gain_offset in normalised units (gain: one count's step; offset: the
+        normalised value of zero signal).
+
+    Examples
+    --------
+    >>> from hyperspy_partialscan.models.features import normalised_noise
+    >>> normalised_noise(10.0, 100.0, {"gain_factor": 2.0, "gain_offset": 400.0, "offset": 20.0})
+    (0.02, 0.1, 0.04)
+    >>> normalised_noise(0.0, 10.0, sigma=1.0)
+    (0.0, 0.0, 0.01)
+    """
+    if variance_model is None:
+        if sigma is None:
+            raise ValueError("normalised_noise needs a variance_model or a sigma")
+        return 0.0, 0.0, float(sigma) ** 2 / scale**2
+    return (float(variance_model.get("gain_factor", 1.0)) / scale,
+            (float(variance_model.get("offset", 0.0)) - lo) / scale,
+            float(variance_model.get("gain_offset", 0.0)) / scale**2)
 
 
 def denoising_inputs(frames, variance_model=None, sigma=None):

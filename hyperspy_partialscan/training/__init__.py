@@ -16,8 +16,8 @@ uncertainty
     The completion's per-pixel uncertainty (:func:`train_uncertainty`,
     :func:`calibrate_uncertainty`).
 risk
-    Unbiased risk estimates (SURE) used to fit and select denoisers without
-    clean data.
+    Unbiased risk estimates (SURE for Gaussian noise, PURE for shot noise)
+    used to fit and select denoisers without clean data.
 
 Image-quality measures live in :mod:`hyperspy_partialscan.metrics`.
 """
@@ -33,7 +33,7 @@ from .completion import (
 )
 from .denoising import NoisyCropSampler, denoising_validation_set, mse_per_item, train_denoiser
 from .loop import ALRC, TrainingDiverged, fit_network, learning_rate, prepare_run, run_folder
-from .risk import sure_per_item
+from .risk import pure_per_item, sure_per_item
 from .self_supervised import fit_self_supervised
 from .uncertainty import calibrate_uncertainty, train_uncertainty
 
@@ -56,6 +56,7 @@ __all__ = [
     "train_denoiser",
     "denoising_validation_set",
     "sure_per_item",
+    "pure_per_item",
     "fit_self_supervised",
     "train_uncertainty",
     "calibrate_uncertainty",
