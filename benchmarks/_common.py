@@ -244,8 +244,8 @@ def crop_rng(seed, label):
     return np.random.default_rng([int(seed), zlib.crc32(label.encode())])
 
 
-def val_crops(*, max_images=None, per_image=2, size=512, seed=0, data_dir=None):
-    """Crops of the validation images, each min/max normalised to [0, 1].
+def val_crops(*, max_images=None, per_image=2, size=512, seed=0, data_dir=None, split="val"):
+    """Crops of the validation images (or of another ``split``), each min/max normalised to [0, 1].
 
     Up to ``per_image`` ``size`` x ``size`` crops per val frame, at positions
     drawn from :func:`crop_rng` (so a crop does not depend on which other images
@@ -260,7 +260,7 @@ def val_crops(*, max_images=None, per_image=2, size=512, seed=0, data_dir=None):
     """
     from hyperspy_partialscan.io import default_data_dir, manifest_frames
 
-    frames = manifest_frames(data_dir or default_data_dir(), "val")
+    frames = manifest_frames(data_dir or default_data_dir(), split)
     crops, skipped, used = [], [], 0
     for label, f in frames:
         if min(f.shape) < size:

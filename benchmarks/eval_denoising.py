@@ -22,7 +22,8 @@ Protocol
     SURE by default, keeping the epoch with the lowest risk estimate, PURE
     for ``pure`` and SURE otherwise; the dose
     known when ``network_known`` runs) on the noisy val crops of that dose
-    only, then applied to them (``--finetune-epochs 0`` skips it);
+    only, then applied to them (``--finetune-epochs 0`` skips it), or with
+    ``--finetune-per-crop`` on each crop alone, then applied to it;
   - ``bm3d_vst``: BM3D (the ``bm3d`` package from PyPI, if importable; skipped
     with a message otherwise; its licence allows non-commercial use only) with
     a variance-stabilising transform: the crop times the dose gives the
@@ -78,6 +79,8 @@ SIGMAS = tuple(np.round(np.geomspace(0.3, 8.0, 30), 4))
 def parse_args(argv=None):
     p = C.base_parser(__doc__.split("\n\n")[0], model_task="denoising", threads=2)
     p.add_argument("--max-images", type=int, default=None, help="use at most this many val images")
+    p.add_argument("--split", choices=["val", "train"], default="val",
+                   help="images to evaluate on (train: for choosing settings without looking at val)")
     p.add_argument("--per-image", type=int, default=2, help="crops per image")
     p.add_argument("--size", type=int, default=512, help="crop side (after binning)")
     p.add_argument("--bin", type=int, choices=[1, 2], default=1,
@@ -91,6 +94,8 @@ def parse_args(argv=None):
                    help="epochs of self-supervised fine-tuning per dose (0: skip fine-tuning)")
     p.add_argument("--finetune-method", choices=["sure", "pure", "blind_spot"], default="sure",
                    help="self-supervised fine-tuning objective (fit_denoiser's method)")
+    p.add_argument("--finetune-per-crop", action="store_true",
+                   help="fit one model per crop (a user fitting to their own image) instead of one per dose")
     p.add_argument("--noise-level", choices=["blind", "known", "both"], default="both",
                    help="network noise-level input: blind estimate, the known Poisson variance model "
                         "(variance = signal / dose) in the metadata, or both")
@@ -109,9 +114,9 @@ def binned(x, b):
 
 
 def reference_crops(args):
-    """The (binned) val crops of ``--size``, and the images skipped."""
+    """The (binned) crops of ``--size`` of the ``--split`` images, and the images skipped."""
     crops, skipped = C.val_crops(max_images=args.max_images, per_image=args.per_image, size=args.size * args.bin,
-                                 seed=args.seed)
+                                 seed=args.seed, split=args.split)
     if args.bin > 1:
         crops = [(lab, binned(x, args.bin)) for lab, x in crops]
     return crops, skipped
@@ -256,9 +261,17 @@ def run_dose(args, dose, noisy, clean, model_ref, tmp, seconds):
                                                                     metadata=meta))
     if "finetuned" in args.methods and args.finetune_epochs > 0:
         meta = _known_metadata(dose) if "known" in levels else None
-        path, extras["finetune"] = _finetune(args, model_ref, noisy, dose, meta, tmp)
-        timed("finetuned", lambda: C.denoise_stack(noisy, "generator", model=path, batch_size=args.batch_size,
-                                                   workers=1, metadata=meta))
+        groups = [slice(i, i + 1) for i in range(len(noisy))] if args.finetune_per_crop else [slice(None)]
+        fits, outs = [], []
+        for k, g in enumerate(groups):
+            (tmp / f"group{k}").mkdir(exist_ok=True)
+            path, record = _finetune(args, model_ref, noisy[g], dose, meta, tmp / f"group{k}")
+            fits.append(record)
+            outs.append(C.denoise_stack(noisy[g], "generator", model=path, batch_size=args.batch_size, workers=1,
+                                        metadata=meta))
+        results["finetuned"] = np.concatenate(outs)
+        extras["finetune"] = {key: (float(np.mean([f[key] for f in fits])) if key != "risk" else fits[0][key])
+                              for key in fits[0]} if len(fits) > 1 else fits[0]
     if "bm3d_vst" in args.methods:
         timed("bm3d_vst", lambda: np.stack([bm3d_vst(n, dose) for n in noisy]))
     if "gaussian_best" in args.methods:
@@ -457,7 +470,8 @@ def write_outputs(args, rows, summary, bars, table, methods, ft_info, example, s
     notes = [f"{n_crops} crops ({args.per_image} per image max) of {args.size}², references binned {args.bin}x"
              f"{args.bin}, seed {args.seed}; denoiser `{info['name']}` (sha256 {info['sha256']}…, "
              f"{info['iterations']} iterations); noise level input: {args.noise_level}; fine-tuning: "
-             + (f"{args.finetune_epochs} epochs `{args.finetune_method}` per dose" if ft_info else "skipped")
+             + (f"{args.finetune_epochs} epochs `{args.finetune_method}` per "
+                f"{'crop (table: means over crops)' if args.finetune_per_crop else 'dose'}" if ft_info else "skipped")
              + f"; Gaussian sigma grid {SIGMAS[0]}–{SIGMAS[-1]} px ({len(SIGMAS)} values)."]
     if skipped:
         notes.append("Skipped (smaller than the crop): "
