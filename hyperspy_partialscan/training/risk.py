@@ -115,11 +115,9 @@ def pure_per_item(net, x, gain, offset=0.0, gain_offset=0.0, probe=None, fractio
 
     Parameters
     ----------
-    net : torch.nn.Module
-        Denoising network taking (N, 2, H, W) inputs (noisy, noise-level map;
-        see :func:`~hyperspy_partialscan.models.features.denoising_inputs`).
-    x : torch.Tensor
-        Its inputs (normalised frames).
+    net, x : torch.nn.Module, torch.Tensor
+        The denoising network and its (N, 2, H, W) inputs, normalised frames
+        and noise-level maps, as for :func:`sure_per_item`.
     gain, offset, gain_offset : float or torch.Tensor
         Scalars or (N,) values in normalised units: one count's step a,
         the value c of zero signal and the Gaussian variance b (see
