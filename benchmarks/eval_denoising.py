@@ -262,14 +262,16 @@ def run_dose(args, dose, noisy, clean, model_ref, tmp, seconds):
     if "finetuned" in args.methods and args.finetune_epochs > 0:
         meta = _known_metadata(dose) if "known" in levels else None
         groups = [slice(i, i + 1) for i in range(len(noisy))] if args.finetune_per_crop else [slice(None)]
-        fits, outs = [], []
+        paths, fits = [], []
         for k, g in enumerate(groups):
             (tmp / f"group{k}").mkdir(exist_ok=True)
             path, record = _finetune(args, model_ref, noisy[g], dose, meta, tmp / f"group{k}")
+            paths.append(path)
             fits.append(record)
-            outs.append(C.denoise_stack(noisy[g], "generator", model=path, batch_size=args.batch_size, workers=1,
-                                        metadata=meta))
-        results["finetuned"] = np.concatenate(outs)
+        # timed as every method: applying the fitted model(s), not fitting them (fit_seconds, below)
+        timed("finetuned", lambda: np.concatenate([
+            C.denoise_stack(noisy[g], "generator", model=path, batch_size=args.batch_size, workers=1, metadata=meta)
+            for g, path in zip(groups, paths)]))
         extras["finetune"] = {key: (float(np.mean([f[key] for f in fits])) if key != "risk" else fits[0][key])
                               for key in fits[0]} if len(fits) > 1 else fits[0]
     if "bm3d_vst" in args.methods:
