@@ -127,7 +127,8 @@ def main(argv=None):
     p.add_argument("--segment-length", type=int, default=None)
     p.add_argument("--plan-model", default=None,
                    help="generator of the planner (default --model; it needs a shipped uncertainty model)")
-    p.add_argument("--gain", choices=["reduction", "sigma"], default="reduction", help="the planner's gain map")
+    p.add_argument("--gain", choices=["reduction", "sigma", "curvature"], default="reduction",
+                   help="the planner's gain map (curvature: planner='curvature')")
     p.add_argument("--footprint", type=float, default=1.0, help="planner footprint, times the package's default")
     p.add_argument("--coverages", type=C.parse_coverage, nargs="+", default=list(COVERAGES))
     p.add_argument("--featureless", type=float, default=0.3, help="featureless-block fraction of a featureless crop")

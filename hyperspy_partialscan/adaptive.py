@@ -17,6 +17,12 @@ Planners (:mod:`~hyperspy_partialscan.planners`):
     predicted reduction of the error variance (where sigma is high *and* more
     samples would lower it), minus a penalty on the jump from the probe's
     position (jumps longer than ``max_jump`` are excluded).
+``"curvature"``
+    As ``"uncertainty"``, with the interpolation error predicted from the
+    completion's curvature and the distance to the nearest sample
+    (:func:`~hyperspy_partialscan.planners.interpolation_error`) in place of
+    the uncertainty network's reduction: the generator only, one completion
+    per step.
 ``"points"``
     For random-access scan systems: the unscanned pixels of largest sigma,
     visited in nearest-neighbour order.
@@ -71,7 +77,7 @@ if TYPE_CHECKING:
 __all__ = ["adaptive_scan", "Planner", "ADAPTIVE_PLANNERS", "UncertaintyPlanner", "PointsPlanner", "StaticPlanner",
            "STACK_SUMMARIES"]
 
-ADAPTIVE_PLANNERS = ("uncertainty", "points", "static")
+ADAPTIVE_PLANNERS = ("uncertainty", "curvature", "points", "static")
 
 #: per-frame summaries of a stack's scans, recorded as arrays of the navigation shape
 STACK_SUMMARIES = ("positions_total", "path_length_px", "flybacks", "stopped_at_step")
@@ -141,7 +147,8 @@ class _Settings:
         if self.planner == "points":
             return PointsPlanner(**kw), initial, budget
         planner = UncertaintyPlanner(self.segment_length or default_segment_length(self.coverage), self.max_jump,
-                                     footprint=default_footprint(self.coverage), **kw)
+                                     footprint=default_footprint(self.coverage),
+                                     gain="curvature" if self.planner == "curvature" else "reduction", **kw)
         return planner, initial, budget
 
     def record(self):
@@ -149,7 +156,8 @@ class _Settings:
         return {"source": "adaptive", "planner": self.name, "initial_path": self.initial_path,
                 "initial_fraction": self.initial_fraction, "steps": self.steps,
                 "segment_length": self.segment_length or (default_segment_length(self.coverage)
-                                                          if self.planner == "uncertainty" else "n/a"),
+                                                          if self.planner in ("uncertainty", "curvature")
+                                                          else "n/a"),
                 "max_jump": self.max_jump if self.max_jump is not None else "none", "seed": self.seed,
                 "plan_bin": self.plan_bin, "noise": self.noise.as_dict(), "coverage_requested": self.coverage,
                 "package_version": __version__}
@@ -267,7 +275,7 @@ def adaptive_scan(
         shape.
     coverage : float
         Total fraction of pixels to scan (the dose budget), in (0, 1).
-    planner : {{"uncertainty", "points", "static"}} or Planner
+    planner : {{"uncertainty", "curvature", "points", "static"}} or Planner
         How the next positions are chosen (see the module docstring), or any
         object with the :class:`Planner` protocol (copied for each frame of a
         stack; used as given for one frame).
@@ -278,7 +286,7 @@ def adaptive_scan(
     steps : int
         Adaptive steps after the initial path (the planner runs before each).
     segment_length : int, optional
-        Length (pixels) of the uncertainty planner's straight segments; default
+        Length (pixels) of the segment planners' straight segments; default
         about 1.5 line spacings at this coverage (``1.5 / coverage``, at least 8).
     max_jump : float, optional
         Longest allowed jump (pixels) between segments; jumps are counted as flybacks.

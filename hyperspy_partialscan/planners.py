@@ -25,6 +25,7 @@ from typing import Protocol
 import numpy as np
 
 __all__ = ["Planner", "StaticPlanner", "UncertaintyPlanner", "PointsPlanner", "choose_segments", "nearest_order",
+           "interpolation_error",
            "default_segment_length", "default_footprint"]
 
 #: directions of the candidate segments (16 over a full turn: a segment is walked from its start)
@@ -119,18 +120,23 @@ class _SigmaPlanner:
     def _factor(self, partial):
         return self.plan_bin if min(partial.shape) // max(self.plan_bin, 1) >= 128 else 1
 
-    def _complete(self, view):
-        """(completion, sigma) of a partial scan, float64."""
+    def _complete(self, view, uncertainty=True):
+        """(completion, sigma) of a partial scan, float64.
+
+        Without ``uncertainty``: (the generator's estimate everywhere, the
+        noisy samples not put back, None).
+        """
         import hyperspy.api as hs
 
         from .completion import complete_partial_scan
 
-        comp, sigma = complete_partial_scan(hs.signals.Signal2D(view), model=self.model, uncertainty=True,
-                                            uncertainty_model=self.uncertainty_model, device=self.device,
-                                            show_progressbar=False)
-        return np.asarray(comp.data, np.float64), np.asarray(sigma.data, np.float64)
+        out = complete_partial_scan(hs.signals.Signal2D(view), model=self.model, uncertainty=uncertainty,
+                                    uncertainty_model=self.uncertainty_model if uncertainty else None,
+                                    device=self.device, keep_measured=uncertainty, show_progressbar=False)
+        comp, sigma = out if uncertainty else (out, None)
+        return np.asarray(comp.data, np.float64), None if sigma is None else np.asarray(sigma.data, np.float64)
 
-    def _gain_map(self, partial, small, factor):
+    def _gain_map(self, partial, small, factor=1):
         """``small`` (computed on the binned frame) spread back over ``partial``'s pixels; zero where scanned."""
         if factor > 1:
             small = np.pad(np.kron(small, np.ones((factor, factor))),
@@ -145,6 +151,12 @@ class _SigmaPlanner:
         factor = self._factor(partial)
         _, sig = self._complete(binned_partial(partial, factor) if factor > 1 else partial)
         return self._gain_map(partial, sig, factor)
+
+    def curvature(self, partial, footprint):
+        """:func:`interpolation_error` of the completion of the scan so far (zero where scanned)."""
+        factor = self._factor(partial)
+        comp, _ = self._complete(binned_partial(partial, factor) if factor > 1 else partial, uncertainty=False)
+        return self._gain_map(partial, interpolation_error(comp, np.isfinite(partial), footprint, factor=factor))
 
     def _plans(self):
         """(generator plan, uncertainty spec), resolved once per planner; the engine caches the networks."""
@@ -215,10 +227,13 @@ class UncertaintyPlanner(_SigmaPlanner):
     """Straight segments maximising the predicted error reduction (or sigma) along them, minus a jump penalty.
 
     ``gain="reduction"`` (default) sums :meth:`reduction` along each
-    candidate segment; ``gain="sigma"`` sums the completion's sigma.
+    candidate segment; ``gain="sigma"`` sums the completion's sigma;
+    ``gain="curvature"`` sums :meth:`curvature`, the interpolation error
+    predicted from the completion's curvature and the distance to the nearest
+    sample (the generator only, no uncertainty network).
     """
 
-    GAINS = ("reduction", "sigma")
+    GAINS = ("reduction", "sigma", "curvature")
 
     def __init__(self, segment_length, max_jump=None, candidates=96, footprint=0.0, gain="reduction", **kwargs):
         super().__init__(**kwargs)
@@ -229,10 +244,81 @@ class UncertaintyPlanner(_SigmaPlanner):
         self.gain = gain
 
     def plan(self, partial, probe, n, rng):
-        gain = (self.reduction(partial, max(self.footprint, 1.0), rng) if self.gain == "reduction"
-                else self.sigma(partial))
+        if self.gain == "reduction":
+            gain = self.reduction(partial, max(self.footprint, 1.0), rng)
+        elif self.gain == "curvature":
+            gain = self.curvature(partial, max(self.footprint, 1.0))
+        else:
+            gain = self.sigma(partial)
         return choose_segments(gain, probe, n, self.segment_length, rng, max_jump=self.max_jump,
                                candidates=self.candidates, footprint=self.footprint)
+
+
+#: scale (pixels) of the Laplacian of Gaussian of :func:`interpolation_error`
+CURVATURE_SCALE = 2.0
+#: share of the mean squared curvature added everywhere (flat and noisy areas still gain from samples)
+CURVATURE_FLOOR = 0.2
+
+
+def interpolation_error(completion, sampled, footprint, scale=CURVATURE_SCALE, floor=CURVATURE_FLOOR, factor=1):
+    """Predicted squared error of interpolating ``completion`` from the ``sampled`` pixels alone.
+
+    The error of interpolating a smooth image between samples a distance
+    ``d`` away grows as half its second derivative times ``d**2``. The
+    curvature is the completion's Laplacian of Gaussian at ``scale`` pixels,
+    squared and averaged over ``footprint / 2`` pixels (Gaussian), plus
+    ``floor`` times its mean (flat, noisy areas still gain from samples);
+    ``d`` is the distance to the nearest sampled pixel. Unlike the curvature
+    alone, the prediction falls where samples are added, so a planner driven
+    by it spreads its segments instead of returning to the same structure.
+
+    Parameters
+    ----------
+    completion : numpy.ndarray
+        2-D completion of the scan so far, at full resolution or binned by
+        ``factor`` (the curvature is computed there, then spread back over
+        the blocks; edge blocks repeated).
+    sampled : numpy.ndarray of bool
+        Sampled pixels, full resolution (the prediction is zero there).
+    footprint : float
+        Radius (pixels) over which a sample informs its neighbours.
+    scale, floor : float
+    factor : int
+        Binning of ``completion`` relative to ``sampled``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 map, ``(curvature / 2 * d**2) ** 2``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hyperspy_partialscan.planners import interpolation_error
+    >>> y, x = np.mgrid[:64, :64]
+    >>> image = np.exp(-((x - 16.0) ** 2 + (y - 32.0) ** 2) / 50)  # one blob, left half
+    >>> sampled = np.zeros((64, 64), bool); sampled[::8, ::8] = True
+    >>> err = interpolation_error(image, sampled, footprint=4)
+    >>> bool(err[:, :32].sum() > 3 * err[:, 32:].sum()), float(err[sampled].max())
+    (True, 0.0)
+
+    Denser samples over the blob lower its predicted error:
+
+    >>> denser = sampled.copy(); denser[::2, :32] = True
+    >>> bool(interpolation_error(image, denser, 4)[:, :32].sum() < 0.1 * err[:, :32].sum())
+    True
+    """
+    from scipy.ndimage import distance_transform_edt, gaussian_filter, gaussian_laplace
+
+    sampled = np.asarray(sampled, bool)
+    curvature = gaussian_filter(gaussian_laplace(np.asarray(completion, np.float64), scale / factor) ** 2,
+                                max(footprint / 2 / factor, 0.5)) / factor**4  # per full-resolution pixel²
+    curvature += floor * curvature.mean()
+    if factor > 1:
+        curvature = np.pad(np.kron(curvature, np.ones((factor, factor))),
+                           [(0, n - m * factor) for n, m in zip(sampled.shape, curvature.shape)], mode="edge")
+    d = distance_transform_edt(~sampled)
+    return curvature * (d**2 / 2) ** 2
 
 
 def choose_segments(gain, probe, n, segment_length, rng, *, max_jump=None, candidates=96, jump_cost=0.5,

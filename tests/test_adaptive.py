@@ -28,7 +28,7 @@ class Recorder:
         return self.frame[rows, cols]
 
 
-@pytest.mark.parametrize("planner", ["uncertainty", "points", "static"])
+@pytest.mark.parametrize("planner", ["uncertainty", "curvature", "points", "static"])
 def test_acquire_gets_the_planned_positions_in_order(specimen, planner):
     rec = Recorder(specimen.data)
     p = hp.adaptive_scan(None, coverage=0.08, planner=planner, steps=3, acquire=rec, shape=specimen.data.shape,
@@ -50,7 +50,7 @@ def test_static_planner_reproduces_the_static_path(specimen):
     np.testing.assert_allclose(adaptive.data[np.isfinite(adaptive.data)], static.data[np.isfinite(static.data)])
 
 
-@pytest.mark.parametrize("planner", ["uncertainty", "points"])
+@pytest.mark.parametrize("planner", ["uncertainty", "curvature", "points"])
 def test_seed_makes_the_scan_deterministic(specimen, planner):
     a = hp.adaptive_scan(specimen, coverage=0.06, planner=planner, steps=2, seed=7, device="cpu",
                          noise={"dose": 200})

@@ -127,7 +127,7 @@ def test_adaptive_style_path_extends_the_initial_path():
     assert adaptive_style_path(truth, initial, n0, np.random.default_rng(0)) is initial
 
 
-@pytest.mark.parametrize("gain", ["reduction", "sigma"])
+@pytest.mark.parametrize("gain", ["reduction", "sigma", "curvature"])
 def test_uncertainty_planner_plans_unscanned_segments(gain):
     from hyperspy_partialscan.planners import UncertaintyPlanner
 
@@ -146,3 +146,18 @@ def test_uncertainty_planner_gain_is_checked():
 
     with pytest.raises(ValueError, match="gain must be one of"):
         UncertaintyPlanner(10, gain="entropy")
+
+
+def test_curvature_planner_scans_the_structure_not_the_vacuum():
+    """Particles on the left half, vacuum on the right: the curvature gain sends more segments left (the floor
+    and the wide gaps of a 2 % spiral keep some in the vacuum)."""
+    from hyperspy_partialscan.planners import UncertaintyPlanner
+
+    frame = nanoparticle_field((128, 128), seed=2)
+    frame[:, 64:] = np.median(frame[:, 64:])
+    mask = generate_path("spiral", frame.shape, 0.02, 0).mask
+    partial = np.where(mask, frame, np.nan)
+    planner = UncertaintyPlanner(12, footprint=6.0, gain="curvature", device="cpu")
+    pos = planner.plan(partial, None, 200, np.random.default_rng(0))
+    left = np.count_nonzero(pos[:, 1] < 64)
+    assert left > 1.3 * (len(pos) - left)
