@@ -3,8 +3,10 @@
 For every val crop (min/max normalised to [0, 1]) and total coverage (1/20 and 1/40), the crop
 is scanned by the simulated microscope with Poisson noise at ``--dose`` e⁻/px (the same
 ``NoiseModel`` for every scan) three ways — a static spiral, a static jittered grid, and
-``adaptive_scan(planner="uncertainty")`` (initial spiral over ``--initial-fraction`` of the
-budget, then ``--steps`` planned steps) — and each scan is completed by the same generator
+an adaptive scan (initial spiral over ``--initial-fraction`` of the budget, then ``--steps``
+planned steps; the segment planner with ``--gain curvature``, the package's default
+``planner="curvature"``, or ``reduction``, ``planner="uncertainty"``; the flybacks are
+reported) — and each scan is completed by the same generator
 (``complete_partial_scan(keep_measured=False)``, the protocol of ``eval_completion.py``: the
 generator's estimate of the blurred truth everywhere, so noisy raw samples do not count against
 the paths that measure more of the bright areas). Scored: RMSE (% of range) against the blurred
@@ -127,8 +129,8 @@ def main(argv=None):
     p.add_argument("--segment-length", type=int, default=None)
     p.add_argument("--plan-model", default=None,
                    help="generator of the planner (default --model; it needs a shipped uncertainty model)")
-    p.add_argument("--gain", choices=["reduction", "sigma", "curvature"], default="reduction",
-                   help="the planner's gain map (curvature: planner='curvature')")
+    p.add_argument("--gain", choices=["reduction", "sigma", "curvature"], default="curvature",
+                   help="the planner's gain (curvature: planner='curvature', default; reduction: 'uncertainty')")
     p.add_argument("--footprint", type=float, default=1.0, help="planner footprint, times the package's default")
     p.add_argument("--coverages", type=C.parse_coverage, nargs="+", default=list(COVERAGES))
     p.add_argument("--featureless", type=float, default=0.3, help="featureless-block fraction of a featureless crop")
@@ -158,6 +160,7 @@ def main(argv=None):
             row.update({f"rmse_{m}": rmse_percent(c, blurred) for m, c in comp.items()})
             row.update({f"coverage_{m}": float(s.coverage) for m, (s, _) in scans.items()})
             row["ratio"] = row["rmse_adaptive"] / row["rmse_static_spiral"]
+            row["flybacks_adaptive"] = int(scans["adaptive"][0].metadata.Signal.Partial_scan.flybacks)
             rows.append(row)
             print(f"{label} {row['coverage']}: adaptive {row['rmse_adaptive']:.3f} spiral "
                   f"{row['rmse_static_spiral']:.3f} grid {row['rmse_static_jittered_grid']:.3f} "
@@ -180,7 +183,8 @@ def main(argv=None):
                             "adaptive/spiral": mean["adaptive"] / mean["static_spiral"],
                             "adaptive/grid": mean["adaptive"] / mean["static_jittered_grid"],
                             "bar": bar, "met": mean["adaptive"] / mean["static_spiral"] <= bar,
-                            "planning_s_mean": float(np.mean([r["planning_s"] for r in sel]))})
+                            "planning_s_mean": float(np.mean([r["planning_s"] for r in sel])),
+                            "flybacks_mean": float(np.mean([r["flybacks_adaptive"] for r in sel]))})
     print(C.markdown_table(summary))
     if args.out:
         C.write_csv(rows, args.out / "bench_adaptive_crops.csv")

@@ -106,7 +106,7 @@ def _add_adaptive(sub):
     p.add_argument("output", help="output file; the extension picks the format (.hspy, .zspy, ...)")
     p.add_argument("--coverage", type=float, default=0.05, help="total fraction of pixels to scan (default 0.05)")
     p.add_argument("--steps", type=int, default=8, help="adaptive steps after the initial path (default 8)")
-    p.add_argument("--planner", default="uncertainty", choices=ADAPTIVE_PLANNERS, help="default: uncertainty")
+    p.add_argument("--planner", default="curvature", choices=ADAPTIVE_PLANNERS, help="default: curvature")
     p.add_argument("--initial-path", default="spiral", choices=path_names(), help="default: spiral")
     p.add_argument("--initial-fraction", type=float, default=0.25, help="budget of the initial path (default 0.25)")
     p.add_argument("--dose", type=float, default=None, help="electrons per probe position at full scale")

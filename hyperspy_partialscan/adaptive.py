@@ -9,20 +9,22 @@ simulation and :class:`~hyperspy_partialscan.NoiseModel`, or by a user's
 
 Planners (:mod:`~hyperspy_partialscan.planners`):
 
+``"curvature"`` (default)
+    Completes the scan so far with the generator (at half resolution) and
+    predicts the error of interpolating it from the samples: the completion's
+    curvature (Laplacian of Gaussian) times the squared distance to the nearest
+    sample (:func:`~hyperspy_partialscan.planners.interpolation_error`). It
+    chooses straight segments of ``segment_length`` pixels that collect the
+    most predicted error, minus a penalty on the jump from the probe's position
+    (jumps longer than ``max_jump`` are excluded). The prediction falls where
+    samples are added, so re-planning after each step spreads the dose over
+    every region with structure.
 ``"uncertainty"``
-    Completes the scan so far with the generator and its per-pixel uncertainty,
-    predicts the uncertainty again with the sampling density doubled by
-    hypothetical samples, and
-    chooses straight segments of ``segment_length`` pixels that collect the most
+    The same segment rule with the generator's per-pixel uncertainty:
+    completes the scan so far with its sigma, predicts sigma again with the
+    sampling density doubled by hypothetical samples, and collects the
     predicted reduction of the error variance (where sigma is high *and* more
-    samples would lower it), minus a penalty on the jump from the probe's
-    position (jumps longer than ``max_jump`` are excluded).
-``"curvature"``
-    As ``"uncertainty"``, with the interpolation error predicted from the
-    completion's curvature and the distance to the nearest sample
-    (:func:`~hyperspy_partialscan.planners.interpolation_error`) in place of
-    the uncertainty network's reduction: the generator only, one completion
-    per step.
+    samples would lower it).
 ``"points"``
     For random-access scan systems: the unscanned pixels of largest sigma,
     visited in nearest-neighbour order.
@@ -77,7 +79,7 @@ if TYPE_CHECKING:
 __all__ = ["adaptive_scan", "Planner", "ADAPTIVE_PLANNERS", "UncertaintyPlanner", "PointsPlanner", "StaticPlanner",
            "STACK_SUMMARIES"]
 
-ADAPTIVE_PLANNERS = ("uncertainty", "curvature", "points", "static")
+ADAPTIVE_PLANNERS = ("curvature", "uncertainty", "points", "static")
 
 #: per-frame summaries of a stack's scans, recorded as arrays of the navigation shape
 STACK_SUMMARIES = ("positions_total", "path_length_px", "flybacks", "stopped_at_step")
@@ -246,7 +248,7 @@ def adaptive_scan(
     specimen: BaseSignal | None,
     coverage: float = 0.05,
     *,
-    planner: str | Planner = "uncertainty",
+    planner: str | Planner = "curvature",
     initial_path: str = "spiral",
     initial_fraction: float = 0.25,
     steps: int = 8,
@@ -275,8 +277,10 @@ def adaptive_scan(
         shape.
     coverage : float
         Total fraction of pixels to scan (the dose budget), in (0, 1).
-    planner : {{"uncertainty", "curvature", "points", "static"}} or Planner
-        How the next positions are chosen (see the module docstring), or any
+    planner : {{"curvature", "uncertainty", "points", "static"}} or Planner
+        How the next positions are chosen (see the module docstring; default
+        ``"curvature"``, the better of the two segment planners on the
+        benchmark, ``docs/benchmarks.md``), or any
         object with the :class:`Planner` protocol (copied for each frame of a
         stack; used as given for one frame).
     initial_path : str
@@ -287,7 +291,9 @@ def adaptive_scan(
         Adaptive steps after the initial path (the planner runs before each).
     segment_length : int, optional
         Length (pixels) of the segment planners' straight segments; default
-        about 1.5 line spacings at this coverage (``1.5 / coverage``, at least 8).
+        0.3 line spacings at this coverage (``0.3 / coverage``, at least 4;
+        :func:`~hyperspy_partialscan.planners.default_segment_length`). Longer
+        segments mean fewer jumps (flybacks) and a less targeted dose.
     max_jump : float, optional
         Longest allowed jump (pixels) between segments; jumps are counted as flybacks.
     noise : NoiseModel or dict, optional

@@ -44,19 +44,24 @@ class Planner(Protocol):
 
 
 def default_segment_length(coverage):
-    """Segment length (pixels) of the uncertainty planner: about 1.5 line spacings at this coverage, at least 8.
+    """Segment length (pixels) of the segment planners: 0.3 line spacings at this coverage, at least 4.
 
-    A scan of coverage ``c`` made of lines has them about ``1 / c`` pixels apart;
-    segments of a few spacings fill the gaps where sigma is high without
-    running across the regions that need no more dose.
+    A scan of coverage ``c`` made of lines has them about ``1 / c`` pixels
+    apart. Short segments (dashes) put the dose where the predicted error is,
+    at the price of a jump (a flyback) per segment: on 512² crops of the
+    sample data's `train` split at 1/20 (8 steps, curvature gain), segments of
+    0.3 / 0.5 / 0.75 / 1.5 spacings took the completion's mean RMSE to 0.85 /
+    0.89 / 0.92 / 0.97 times the static spiral's; 0.3 spacings cost about 1,700
+    flybacks on a 512² frame at 1/20 (``docs/benchmarks.md``). Pass
+    ``segment_length`` to trade quality for fewer jumps.
 
     Examples
     --------
     >>> from hyperspy_partialscan.planners import default_segment_length
     >>> default_segment_length(1 / 20), default_segment_length(1 / 40)
-    (30, 60)
+    (6, 12)
     """
-    return max(8, int(round(1.5 / coverage)))
+    return max(4, int(round(0.3 / coverage)))
 
 
 def default_footprint(coverage):

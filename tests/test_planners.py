@@ -87,7 +87,7 @@ def test_binned_partial_means_the_samples_of_each_block():
 def test_defaults_scale_with_the_spacing():
     assert default_segment_length(1 / 40) == 2 * default_segment_length(1 / 20)
     assert default_footprint(1 / 40) == 2 * default_footprint(1 / 20)
-    assert default_segment_length(0.9) == 8
+    assert default_segment_length(0.9) == 4
 
 
 def test_nearest_order_visits_every_point_once():
