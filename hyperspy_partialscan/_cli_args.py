@@ -170,6 +170,9 @@ def _add_demo_and_train(sub):
     p.add_argument("--adversarial", action="store_true", help="add the multi-scale adversarial stage")
     p.add_argument("--adaptive-fraction", type=float, default=0.0,
                    help="fraction of training crops scanned with adaptive-style paths (default 0)")
+    p.add_argument("--inner-blocks", type=int, default=None,
+                   help="residual blocks of the inner generator at 1/8 resolution (default 6); with --init, the "
+                        "model is deepened to this many, the new blocks starting as the identity")
 
 
 def _add_denoise(sub):

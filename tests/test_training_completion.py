@@ -68,6 +68,27 @@ def test_fine_tune_from_init(small_model, tmp_path):
     assert load_model(small_model).training_iterations is None  # no training record
 
 
+def test_fine_tune_can_deepen_the_inner_generator(small_model, tmp_path):
+    """grow_inner_blocks appends identity blocks: the deepened model starts from the init's function."""
+    from hyperspy_partialscan.models.networks import deepen_inner
+    from hyperspy_partialscan.training import TrainConfig, train_completion
+
+    init = load_model(small_model)
+    have = init.config["network"]["inner_blocks"]
+    deep = deepen_inner(init.network, have + 2)
+    x = torch.randn(1, init.config["network"]["in_channels"], 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(deep(x), init.network(x))
+    with pytest.raises(ValueError, match="inner_blocks must be at least"):
+        deepen_inner(init.network, have - 1)
+    frames = [nanoparticle_field((128, 128), seed=i) for i in range(2)]
+    cfg = TrainConfig(iterations=2, batch_size=2, crop=64, warmup=1, path_bank=4, virtual_sizes=(64,), seed=2,
+                      grow_inner_blocks=have + 2)
+    m = load_model(train_completion(frames, tmp_path, cfg, init=small_model, name="deep", show_progressbar=False))
+    assert m.config["network"]["inner_blocks"] == have + 2
+    assert m.config["training"]["deepened"] == {"inner_blocks_from": have, "inner_blocks_to": have + 2}
+
+
 def test_crop_sampler_redraws_paths_that_cannot_be_generated(monkeypatch):
     """A few jittered lines on a 256² frame cannot always meet ~1/88 coverage (generate_path raises for
     3 of 40 seeds); the training sampler draws another path instead of ending the run, and says so

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["PartialScanGenerator", "DenoisingUNet", "UncertaintyUNet", "MultiScaleDiscriminator", "build_network"]
+__all__ = ["PartialScanGenerator", "deepen_inner", "DenoisingUNet", "UncertaintyUNet", "MultiScaleDiscriminator",
+           "build_network"]
 
 
 def _act():
@@ -43,6 +44,39 @@ class ResBlock(nn.Module):
 
     def forward(self, x):
         return x + self.conv2(self.act(self.conv1(x)))
+
+
+def deepen_inner(net, inner_blocks):
+    """A copy of a :class:`PartialScanGenerator` with ``inner_blocks`` inner residual blocks, computing the same.
+
+    The new blocks are appended after the existing ones (dilations continue
+    their cycle) with their second convolution zero, so each starts as the
+    identity: training grows the network's large-scale context from the
+    function it already computes instead of from scratch.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from hyperspy_partialscan.models.networks import PartialScanGenerator, deepen_inner
+    >>> net = PartialScanGenerator(4, width=8, inner_blocks=2)
+    >>> _ = torch.nn.init.normal_(net.out[-1].weight)  # a net that does not output its input
+    >>> deep = deepen_inner(net, 4)
+    >>> x = torch.randn(1, 4, 32, 32)
+    >>> deep.config["inner_blocks"], bool(torch.allclose(deep(x), net(x), atol=1e-6))
+    (4, True)
+    """
+    have = net.config["inner_blocks"]
+    if inner_blocks < have:
+        raise ValueError(f"inner_blocks must be at least the network's {have}, got {inner_blocks}")
+    deep = PartialScanGenerator(**{**net.config, "inner_blocks": inner_blocks})
+    missing, unexpected = deep.load_state_dict(net.state_dict(), strict=False)
+    if unexpected or not all(k.startswith("inner_blocks.") for k in missing):
+        raise RuntimeError(f"deepen_inner: unexpected parameters {unexpected or missing}")
+    with torch.no_grad():
+        for block in list(deep.inner_blocks)[have:]:
+            block.conv2.weight.zero_()
+            block.conv2.bias.zero_()
+    return deep
 
 
 class PartialScanGenerator(nn.Module):

@@ -34,7 +34,7 @@ from .._version import __version__
 from ..metrics import blur_target, rmse_percent
 from ..models import save_model
 from ..models.features import completion_inputs, frame_scale
-from ..models.networks import MultiScaleDiscriminator, PartialScanGenerator
+from ..models.networks import MultiScaleDiscriminator, PartialScanGenerator, deepen_inner
 from ..paths import PATHS, generate_path
 from ..simulate import NoiseModel, sample_frame
 from .adaptive_masks import adaptive_style_path
@@ -83,6 +83,7 @@ class TrainConfig:
     paths: dict = field(default_factory=lambda: dict(TRAIN_PATHS))
     adaptive_fraction: float = 0.0
     adaptive_initial: tuple = (0.25, 0.6)
+    grow_inner_blocks: int | None = None  # with an init: deepen its inner generator to this many blocks
 
     def __post_init__(self):
         for name in ("iterations", "batch_size", "crop", "width", "inner_blocks", "outer_blocks", "path_bank",
@@ -385,6 +386,11 @@ def train_completion(
     net, init_record, start = initial_network(PartialScanGenerator, "completion", init=init, out_dir=out,
                                               resume=resume, width=c.width, inner_blocks=c.inner_blocks,
                                               outer_blocks=c.outer_blocks)
+    if start == 0 and init is not None and c.grow_inner_blocks:
+        # grow the model to fine-tune: new inner blocks start as the identity
+        init_record = {**init_record, "deepened": {"inner_blocks_from": net.config["inner_blocks"],
+                                                   "inner_blocks_to": c.grow_inner_blocks}}
+        net = deepen_inner(net, c.grow_inner_blocks)
     rng = np.random.default_rng([c.seed, start])
     sampler = CropSampler(frames, c, rng)
     adversary = _Adversary(c, rng) if c.adversarial else None
