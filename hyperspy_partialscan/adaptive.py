@@ -80,6 +80,8 @@ __all__ = ["adaptive_scan", "Planner", "ADAPTIVE_PLANNERS", "UncertaintyPlanner"
            "STACK_SUMMARIES"]
 
 ADAPTIVE_PLANNERS = ("curvature", "uncertainty", "points", "static")
+#: the segment planners among them, and the gain of :class:`UncertaintyPlanner` each is
+_SEGMENT_GAINS = {"curvature": "curvature", "uncertainty": "reduction"}
 
 #: per-frame summaries of a stack's scans, recorded as arrays of the navigation shape
 STACK_SUMMARIES = ("positions_total", "path_length_px", "flybacks", "stopped_at_step")
@@ -150,7 +152,7 @@ class _Settings:
             return PointsPlanner(**kw), initial, budget
         planner = UncertaintyPlanner(self.segment_length or default_segment_length(self.coverage), self.max_jump,
                                      footprint=default_footprint(self.coverage),
-                                     gain="curvature" if self.planner == "curvature" else "reduction", **kw)
+                                     gain=_SEGMENT_GAINS[self.planner], **kw)
         return planner, initial, budget
 
     def record(self):
@@ -158,8 +160,7 @@ class _Settings:
         return {"source": "adaptive", "planner": self.name, "initial_path": self.initial_path,
                 "initial_fraction": self.initial_fraction, "steps": self.steps,
                 "segment_length": self.segment_length or (default_segment_length(self.coverage)
-                                                          if self.planner in ("uncertainty", "curvature")
-                                                          else "n/a"),
+                                                          if self.name in _SEGMENT_GAINS else "n/a"),
                 "max_jump": self.max_jump if self.max_jump is not None else "none", "seed": self.seed,
                 "plan_bin": self.plan_bin, "noise": self.noise.as_dict(), "coverage_requested": self.coverage,
                 "package_version": __version__}

@@ -377,11 +377,11 @@ def _train(a):
 
     with _run_folder(a):
         frames, val, desc = _training_data(a)
+        # --inner-blocks sizes a fresh generator, or deepens the one given by --init
+        blocks = {} if a.inner_blocks is None else {"grow_inner_blocks" if a.init else "inner_blocks": a.inner_blocks}
         cfg = TrainConfig(iterations=a.iterations, batch_size=a.batch_size, crop=a.crop, lr=a.lr, width=a.width,
                           target=a.target, threads=a.threads, seed=a.seed, adversarial=a.adversarial,
-                          adaptive_fraction=a.adaptive_fraction,
-                          **({} if a.inner_blocks is None else {"grow_inner_blocks" if a.init else "inner_blocks":
-                                                                a.inner_blocks}))
+                          adaptive_fraction=a.adaptive_fraction, **blocks)
         path = train_completion(frames, a.out, cfg, val_frames=val, init=a.init, resume=a.resume, name=a.name,
                                 data_description=desc, show_progressbar=not a.no_progressbar,
                                 max_seconds=a.max_minutes * 60 if a.max_minutes else None)

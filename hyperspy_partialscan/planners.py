@@ -25,7 +25,7 @@ from typing import Protocol
 import numpy as np
 
 __all__ = ["Planner", "StaticPlanner", "UncertaintyPlanner", "PointsPlanner", "choose_segments", "nearest_order",
-           "interpolation_error",
+           "interpolation_error", "binned_partial", "unbinned",
            "default_segment_length", "default_footprint"]
 
 #: directions of the candidate segments (16 over a full turn: a segment is walked from its start)
@@ -107,6 +107,25 @@ def binned_partial(partial, factor):
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def unbinned(small, shape, factor):
+    """``small`` (a map of ``factor`` x ``factor`` blocks) spread back over a frame of ``shape``; the
+    rows and columns beyond the last whole block repeat its edge.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hyperspy_partialscan.planners import unbinned
+    >>> unbinned(np.array([[1.0, 2.0]]), (3, 5), 2)
+    array([[1., 1., 2., 2., 2.],
+           [1., 1., 2., 2., 2.],
+           [1., 1., 2., 2., 2.]])
+    """
+    if factor == 1:
+        return small
+    return np.pad(np.kron(small, np.ones((factor, factor))),
+                  [(0, n - m * factor) for n, m in zip(shape, small.shape)], mode="edge")
+
+
 class _SigmaPlanner:
     """Common part of the planners driven by the completion's uncertainty.
 
@@ -124,6 +143,11 @@ class _SigmaPlanner:
 
     def _factor(self, partial):
         return self.plan_bin if min(partial.shape) // max(self.plan_bin, 1) >= 128 else 1
+
+    def _view(self, partial):
+        """(the scan so far as the planner completes it, binned by ``factor``; ``factor``)."""
+        factor = self._factor(partial)
+        return (binned_partial(partial, factor) if factor > 1 else np.asarray(partial, np.float64)), factor
 
     def _complete(self, view, uncertainty=True):
         """(completion, sigma) of a partial scan, float64.
@@ -143,9 +167,7 @@ class _SigmaPlanner:
 
     def _gain_map(self, partial, small, factor=1):
         """``small`` (computed on the binned frame) spread back over ``partial``'s pixels; zero where scanned."""
-        if factor > 1:
-            small = np.pad(np.kron(small, np.ones((factor, factor))),
-                           [(0, n - m * factor) for n, m in zip(partial.shape, small.shape)], mode="edge")
+        small = unbinned(small, partial.shape, factor)
         self.history.append(small.astype(np.float32))
         gain = small.copy()
         gain[np.isfinite(partial)] = 0.0  # a scanned pixel gains nothing from another visit
@@ -153,14 +175,14 @@ class _SigmaPlanner:
 
     def sigma(self, partial):
         """The completion's sigma at every unscanned pixel (zero where scanned)."""
-        factor = self._factor(partial)
-        _, sig = self._complete(binned_partial(partial, factor) if factor > 1 else partial)
+        view, factor = self._view(partial)
+        _, sig = self._complete(view)
         return self._gain_map(partial, sig, factor)
 
     def curvature(self, partial, footprint):
         """:func:`interpolation_error` of the completion of the scan so far (zero where scanned)."""
-        factor = self._factor(partial)
-        comp, _ = self._complete(binned_partial(partial, factor) if factor > 1 else partial, uncertainty=False)
+        view, factor = self._view(partial)
+        comp, _ = self._complete(view, uncertainty=False)
         return self._gain_map(partial, interpolation_error(comp, np.isfinite(partial), footprint, factor=factor))
 
     def _plans(self):
@@ -194,8 +216,7 @@ class _SigmaPlanner:
         from .uncertainty import frame_variance_model
 
         gen_plan, spec = self._plans()
-        factor = self._factor(partial)
-        view = binned_partial(partial, factor) if factor > 1 else np.asarray(partial, np.float64)
+        view, factor = self._view(partial)
         variance_model = frame_variance_model(view, "estimated", {})
         inputs, ((lo, s),) = completion_inputs(view[None])
         raw = run_network(worker_network(gen_plan, "completion"), inputs, gen_plan.device, gen_plan.precision)
@@ -318,10 +339,7 @@ def interpolation_error(completion, sampled, footprint, scale=CURVATURE_SCALE, f
     sampled = np.asarray(sampled, bool)
     curvature = gaussian_filter(gaussian_laplace(np.asarray(completion, np.float64), scale / factor) ** 2,
                                 max(footprint / 2 / factor, 0.5)) / factor**4  # per full-resolution pixel²
-    curvature += floor * curvature.mean()
-    if factor > 1:
-        curvature = np.pad(np.kron(curvature, np.ones((factor, factor))),
-                           [(0, n - m * factor) for n, m in zip(sampled.shape, curvature.shape)], mode="edge")
+    curvature = unbinned(curvature + floor * curvature.mean(), sampled.shape, factor)
     d = distance_transform_edt(~sampled)
     return curvature * (d**2 / 2) ** 2
 
