@@ -117,14 +117,30 @@ def test_proxy_sigma_is_zero_on_samples_and_follows_structure():
     assert proxy_sigma(flat, mask, 5.0).max() < s.max()
 
 
-def test_adaptive_style_path_extends_the_initial_path():
+@pytest.mark.parametrize("style", [None, "curvature", "uncertainty"])
+def test_adaptive_style_path_extends_the_initial_path(style):
     truth = nanoparticle_field((128, 128), seed=0)
     initial = generate_path("spiral", truth.shape, 0.02, 0)
-    p = adaptive_style_path(truth, initial, 700, np.random.default_rng(0))
+    p = adaptive_style_path(truth, initial, 700, np.random.default_rng(0), style=style)
     n0 = len(initial.positions)
     np.testing.assert_array_equal(p.positions[:n0], initial.positions)  # the static start comes first
     assert n0 < len(p.positions) <= 700 and p.shape == truth.shape
     assert adaptive_style_path(truth, initial, n0, np.random.default_rng(0)) is initial
+
+
+def test_adaptive_style_paths_imitate_each_planners_segments():
+    """The curvature style (the default planner) scans short dashes, the uncertainty style long segments."""
+    truth = nanoparticle_field((128, 128), seed=0)
+    initial = generate_path("spiral", truth.shape, 0.02, 0)
+    n0 = len(initial.positions)
+
+    def jumps(style):
+        added = adaptive_style_path(truth, initial, 800, np.random.default_rng(1), style=style).positions[n0:]
+        return int((np.linalg.norm(np.diff(added, axis=0), axis=1) > 3).sum())  # jumps between segments
+
+    assert jumps("curvature") > 2 * jumps("uncertainty")
+    with pytest.raises(ValueError, match="style must be one of"):
+        adaptive_style_path(truth, initial, 800, np.random.default_rng(1), style="spiral")
 
 
 @pytest.mark.parametrize("gain", ["reduction", "sigma", "curvature"])

@@ -1,15 +1,21 @@
 """Adaptive-style scan paths for training: a static path plus segments clustered where the specimen is informative.
 
-The uncertainty planner of :mod:`hyperspy_partialscan.planners` spends most of an
-adaptive scan's dose on short segments where the completion is least certain:
-far from the samples and where the specimen has structure. Running the planner
+The segment planners of :mod:`hyperspy_partialscan.planners` spend most of an
+adaptive scan's dose on segments where the completion is least certain: far
+from the samples and where the specimen has structure. Running the planner
 (and the generator) for every training crop would cost far more than the
-training step, so the training data imitate it with the planner's own segment
-rule (:func:`~hyperspy_partialscan.planners.choose_segments`, with the planner's
-footprint) on a proxy for
-sigma: the local contrast of the truth times a factor that grows with the
-distance to the nearest sample. Completing adaptive scans then stays in the
-generator's training distribution.
+training step, so the training data imitate both planners with their own
+segment rule (:func:`~hyperspy_partialscan.planners.choose_segments`, with the
+planner's footprint) on the truth instead of the completion:
+
+- ``"curvature"`` (the default planner): the predicted interpolation error
+  (:func:`~hyperspy_partialscan.planners.interpolation_error`) of the truth,
+  with short dashes of 4–16 pixels (the planner's 0.3 line spacings);
+- ``"uncertainty"``: a proxy for sigma, the local contrast of the truth times
+  a factor that grows with the distance to the nearest sample, with segments
+  of 12–64 pixels.
+
+Completing adaptive scans then stays in the generator's training distribution.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..paths import ScanPath
-from ..planners import choose_segments, default_footprint
+from ..planners import choose_segments, default_footprint, interpolation_error
 
 __all__ = ["proxy_sigma", "adaptive_style_path"]
 
@@ -44,7 +50,7 @@ def proxy_sigma(truth, mask, footprint):
     return (contrast / span + 0.02) * (1.0 - np.exp(-(d**2) / (2.0 * footprint**2)))
 
 
-def adaptive_style_path(truth, initial, total, rng, *, segment_range=(12, 64), candidates=32):
+def adaptive_style_path(truth, initial, total, rng, *, style=None, segment_range=None, candidates=32):
     """``initial`` (a static path on ``truth``'s frame) extended by planner-style segments to ``total`` positions.
 
     Parameters
@@ -56,8 +62,12 @@ def adaptive_style_path(truth, initial, total, rng, *, segment_range=(12, 64), c
     total : int
         Positions of the whole scan (at least ``len(initial.positions)``).
     rng : numpy.random.Generator
-    segment_range : tuple of int
-        Segment lengths (pixels) are drawn uniformly from this range per scan.
+    style : {"curvature", "uncertainty"}, optional
+        The planner imitated (see the module's docstring); drawn with equal
+        probability per scan by default.
+    segment_range : tuple of int, optional
+        Segment lengths (pixels) are drawn uniformly from this range per scan
+        (default: the style's).
     candidates : int
         Start pixels drawn per segment (fewer than the planner's: speed).
 
@@ -84,9 +94,22 @@ def adaptive_style_path(truth, initial, total, rng, *, segment_range=(12, 64), c
     if extra <= 0:
         return initial
     footprint = min(default_footprint(max(int(total), 1) / (shape[0] * shape[1])), 0.25 * min(shape))
-    gain = proxy_sigma(truth, initial.mask, footprint)
-    length = int(rng.integers(segment_range[0], segment_range[1] + 1))
+    if style is None:
+        style = ("curvature", "uncertainty")[int(rng.integers(2))]
+    if style not in _STYLES:
+        raise ValueError(f"style must be one of {sorted(_STYLES)}, got {style!r}")
+    gain_map, default_range = _STYLES[style]
+    gain = gain_map(truth, initial.mask, footprint)
+    lo, hi = segment_range or default_range
+    length = int(rng.integers(lo, hi + 1))
     probe = start[-1] if len(start) else None
     seg = choose_segments(gain, probe, extra, length, rng, candidates=candidates, footprint=footprint)
     positions = np.concatenate([start, seg]) if len(seg) else start
     return ScanPath(positions, np.ones(len(positions)), shape, "adaptive")
+
+
+#: gain map and segment lengths (pixels) of each planner the training masks imitate
+_STYLES = {
+    "curvature": (lambda truth, mask, footprint: interpolation_error(truth, mask, footprint), (4, 16)),
+    "uncertainty": (proxy_sigma, (12, 64)),
+}
