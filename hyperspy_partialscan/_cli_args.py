@@ -226,6 +226,9 @@ def _add_denoise(sub):
     p.add_argument("--context", type=int, default=4,
                    help="side, in crop sides, of the window whose min/max normalises each crop (default 4; "
                         "1: each crop's own range)")
+    p.add_argument("--bin-fraction", type=float, default=0.0,
+                   help="fraction of crops drawn from the images averaged over 2x2 pixel blocks, whose own noise "
+                        "is halved (default 0)")
 
 
 # --------------------------------------------------------------------------- checks of the numbers
@@ -255,6 +258,7 @@ _RANGES = {
     "threads": ("int", 1, None, True),
     "invert": ("float", 0, 1, True),
     "context": ("int", 1, None, True),
+    "bin_fraction": ("float", 0, 1, True),
 }
 
 

@@ -460,7 +460,8 @@ def _train_denoiser(a):
                               width=a.width, lr=a.lr, seed=a.seed, threads=a.threads, val_frames=val,
                               resume=a.resume, max_seconds=a.max_minutes * 60 if a.max_minutes else None,
                               name=a.name, data_description=desc, show_progressbar=not a.no_progressbar,
-                              init=a.init, invert=a.invert, dose_range=tuple(a.dose_range), context=a.context)
+                              init=a.init, invert=a.invert, dose_range=tuple(a.dose_range), context=a.context,
+                              bin_fraction=a.bin_fraction)
     print(f"model written to {path}")
 
 

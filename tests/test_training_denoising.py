@@ -204,3 +204,19 @@ def test_noisy_crop_sampler_normalises_over_a_context_window():
     with pytest.raises(ValueError, match="context"):
         NoisyCropSampler([frame], crop=16, context=0)
 
+
+
+def test_noisy_crop_sampler_draws_binned_crops_with_half_the_reference_noise():
+    from hyperspy_partialscan.training import NoisyCropSampler
+
+    rng = np.random.default_rng(0)
+    frame = (0.5 + 0.05 * rng.standard_normal((128, 128))).astype(np.float32)  # a reference with its own noise
+    frame[:8, :8], frame[-8:, -8:] = 0.0, 1.0  # features fixing the intensity range, binned or not
+    grain = lambda s: np.median([np.diff(s.pair()[1], axis=1).std() for _ in range(40)])  # noqa: E731
+    full = grain(NoisyCropSampler([frame], crop=16, rng=1, context=16))
+    binned = grain(NoisyCropSampler([frame], crop=16, rng=1, context=16, bin_fraction=1.0))
+    assert binned == pytest.approx(full / 2, rel=0.25)
+    with pytest.raises(ValueError, match="bin_fraction"):
+        NoisyCropSampler([frame], crop=16, bin_fraction=2.0)
+    with pytest.raises(ValueError, match="at least 160x160"):
+        NoisyCropSampler([frame], crop=80, bin_fraction=0.5)  # binned to 64², smaller than the crop

@@ -34,31 +34,52 @@ class NoisyCropSampler:
     own range, ``context=1``, stretches the reference images' own noise in
     flat areas to full scale and teaches the network to keep noise-like
     texture.)
+
+    A fraction ``bin_fraction`` of the crops is drawn from the frames averaged
+    over 2 x 2 pixel blocks: the reference images carry their own noise, and
+    binning halves it (in standard deviation), so the network sees cleaner
+    targets, at the scale of a binned frame.
     """
 
-    def __init__(self, frames, crop=128, dose_range=(5.0, 1000.0), rng=None, invert=0.0, context=4):
+    def __init__(self, frames, crop=128, dose_range=(5.0, 1000.0), rng=None, invert=0.0, context=4,
+                 bin_fraction=0.0):
+        from ..planners import binned_partial
+
         if not 0 <= invert <= 1:
             raise ValueError(f"invert must be a fraction in [0, 1], got {invert}")
+        if not 0 <= bin_fraction <= 1:
+            raise ValueError(f"bin_fraction must be a fraction in [0, 1], got {bin_fraction}")
         if not 0 < dose_range[0] <= dose_range[1]:
             raise ValueError(f"dose_range must be (low, high) electrons per pixel with 0 < low <= high, "
                              f"got {dose_range}")
         if context < 1:
             raise ValueError(f"context must be at least 1 (crop sides), got {context}")
         self.crop, self.dose_range, self.invert, self.context = crop, dose_range, float(invert), int(context)
+        self.bin_fraction = float(bin_fraction)
         self.rng = np.random.default_rng(rng)
         self.frames = [np.asarray(f, np.float32) for f in frames if min(f.shape) >= crop]
         if not self.frames:
             raise ValueError(f"no training frame is at least {crop}x{crop} pixels")
         area = np.array([np.sqrt(f.size) for f in self.frames])
         self.weights = area / area.sum()
+        self.binned, self.binned_weights = [], None
+        if self.bin_fraction > 0:  # every pixel is measured: binned_partial is the plain block mean
+            self.binned = [binned_partial(f, 2).astype(np.float32) for f in self.frames if min(f.shape) >= 2 * crop]
+            if not self.binned:
+                raise ValueError(f"bin_fraction > 0 needs a training frame of at least {2 * crop}x{2 * crop} pixels")
+            area = np.array([np.sqrt(f.size) for f in self.binned])
+            self.binned_weights = area / area.sum()
 
     def pair(self):
         """(noisy, clean, noise, known) for one crop, min/max normalised over its context window."""
         from ..noise import FrameNoise, degrade
 
         rng, c = self.rng, self.crop
+        frames, weights = self.frames, self.weights
+        if self.bin_fraction and rng.uniform() < self.bin_fraction:
+            frames, weights = self.binned, self.binned_weights
         while True:
-            f = self.frames[rng.choice(len(self.frames), p=self.weights)]
+            f = frames[rng.choice(len(frames), p=weights)]
             # a context window (as a user's frame or a benchmark crop) holding the crop sets the intensity range
             h, w = min(f.shape[0], self.context * c), min(f.shape[1], self.context * c)
             wr, wq = rng.integers(0, f.shape[0] - h + 1), rng.integers(0, f.shape[1] - w + 1)
@@ -106,7 +127,7 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
                    threads=None, val_frames=None, resume=False, overwrite=False, max_seconds=None,
                    name="denoising_model",
                    data_description=None, show_progressbar=True, init=None, invert=0.25, dose_range=(5.0, 1000.0),
-                   context=4):
+                   context=4, bin_fraction=0.0):
     """Train (or fine-tune) the supervised denoising network on clean frames degraded on the fly.
 
     Parameters
@@ -122,6 +143,9 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
     context : int
         Side of the window setting each crop's intensity range, in crop sides
         (see :class:`NoisyCropSampler`).
+    bin_fraction : float
+        Fraction of crops drawn from 2 x 2-binned frames, whose own noise is
+        halved (see :class:`NoisyCropSampler`).
 
     Other parameters as :func:`train_completion`.
 
@@ -139,7 +163,8 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
                                               width=width)
     # a resumed run continues the crop stream instead of replaying its start
     stream = seed if start == 0 else [seed, start]
-    sampler = NoisyCropSampler(frames, crop, dose_range=dose_range, rng=stream, invert=invert, context=context)
+    sampler = NoisyCropSampler(frames, crop, dose_range=dose_range, rng=stream, invert=invert, context=context,
+                               bin_fraction=bin_fraction)
     evaluate = None
     if val_frames:
         val = denoising_validation_set(val_frames)
@@ -158,7 +183,7 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
             "inputs": ["noisy", "noise_level"],
             "training": {"iterations": history[-1]["iteration"] if history else 0, "batch_size": batch_size,
                          "crop": crop, "lr": lr, "seed": seed, "dose_range": list(sampler.dose_range),
-                         "invert": sampler.invert, "context": sampler.context,
+                         "invert": sampler.invert, "context": sampler.context, "bin_fraction": sampler.bin_fraction,
                          "data": data_description, "seconds_this_run": round(time.time() - t0, 1), **init_record},
             "validation": last_validation(history, out_dir),
         }
