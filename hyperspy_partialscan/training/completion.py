@@ -429,7 +429,7 @@ def train_completion(
             alrc_sigmas=c.alrc_sigmas, out_dir=out, checkpoint_every=c.checkpoint_every, resume=resume,
             max_seconds=max_seconds, evaluate=evaluate if val else None, val_every=c.val_every,
             show_progressbar=show_progressbar, desc="training", after_step=after_step, extra_state=adversary,
-            plot=_plot_curve,
+            plot=_plot_curve, prefetch=adversary is None,  # the adversary's replay buffer is shared with the step
         )
         cfg = asdict(c)
         cfg["coverage_range"] = list(c.coverage_range)
