@@ -390,11 +390,14 @@ def test_fit_denoiser_subcommand(full_file, tmp_path, capsys, tiny_denoiser, met
 
 def test_train_denoiser_subcommand(tmp_path, capsys):
     rc, stdout, err = run(["train-denoiser", "--synthetic", "2", "--iterations", "3", "--batch-size", "2", "--crop",
-                           "64", "--width", "4", "--out", tmp_path / "run", "--name", "dn", "--no-progressbar"], capsys)
+                           "64", "--width", "4", "--out", tmp_path / "run", "--name", "dn", "--no-progressbar",
+                           "--bf16", "--bin-fraction", "0.5"], capsys)
     assert rc == 0, err
     from hyperspy_partialscan.models import load_model
 
-    assert load_model(tmp_path / "run" / "dn.safetensors").task == "denoising"
+    model = load_model(tmp_path / "run" / "dn.safetensors")
+    assert model.task == "denoising"
+    assert model.config["training"]["bf16"] is True and model.config["training"]["bin_fraction"] == 0.5
 
 
 def test_fit_denoiser_overwrite(full_file, tmp_path, capsys, tiny_denoiser):

@@ -222,3 +222,23 @@ def test_prefetch_makes_the_same_batches_in_the_same_order_in_a_background_threa
     resumed = fit_network(_tiny_net(), _batches, _mse, iterations=5, out_dir=run_dir, resume=True,
                           show_progressbar=False, prefetch=True)
     assert [h["iteration"] for h in resumed] == [4, 5]
+
+
+def test_bf16_runs_the_step_in_bfloat16_and_keeps_float32_weights():
+    from hyperspy_partialscan.training import fit_network
+
+    dtypes = []
+
+    def loss(net, batch):
+        x, y = batch
+        pred = net(x)
+        dtypes.append(pred.dtype)
+        return ((pred - y) ** 2).mean(dim=(1, 2, 3))  # float32 targets: the loss is float32
+
+    net = _tiny_net()
+    history = fit_network(net, _batches, loss, iterations=30, lr=1e-2, warmup=1, show_progressbar=False, bf16=True)
+    assert set(dtypes) == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    assert history[-1]["running_loss"] < history[0]["loss"]  # it learns
+    fit_network(net, _batches, loss, iterations=1, show_progressbar=False)
+    assert dtypes[-1] == torch.float32  # off by default

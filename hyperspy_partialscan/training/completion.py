@@ -84,6 +84,7 @@ class TrainConfig:
     adaptive_fraction: float = 0.0
     adaptive_initial: tuple = (0.25, 0.6)
     grow_inner_blocks: int | None = None  # with an init: deepen its inner generator to this many blocks
+    bf16: bool = False  # mixed precision (fit_network's bf16)
 
     def __post_init__(self):
         for name in ("iterations", "batch_size", "crop", "width", "inner_blocks", "outer_blocks", "path_bank",
@@ -429,7 +430,8 @@ def train_completion(
             alrc_sigmas=c.alrc_sigmas, out_dir=out, checkpoint_every=c.checkpoint_every, resume=resume,
             max_seconds=max_seconds, evaluate=evaluate if val else None, val_every=c.val_every,
             show_progressbar=show_progressbar, desc="training", after_step=after_step, extra_state=adversary,
-            plot=_plot_curve, prefetch=adversary is None,  # the adversary's replay buffer is shared with the step
+            plot=_plot_curve, bf16=c.bf16,
+            prefetch=adversary is None,  # the adversary's replay buffer is shared with the step
         )
         cfg = asdict(c)
         cfg["coverage_range"] = list(c.coverage_range)

@@ -127,7 +127,7 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
                    threads=None, val_frames=None, resume=False, overwrite=False, max_seconds=None,
                    name="denoising_model",
                    data_description=None, show_progressbar=True, init=None, invert=0.25, dose_range=(5.0, 1000.0),
-                   context=4, bin_fraction=0.0):
+                   context=4, bin_fraction=0.0, bf16=False):
     """Train (or fine-tune) the supervised denoising network on clean frames degraded on the fly.
 
     Parameters
@@ -146,6 +146,8 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
     bin_fraction : float
         Fraction of crops drawn from 2 x 2-binned frames, whose own noise is
         halved (see :class:`NoisyCropSampler`).
+    bf16 : bool
+        Mixed precision (see :func:`~hyperspy_partialscan.training.fit_network`).
 
     Other parameters as :func:`train_completion`.
 
@@ -177,13 +179,15 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
         history = fit_network(net, lambda it: sampler.batch(batch_size), mse_per_item, iterations=iterations, lr=lr,
                               out_dir=out_dir, resume=resume, max_seconds=max_seconds,
                               evaluate=evaluate,
-                              show_progressbar=show_progressbar, desc="denoiser", prefetch=True)
+                              show_progressbar=show_progressbar, desc="denoiser", prefetch=True,
+                              bf16=bf16)
         extra = {
             "package_version": __version__,
             "inputs": ["noisy", "noise_level"],
             "training": {"iterations": history[-1]["iteration"] if history else 0, "batch_size": batch_size,
                          "crop": crop, "lr": lr, "seed": seed, "dose_range": list(sampler.dose_range),
-                         "invert": sampler.invert, "context": sampler.context, "bin_fraction": sampler.bin_fraction,
+                         "invert": sampler.invert, "context": sampler.context,
+                         "bin_fraction": sampler.bin_fraction, "bf16": bf16,
                          "data": data_description, "seconds_this_run": round(time.time() - t0, 1), **init_record},
             "validation": last_validation(history, out_dir),
         }

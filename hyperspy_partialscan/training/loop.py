@@ -123,6 +123,7 @@ def fit_network(
     extra_state=None,
     plot=None,
     prefetch=False,
+    bf16=False,
 ):
     """The training loop shared by every network of the package.
 
@@ -170,6 +171,12 @@ def fit_network(
         Only for a ``next_batch`` that shares no state with the step or
         ``after_step`` and draws no random numbers from torch's global
         generator.
+    bf16 : bool
+        Mixed precision: ``compute_loss`` runs under ``torch.autocast`` with
+        bfloat16, so the convolutions run in bfloat16 while the weights, the
+        optimiser and the losses (computed against float32 targets) stay in
+        float32. About twice as fast on CPUs with AVX-512 BF16 or AMX;
+        slower on CPUs without them.
 
     Returns
     -------
@@ -200,6 +207,7 @@ def fit_network(
     if resume:
         alrc, start = _restore(ckpt, net, opt, alrc_sigmas, extra_state, desc)
     history, running, t0, bad, saved = [], None, time.time(), 0, start
+    device_type = next(net.parameters()).device.type
     bar = _progress_bar(show_progressbar, iterations, start, desc)
     with _Batches(next_batch, iterations, prefetch) as batches:
         for it in range(start, iterations):
@@ -210,7 +218,8 @@ def fit_network(
                 g["lr"] = lr_now
             net.train()
             batch = batches.get(it)
-            res = compute_loss(net, batch)
+            with torch.autocast(device_type, torch.bfloat16, enabled=bf16):
+                res = compute_loss(net, batch)
             loss, per_item, extras = (res[0], res[1], res[2:]) if isinstance(res, tuple) else (res.mean(), res, ())
             if not bool(torch.isfinite(loss)):
                 bad = _skip_non_finite(bad, it, lr_now, desc, ckpt)
