@@ -186,44 +186,6 @@ def test_a_skipped_last_step_still_checkpoints_the_run(tmp_path):
     assert int(torch.load(run / "checkpoint.pt", weights_only=True)["iteration"]) == 4
 
 
-def test_prefetch_makes_the_same_batches_in_the_same_order_in_a_background_thread(tmp_path):
-    import threading
-
-    from hyperspy_partialscan.training import fit_network
-
-    def run(prefetch, **kw):
-        rng, calls = np.random.default_rng(0), []
-
-        def next_batch(it):  # a stateful sampler, as the trainers' are
-            calls.append((it, threading.current_thread() is threading.main_thread()))
-            x = torch.from_numpy(rng.random((2, 2, 16, 16), dtype=np.float32))
-            return x, 1 - x[:, :1]
-
-        net = _tiny_net()
-        torch.manual_seed(0)
-        history = fit_network(net, next_batch, _mse, iterations=6, show_progressbar=False, prefetch=prefetch, **kw)
-        return net, [h["loss"] for h in history], calls
-
-    plain, losses, calls = run(False)
-    fetched, losses_p, calls_p = run(True)
-    assert losses_p == losses and all(torch.equal(a, b) for a, b in zip(plain.parameters(), fetched.parameters()))
-    assert [it for it, _ in calls_p] == list(range(6)) == [it for it, _ in calls]  # none made twice or beyond the end
-    assert all(main for _, main in calls) and not any(main for _, main in calls_p)
-
-    def failing(it):
-        if it == 2:
-            raise RuntimeError("sampler failed")
-        return _batches(it)
-
-    with pytest.raises(RuntimeError, match="sampler failed"):
-        fit_network(_tiny_net(), failing, _mse, iterations=5, show_progressbar=False, prefetch=True)
-    run_dir = tmp_path / "run"
-    fit_network(_tiny_net(), _batches, _mse, iterations=3, out_dir=run_dir, show_progressbar=False, prefetch=True)
-    resumed = fit_network(_tiny_net(), _batches, _mse, iterations=5, out_dir=run_dir, resume=True,
-                          show_progressbar=False, prefetch=True)
-    assert [h["iteration"] for h in resumed] == [4, 5]
-
-
 def test_bf16_runs_the_step_in_bfloat16_and_keeps_float32_weights():
     from hyperspy_partialscan.training import fit_network
 

@@ -431,7 +431,6 @@ def train_completion(
             max_seconds=max_seconds, evaluate=evaluate if val else None, val_every=c.val_every,
             show_progressbar=show_progressbar, desc="training", after_step=after_step, extra_state=adversary,
             plot=_plot_curve, bf16=c.bf16,
-            prefetch=adversary is None,  # the adversary's replay buffer is shared with the step
         )
         cfg = asdict(c)
         cfg["coverage_range"] = list(c.coverage_range)

@@ -179,8 +179,7 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
         history = fit_network(net, lambda it: sampler.batch(batch_size), mse_per_item, iterations=iterations, lr=lr,
                               out_dir=out_dir, resume=resume, max_seconds=max_seconds,
                               evaluate=evaluate,
-                              show_progressbar=show_progressbar, desc="denoiser", prefetch=True,
-                              bf16=bf16)
+                              show_progressbar=show_progressbar, desc="denoiser", bf16=bf16)
         extra = {
             "package_version": __version__,
             "inputs": ["noisy", "noise_level"],

@@ -14,7 +14,6 @@ import math
 import os
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -122,7 +121,6 @@ def fit_network(
     after_step=None,
     extra_state=None,
     plot=None,
-    prefetch=False,
     bf16=False,
 ):
     """The training loop shared by every network of the package.
@@ -164,13 +162,6 @@ def fit_network(
         checkpoints (e.g. discriminators).
     plot : callable, optional
         ``plot(csv_path, png_path)`` after each validation.
-    prefetch : bool
-        Make the next batch in a background thread while the current step
-        runs (the same batches in the same order: ``next_batch`` is called
-        for one iteration after the other, never concurrently with itself).
-        Only for a ``next_batch`` that shares no state with the step or
-        ``after_step`` and draws no random numbers from torch's global
-        generator.
     bf16 : bool
         Mixed precision: ``compute_loss`` runs under ``torch.autocast`` with
         bfloat16, so the convolutions run in bfloat16 while the weights, the
@@ -209,72 +200,46 @@ def fit_network(
     history, running, t0, bad, saved = [], None, time.time(), 0, start
     device_type = next(net.parameters()).device.type
     bar = _progress_bar(show_progressbar, iterations, start, desc)
-    with _Batches(next_batch, iterations, prefetch) as batches:
-        for it in range(start, iterations):
-            t_step = time.time()
-            elapsed = (time.time() - t0) / max_seconds if max_seconds else 0.0
-            lr_now = learning_rate(it, **schedule, time_fraction=elapsed)
-            for g in opt.param_groups:
-                g["lr"] = lr_now
-            net.train()
-            batch = batches.get(it)
-            with torch.autocast(device_type, torch.bfloat16, enabled=bf16):
-                res = compute_loss(net, batch)
-            loss, per_item, extras = (res[0], res[1], res[2:]) if isinstance(res, tuple) else (res.mean(), res, ())
-            if not bool(torch.isfinite(loss)):
-                bad = _skip_non_finite(bad, it, lr_now, desc, ckpt)
-                continue
-            bad = 0
-            _step(net, opt, alrc(loss), it, lr_now, desc, ckpt)
-            if after_step is not None:
-                after_step(batch, per_item, *extras)
-            value = float(per_item.detach().mean())
-            running = value if running is None else 0.98 * running + 0.02 * value
-            row = {"iteration": it + 1, "loss": value, "running_loss": running, "step_seconds": time.time() - t_step}
-            done = it + 1 == iterations or (max_seconds is not None and time.time() - t0 > max_seconds)
-            if evaluate is not None and ((it + 1) % val_every == 0 or done):
-                row.update(_validate(net, evaluate, ckpt, plot, t0, row, desc))
-            history.append(row)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{running:.2e}", lr=f"{lr_now:.1e}")
-            if (it + 1) % 50 == 0:
-                _log.info("%s it %d loss %.3e lr %.2e %.1fs", desc, it + 1, running, lr_now, time.time() - t0)
-            if ckpt is not None and ((it + 1) % checkpoint_every == 0 or done):
-                _save_checkpoint(ckpt, net, opt, alrc, it + 1, extra_state)
-                saved = it + 1
-            if done:
-                break
+    for it in range(start, iterations):
+        t_step = time.time()
+        lr_now = learning_rate(it, **schedule, time_fraction=(time.time() - t0) / max_seconds if max_seconds else 0.0)
+        for g in opt.param_groups:
+            g["lr"] = lr_now
+        net.train()
+        batch = next_batch(it)
+        with torch.autocast(device_type, torch.bfloat16, enabled=bf16):
+            res = compute_loss(net, batch)
+        loss, per_item, extras = (res[0], res[1], res[2:]) if isinstance(res, tuple) else (res.mean(), res, ())
+        if not bool(torch.isfinite(loss)):
+            bad = _skip_non_finite(bad, it, lr_now, desc, ckpt)
+            continue
+        bad = 0
+        _step(net, opt, alrc(loss), it, lr_now, desc, ckpt)
+        if after_step is not None:
+            after_step(batch, per_item, *extras)
+        value = float(per_item.detach().mean())
+        running = value if running is None else 0.98 * running + 0.02 * value
+        row = {"iteration": it + 1, "loss": value, "running_loss": running, "step_seconds": time.time() - t_step}
+        done = it + 1 == iterations or (max_seconds is not None and time.time() - t0 > max_seconds)
+        if evaluate is not None and ((it + 1) % val_every == 0 or done):
+            row.update(_validate(net, evaluate, ckpt, plot, t0, row, desc))
+        history.append(row)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.2e}", lr=f"{lr_now:.1e}")
+        if (it + 1) % 50 == 0:
+            _log.info("%s it %d loss %.3e lr %.2e %.1fs", desc, it + 1, running, lr_now, time.time() - t0)
+        if ckpt is not None and ((it + 1) % checkpoint_every == 0 or done):
+            _save_checkpoint(ckpt, net, opt, alrc, it + 1, extra_state)
+            saved = it + 1
+        if done:
+            break
     if ckpt is not None and history and saved != history[-1]["iteration"]:  # the last steps were skipped
         _save_checkpoint(ckpt, net, opt, alrc, history[-1]["iteration"], extra_state)
     if bar is not None:
         bar.close()
     net.eval()
     return history
-
-
-class _Batches:
-    """``next_batch(it)`` for each iteration in turn; with ``prefetch``, iteration ``it + 1``'s batch is made
-    in a background thread while step ``it`` runs (the step releases the GIL in torch's kernels)."""
-
-    def __init__(self, next_batch, stop, prefetch):
-        self.next_batch, self.stop = next_batch, stop
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="next_batch") if prefetch else None
-        self.pending = None  # (iteration, future)
-
-    def get(self, it):
-        if self.pool is None:
-            return self.next_batch(it)
-        future = self.pending[1] if self.pending and self.pending[0] == it else self.pool.submit(self.next_batch, it)
-        self.pending = (it + 1, self.pool.submit(self.next_batch, it + 1)) if it + 1 < self.stop else None
-        return future.result()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 #: consecutive steps with a non-finite loss that are skipped before a run is stopped

@@ -211,8 +211,7 @@ def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch
     with run_folder(out_dir, name, resume=resume, overwrite=overwrite):
         history = fit_network(net, lambda it: sampler.batch(batch_size), gaussian_nll_per_item, iterations=iterations,
                               lr=lr, out_dir=out_dir, resume=resume, max_seconds=max_seconds,
-                              evaluate=evaluate, val_every=250, show_progressbar=show_progressbar, desc="uncertainty",
-                              prefetch=True)
+                              evaluate=evaluate, val_every=250, show_progressbar=show_progressbar, desc="uncertainty")
         extra = {
             "package_version": __version__,
             "inputs": list(UNCERTAINTY_CHANNELS),
