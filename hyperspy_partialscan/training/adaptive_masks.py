@@ -50,6 +50,10 @@ def proxy_sigma(truth, mask, footprint):
     return (contrast / span + 0.02) * (1.0 - np.exp(-(d**2) / (2.0 * footprint**2)))
 
 
+#: gain map ``(truth, sampled, footprint) -> map`` and segment lengths (pixels) of each planner imitated
+_STYLES = {"curvature": (interpolation_error, (4, 16)), "uncertainty": (proxy_sigma, (12, 64))}
+
+
 def adaptive_style_path(truth, initial, total, rng, *, style=None, segment_range=None, candidates=32):
     """``initial`` (a static path on ``truth``'s frame) extended by planner-style segments to ``total`` positions.
 
@@ -106,10 +110,3 @@ def adaptive_style_path(truth, initial, total, rng, *, style=None, segment_range
     seg = choose_segments(gain, probe, extra, length, rng, candidates=candidates, footprint=footprint)
     positions = np.concatenate([start, seg]) if len(seg) else start
     return ScanPath(positions, np.ones(len(positions)), shape, "adaptive")
-
-
-#: gain map and segment lengths (pixels) of each planner the training masks imitate
-_STYLES = {
-    "curvature": (lambda truth, mask, footprint: interpolation_error(truth, mask, footprint), (4, 16)),
-    "uncertainty": (proxy_sigma, (12, 64)),
-}
