@@ -166,8 +166,9 @@ def fit_network(
         Mixed precision: ``compute_loss`` runs under ``torch.autocast`` with
         bfloat16, so the convolutions run in bfloat16 while the weights, the
         optimiser and the losses (computed against float32 targets) stay in
-        float32. About twice as fast on CPUs with AVX-512 BF16 or AMX;
-        slower on CPUs without them.
+        float32. On CPUs with AVX-512 BF16 or AMX the convolutions run about
+        twice as fast (a generator training iteration 1.6x, docs/model.md);
+        on CPUs without them, slower.
 
     Returns
     -------
