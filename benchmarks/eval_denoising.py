@@ -106,9 +106,9 @@ def parse_args(argv=None):
 
 def binned(x, b):
     """``x`` averaged over ``b`` x ``b`` pixel blocks (trailing rows/columns dropped), min/max normalised to [0, 1]."""
-    from hyperspy_partialscan.planners import binned_partial
+    from hyperspy_partialscan.blocks import block_mean
 
-    y = binned_partial(x, b)  # every pixel is measured: the plain block mean
+    y = block_mean(x, b)  # every pixel is measured: the plain block mean
     lo, hi = float(y.min()), float(y.max())
     return ((y - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
 

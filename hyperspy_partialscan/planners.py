@@ -24,9 +24,10 @@ from typing import Protocol
 
 import numpy as np
 
+from .blocks import block_mean, block_spread
+
 __all__ = ["Planner", "StaticPlanner", "UncertaintyPlanner", "PointsPlanner", "choose_segments", "nearest_order",
-           "interpolation_error", "binned_partial", "unbinned",
-           "default_segment_length", "default_footprint"]
+           "interpolation_error", "default_segment_length", "default_footprint"]
 
 #: directions of the candidate segments (16 over a full turn: a segment is walked from its start)
 DIRECTIONS = np.array([(np.sin(a), np.cos(a)) for a in np.linspace(0, 2 * np.pi, 16, endpoint=False)])
@@ -88,44 +89,6 @@ class StaticPlanner:
         return out
 
 
-def binned_partial(partial, factor):
-    """Mean of the sampled pixels in ``factor`` x ``factor`` blocks (NaN where a block holds none).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from hyperspy_partialscan.planners import binned_partial
-    >>> binned_partial(np.array([[1.0, np.nan], [3.0, np.nan]]), 2)
-    array([[2.]])
-    """
-    h, w = (np.asarray(partial.shape) // factor) * factor
-    blocks = np.asarray(partial, np.float64)[:h, :w].reshape(h // factor, factor, w // factor, factor)
-    ok = np.isfinite(blocks)
-    count = ok.sum(axis=(1, 3))
-    total = np.where(ok, blocks, 0.0).sum(axis=(1, 3))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
-def unbinned(small, shape, factor):
-    """``small`` (a map of ``factor`` x ``factor`` blocks) spread back over a frame of ``shape``; the
-    rows and columns beyond the last whole block repeat its edge.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from hyperspy_partialscan.planners import unbinned
-    >>> unbinned(np.array([[1.0, 2.0]]), (3, 5), 2)
-    array([[1., 1., 2., 2., 2.],
-           [1., 1., 2., 2., 2.],
-           [1., 1., 2., 2., 2.]])
-    """
-    if factor == 1:
-        return small
-    return np.pad(np.kron(small, np.ones((factor, factor))),
-                  [(0, n - m * factor) for n, m in zip(shape, small.shape)], mode="edge")
-
-
 class _SigmaPlanner:
     """Common part of the planners driven by the completion's uncertainty.
 
@@ -147,7 +110,7 @@ class _SigmaPlanner:
     def _view(self, partial):
         """(the scan so far as the planner completes it, binned by ``factor``; ``factor``)."""
         factor = self._factor(partial)
-        return (binned_partial(partial, factor) if factor > 1 else np.asarray(partial, np.float64)), factor
+        return (block_mean(partial, factor) if factor > 1 else np.asarray(partial, np.float64)), factor
 
     def _complete(self, view, uncertainty=True):
         """(completion, sigma) of a partial scan, float64.
@@ -167,7 +130,7 @@ class _SigmaPlanner:
 
     def _gain_map(self, partial, small, factor=1):
         """``small`` (computed on the binned frame) spread back over ``partial``'s pixels; zero where scanned."""
-        small = unbinned(small, partial.shape, factor)
+        small = block_spread(small, partial.shape, factor)
         self.history.append(small.astype(np.float32))
         gain = small.copy()
         gain[np.isfinite(partial)] = 0.0  # a scanned pixel gains nothing from another visit
@@ -339,7 +302,7 @@ def interpolation_error(completion, sampled, footprint, scale=CURVATURE_SCALE, f
     sampled = np.asarray(sampled, bool)
     curvature = gaussian_filter(gaussian_laplace(np.asarray(completion, np.float64), scale / factor) ** 2,
                                 max(footprint / 2 / factor, 0.5)) / factor**4  # per full-resolution pixel²
-    curvature = unbinned(curvature + floor * curvature.mean(), sampled.shape, factor)
+    curvature = block_spread(curvature + floor * curvature.mean(), sampled.shape, factor)
     d = distance_transform_edt(~sampled)
     return curvature * (d**2 / 2) ** 2
 

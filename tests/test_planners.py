@@ -6,7 +6,6 @@ import pytest
 from hyperspy_partialscan.paths import generate_path
 from hyperspy_partialscan.planners import (
     PointsPlanner,
-    binned_partial,
     choose_segments,
     default_footprint,
     default_segment_length,
@@ -74,14 +73,6 @@ def test_footprint_spreads_segments_apart():
         return np.mean(d.min(1))
 
     assert mean_nearest_other(far) > 1.5 * mean_nearest_other(near)
-
-
-def test_binned_partial_means_the_samples_of_each_block():
-    p = np.full((5, 4), np.nan)
-    p[0, 0], p[1, 1], p[2, 3] = 1.0, 3.0, 7.0
-    b = binned_partial(p, 2)
-    assert b.shape == (2, 2)
-    assert b[0, 0] == 2.0 and b[1, 1] == 7.0 and np.isnan(b[0, 1]) and np.isnan(b[1, 0])
 
 
 def test_defaults_scale_with_the_spacing():

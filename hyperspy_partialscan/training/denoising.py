@@ -43,7 +43,7 @@ class NoisyCropSampler:
 
     def __init__(self, frames, crop=128, dose_range=(5.0, 1000.0), rng=None, invert=0.0, context=4,
                  bin_fraction=0.0):
-        from ..planners import binned_partial
+        from ..blocks import block_mean
 
         if not 0 <= invert <= 1:
             raise ValueError(f"invert must be a fraction in [0, 1], got {invert}")
@@ -63,8 +63,8 @@ class NoisyCropSampler:
         area = np.array([np.sqrt(f.size) for f in self.frames])
         self.weights = area / area.sum()
         self.binned, self.binned_weights = [], None
-        if self.bin_fraction > 0:  # every pixel is measured: binned_partial is the plain block mean
-            self.binned = [binned_partial(f, 2).astype(np.float32) for f in self.frames if min(f.shape) >= 2 * crop]
+        if self.bin_fraction > 0:  # every pixel is measured: block_mean is the plain block mean
+            self.binned = [block_mean(f, 2).astype(np.float32) for f in self.frames if min(f.shape) >= 2 * crop]
             if not self.binned:
                 raise ValueError(f"bin_fraction > 0 needs a training frame of at least {2 * crop}x{2 * crop} pixels")
             area = np.array([np.sqrt(f.size) for f in self.binned])
