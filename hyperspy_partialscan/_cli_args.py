@@ -232,6 +232,9 @@ def _add_denoise(sub):
     p.add_argument("--bin-fraction", type=float, default=0.0,
                    help="fraction of crops drawn from the images averaged over 2x2 pixel blocks, whose own noise "
                         "is halved (default 0)")
+    p.add_argument("--attention-heads", type=int, default=0,
+                   help="a non-local (self-attention) block of this many heads at the U-Net's coarsest scale, in a "
+                        "fresh network or added to the --init model, starting as the identity (default 0: none)")
 
 
 # --------------------------------------------------------------------------- checks of the numbers
@@ -262,6 +265,7 @@ _RANGES = {
     "invert": ("float", 0, 1, True),
     "context": ("int", 1, None, True),
     "bin_fraction": ("float", 0, 1, True),
+    "attention_heads": ("int", 0, None, True),
 }
 
 

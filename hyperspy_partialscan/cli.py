@@ -461,7 +461,8 @@ def _train_denoiser(a):
                               resume=a.resume, max_seconds=a.max_minutes * 60 if a.max_minutes else None,
                               name=a.name, data_description=desc, show_progressbar=not a.no_progressbar,
                               init=a.init, invert=a.invert, dose_range=tuple(a.dose_range), context=a.context,
-                              bin_fraction=a.bin_fraction, bf16=a.bf16)
+                              bin_fraction=a.bin_fraction, bf16=a.bf16,
+                              attention_heads=a.attention_heads)
     print(f"model written to {path}")
 
 

@@ -398,6 +398,18 @@ def test_train_denoiser_subcommand(tmp_path, capsys):
     model = load_model(tmp_path / "run" / "dn.safetensors")
     assert model.task == "denoising"
     assert model.config["training"]["bf16"] is True and model.config["training"]["bin_fraction"] == 0.5
+    assert "attention_heads" not in model.config["network"]
+    # --attention-heads grows the --init model; a second time is refused in one line
+    rc, _, err = run(["train-denoiser", "--synthetic", "2", "--iterations", "2", "--batch-size", "2", "--crop", "64",
+                      "--init", tmp_path / "run" / "dn.safetensors", "--attention-heads", "2",
+                      "--out", tmp_path / "run2", "--name", "dn", "--no-progressbar"], capsys)
+    assert rc == 0, err
+    grown = load_model(tmp_path / "run2" / "dn.safetensors")
+    assert grown.config["network"]["attention_heads"] == 2
+    assert grown.config["training"]["grown"] == {"attention_heads": 2}
+    rc, _, err = run(["train-denoiser", "--synthetic", "2", "--iterations", "2", "--crop", "64",
+                      "--attention-heads", "-1", "--out", tmp_path / "run3", "--no-progressbar"], capsys)
+    assert rc == 2 and "--attention-heads must be an integer >= 0, got -1" in err
 
 
 def test_fit_denoiser_overwrite(full_file, tmp_path, capsys, tiny_denoiser):

@@ -204,3 +204,34 @@ def test_uncertainty_context_branch_round_trips(tmp_path):
     path = save_model(net, tmp_path / "u.safetensors", task="uncertainty", architecture="UncertaintyUNet")
     back = load_model(path, task="uncertainty")
     torch.testing.assert_close(back.on(torch.device("cpu"))(x), net(x))
+
+
+def test_denoiser_attention_starts_as_identity_reaches_far_and_round_trips(tmp_path):
+    from hyperspy_partialscan.models import load_model, save_model
+    from hyperspy_partialscan.models.networks import DenoisingUNet, UncertaintyUNet, add_attention
+
+    torch.manual_seed(0)
+    net = DenoisingUNet(width=4)
+    with torch.no_grad():
+        net.out.weight.normal_()  # the output layer starts at zero: give it weights to see the features
+    grown = add_attention(net, 2)
+    x = torch.randn(1, 2, 128, 128)
+    torch.testing.assert_close(grown(x), net(x))  # the new block starts as the identity
+    with pytest.raises(ValueError, match="already has attention"):
+        add_attention(grown, 2)
+    with pytest.raises(TypeError, match="DenoisingUNet"):
+        add_attention(UncertaintyUNet(6, 4), 2)
+    with torch.no_grad():
+        grown.attention.proj.weight.normal_()
+        grown.attention.qkv.weight.normal_()
+    # non-local: a change in one corner moves the output in the far corner, beyond the convolutions' reach
+    x = torch.randn(1, 2, 256, 256)
+    far = x.clone()
+    far[..., :8, :8] += 3.0
+    with torch.no_grad():
+        assert torch.equal(net(far)[..., -16:, -16:], net(x)[..., -16:, -16:])
+        assert (grown(far)[..., -16:, -16:] - grown(x)[..., -16:, -16:]).abs().max() > 0
+    path = save_model(grown, tmp_path / "d.safetensors", task="denoising", architecture="DenoisingUNet")
+    back = load_model(path, task="denoising")
+    assert back.config["network"]["attention_heads"] == 2
+    torch.testing.assert_close(back.on(torch.device("cpu"))(x), grown(x))

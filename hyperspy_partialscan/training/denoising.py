@@ -127,7 +127,7 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
                    threads=None, val_frames=None, resume=False, overwrite=False, max_seconds=None,
                    name="denoising_model",
                    data_description=None, show_progressbar=True, init=None, invert=0.25, dose_range=(5.0, 1000.0),
-                   context=4, bin_fraction=0.0, bf16=False):
+                   context=4, bin_fraction=0.0, bf16=False, attention_heads=0):
     """Train (or fine-tune) the supervised denoising network on clean frames degraded on the fly.
 
     Parameters
@@ -148,6 +148,11 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
         halved (see :class:`NoisyCropSampler`).
     bf16 : bool
         Mixed precision (see :func:`~hyperspy_partialscan.training.fit_network`).
+    attention_heads : int
+        A non-local block of this many heads at the U-Net's bottleneck
+        (:class:`~hyperspy_partialscan.models.networks.NonLocalBlock`): in a
+        fresh network, or added to the ``init`` model (starting as the
+        identity). 0: none (an ``init`` model keeps its own).
 
     Other parameters as :func:`train_completion`.
 
@@ -156,13 +161,16 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
     pathlib.Path
         Path of the exported ``.safetensors`` model.
     """
-    from ..models.networks import DenoisingUNet
+    from ..models.networks import DenoisingUNet, add_attention
 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     net, init_record, start = initial_network(DenoisingUNet, "denoising", init=init, out_dir=out_dir, resume=resume,
-                                              width=width)
+                                              width=width, attention_heads=attention_heads)
+    if start == 0 and init is not None and attention_heads:
+        net = add_attention(net, attention_heads)
+        init_record = {**init_record, "grown": {"attention_heads": attention_heads}}
     # a resumed run continues the crop stream instead of replaying its start
     stream = seed if start == 0 else [seed, start]
     sampler = NoisyCropSampler(frames, crop, dose_range=dose_range, rng=stream, invert=invert, context=context,
@@ -186,7 +194,7 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
             "training": {"iterations": history[-1]["iteration"] if history else 0, "batch_size": batch_size,
                          "crop": crop, "lr": lr, "seed": seed, "dose_range": list(sampler.dose_range),
                          "invert": sampler.invert, "context": sampler.context,
-                         "bin_fraction": sampler.bin_fraction, "bf16": bf16,
+                         "bin_fraction": sampler.bin_fraction, "bf16": bf16, "attention_heads": attention_heads,
                          "data": data_description, "seconds_this_run": round(time.time() - t0, 1), **init_record},
             "validation": last_validation(history, out_dir),
         }
