@@ -48,6 +48,9 @@ Protocol
   0.1 dB at any dose, and gains >= 0.3 dB on the mean at dose 10.
 
     python benchmarks/eval_denoising.py --bin 2 --finetune-epochs 0         # the issue-14 protocol
+    # a new model, the classical methods of an earlier full run reused (minutes instead of ~15; BM3D is slow):
+    python benchmarks/eval_denoising.py --bin 2 --finetune-epochs 0 --model PATH \
+        --reuse-classical benchmarks/results/denoising_v2/eval_denoising_crops.csv
     python benchmarks/eval_denoising.py --max-images 2 --doses 10 --finetune-epochs 1 --threads 1   # smoke test
 """
 
@@ -101,7 +104,43 @@ def parse_args(argv=None):
                         "(variance = signal / dose) in the metadata, or both")
     p.add_argument("--timing-repeats", type=int, default=5, help="timed single-frame network calls (median)")
     p.add_argument("--batch-size", type=int, default=None, help="network frames per batch (default: package)")
+    p.add_argument("--reuse-classical", type=Path, default=None, metavar="CSV",
+                   help="eval_denoising_crops.csv of an earlier run with the same --seed, --bin, --size and --split: "
+                        "its classical methods' rows (and seconds per frame, from the methods CSV beside it) are "
+                        "reused instead of recomputed; every crop's noisy PSNR must match, else the run stops")
     return p.parse_args(argv)
+
+
+def load_reused(path, methods):
+    """{(crop, dose, method): row} of the classical ``methods`` in an earlier crops CSV, and {method: s per frame}."""
+    import csv
+
+    rows = {}
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            if r["method"] in set(methods) | {"noisy"}:
+                rows[r["crop"], float(r["dose"]), r["method"]] = {
+                    "crop": r["crop"], "dose": float(r["dose"]), "method": r["method"], "psnr": float(r["psnr"]),
+                    "ssim": float(r["ssim"]), "sigma": float(r["sigma"]) if r.get("sigma") else None,
+                    "noise_floor_psnr": float(r["noise_floor_psnr"])}
+    seconds, table = {}, path.with_name("eval_denoising_methods.csv")
+    if table.exists():
+        with open(table, newline="") as f:
+            seconds = {r["method"]: float(r["s_per_frame"]) for r in csv.DictReader(f) if r.get("s_per_frame")}
+    return rows, seconds
+
+
+def reusable(reused, labels, dose, noisy_psnr, methods):
+    """The classical ``methods`` with a reused row for every crop of this dose, after checking the noise is the same."""
+    if not reused:
+        return []
+    for lab, p in zip(labels, noisy_psnr):
+        old = reused.get((lab, float(dose), "noisy"))
+        if old is None or abs(old["psnr"] - p) > 1e-4:
+            raise SystemExit(f"--reuse-classical: crop {lab} at dose {dose:g} is not the earlier run's "
+                             f"(noisy PSNR {p:.4f} vs {old['psnr'] if old else 'missing'}): same --seed, --bin, "
+                             f"--size and --split needed")
+    return [m for m in methods if m in CLASSICAL and all((lab, float(dose), m) in reused for lab in labels)]
 
 
 def binned(x, b):
@@ -244,7 +283,7 @@ def _finetune(args, model_ref, noisy, dose, meta, tmp):
                           "best_epoch": tr.get("best_epoch")}
 
 
-def run_dose(args, dose, noisy, clean, model_ref, tmp, seconds):
+def run_dose(args, methods, dose, noisy, clean, model_ref, tmp, seconds):
     """Every method on the noisy crops of one dose: {method: (n, H, W) estimates}, extras (sigmas, fine-tuning)."""
     levels = ["known", "blind"] if args.noise_level == "both" else [args.noise_level]
     results, extras = {}, {}
@@ -259,7 +298,7 @@ def run_dose(args, dose, noisy, clean, model_ref, tmp, seconds):
         timed(f"network_{level}", lambda meta=meta: C.denoise_stack(noisy, "generator", model=model_ref,
                                                                     batch_size=args.batch_size, workers=1,
                                                                     metadata=meta))
-    if "finetuned" in args.methods and args.finetune_epochs > 0:
+    if "finetuned" in methods and args.finetune_epochs > 0:
         meta = _known_metadata(dose) if "known" in levels else None
         groups = [slice(i, i + 1) for i in range(len(noisy))] if args.finetune_per_crop else [slice(None)]
         paths, fits = [], []
@@ -274,9 +313,9 @@ def run_dose(args, dose, noisy, clean, model_ref, tmp, seconds):
             for g, path in zip(groups, paths)]))
         extras["finetune"] = {key: (float(np.mean([f[key] for f in fits])) if key != "risk" else fits[0][key])
                               for key in fits[0]} if len(fits) > 1 else fits[0]
-    if "bm3d_vst" in args.methods:
+    if "bm3d_vst" in methods:
         timed("bm3d_vst", lambda: np.stack([bm3d_vst(n, dose) for n in noisy]))
-    if "gaussian_best" in args.methods:
+    if "gaussian_best" in methods:
         def hindsight():
             gb = [gaussian_best(n, c) for n, c in zip(noisy, clean)]
             extras["sigma"] = [g[1] for g in gb]
@@ -284,7 +323,7 @@ def run_dose(args, dose, noisy, clean, model_ref, tmp, seconds):
 
         timed("gaussian_best", hindsight)
     for m in ("nl_means", "tv"):
-        if m in args.methods:
+        if m in methods:
             timed(m, lambda m=m: C.denoise_stack(noisy, m, batch_size=1, workers=args.threads))
     results["noisy"] = noisy
     return results, extras
@@ -356,6 +395,7 @@ def main(argv=None):
     args = C.setup(parse_args(argv))
     import torch
 
+    from hyperspy_partialscan.metrics import psnr
     from hyperspy_partialscan.noise import FrameNoise, degrade
 
     t_start = time.perf_counter()
@@ -378,6 +418,8 @@ def main(argv=None):
     print(f"denoiser: {info['name']} (sha256 {info['sha256']}…, iterations {info['iterations']})", flush=True)
 
     rows, example, seconds, ft_info = [], {}, {}, {}
+    reused, reused_seconds = load_reused(args.reuse_classical, args.methods) if args.reuse_classical else ({}, {})
+    reused_methods = set()
     tmp = Path(tempfile.mkdtemp(prefix="partialscan_evaldenoise_"))
     try:
         for dose in args.doses:
@@ -385,7 +427,14 @@ def main(argv=None):
             noisy = np.stack([degrade(x, FrameNoise(dose=dose), np.random.default_rng([args.seed, C.frame_key(lab),
                                                                                      int(dose * 1000)]))
                               for lab, x in crops])
-            results, extras = run_dose(args, dose, noisy, clean, model_ref, tmp, seconds)
+            reuse = reusable(reused, labels, dose, [psnr(n, c) for n, c in zip(noisy, clean)], args.methods)
+            results, extras = run_dose(args, [m for m in args.methods if m not in reuse], dose, noisy, clean,
+                                       model_ref, tmp, seconds)
+            for m in reuse:
+                rows += [reused[lab, float(dose), m] for lab in labels]
+                # the earlier run's seconds per frame were over all its doses (the same doses)
+                seconds[m] = seconds.get(m, 0.0) + reused_seconds.get(m, 0.0) * len(labels) / len(args.doses)
+                reused_methods.add(m)
             if "finetune" in extras:
                 ft_info[dose] = extras["finetune"]
             floor = [noise_floor_psnr(n, c) for n, c in zip(noisy, clean)]
@@ -395,7 +444,7 @@ def main(argv=None):
                     rows.append({"crop": lab, "dose": dose, "method": m, "psnr": p, "ssim": s,
                                  "sigma": extras["sigma"][i] if m == "gaussian_best" else None,
                                  "noise_floor_psnr": floor[i]})
-            for m in results:
+            for m in [*results, *reuse]:
                 sel = [r for r in rows if r["dose"] == dose and r["method"] == m]
                 print(f"  {m:>14}: PSNR {np.mean([r['psnr'] for r in sel]):6.2f} dB  SSIM "
                       f"{np.mean([r['ssim'] for r in sel]):.3f}", flush=True)
@@ -413,7 +462,7 @@ def main(argv=None):
     total = time.perf_counter() - t_start
     methods, summary, bars, table = summarise(rows, args.doses, seconds, len(crops), t_net)
     write_outputs(args, rows, summary, bars, table, methods, ft_info, example, skipped, len(crops), info, model,
-                  (t_net, t_gpu, total))
+                  (t_net, t_gpu, total), sorted(reused_methods))
     return summary, bars
 
 
@@ -438,7 +487,8 @@ def methods_markdown(table, doses, size):
         + [f"s per {size}² frame"])
 
 
-def write_outputs(args, rows, summary, bars, table, methods, ft_info, example, skipped, n_crops, info, model, times):
+def write_outputs(args, rows, summary, bars, table, methods, ft_info, example, skipped, n_crops, info, model, times,
+                  reused=()):
     """CSV and markdown reports (and the example figure) in ``args.out``."""
     t_net, t_gpu, total = times
     all_pass = all(b["pass"] for b in bars)
@@ -478,6 +528,9 @@ def write_outputs(args, rows, summary, bars, table, methods, ft_info, example, s
     if skipped:
         notes.append("Skipped (smaller than the crop): "
                      + ", ".join(f"`{lab}` {shape}" for lab, shape in skipped) + ".")
+    if reused:
+        notes.append(f"Reused from `{args.reuse_classical}` (an earlier run on the same crops and noise, checked on "
+                     f"every crop's noisy PSNR; its seconds per frame): {', '.join(reused)}.")
     if "bm3d_vst" not in methods:
         notes.append("BM3D-VST not run (`bm3d` not importable, or not selected).")
     if model.config.get("interim") or model.config.get("random_init"):
