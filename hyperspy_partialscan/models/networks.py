@@ -46,6 +46,16 @@ class ResBlock(nn.Module):
         return x + self.conv2(self.act(self.conv1(x)))
 
 
+def _grown(net, new_prefix, **changes):
+    """``net``'s class built with its config updated by ``changes``, holding ``net``'s weights; only parameters
+    under ``new_prefix`` may be new (they keep their own initialisation)."""
+    grown = type(net)(**{**net.config, **changes})
+    missing, unexpected = grown.load_state_dict(net.state_dict(), strict=False)
+    if unexpected or not all(k.startswith(new_prefix) for k in missing):
+        raise RuntimeError(f"growing {type(net).__name__}: unexpected parameters {unexpected or missing}")
+    return grown
+
+
 def deepen_inner(net, inner_blocks):
     """A copy of a :class:`PartialScanGenerator` with ``inner_blocks`` inner residual blocks, computing the same.
 
@@ -68,10 +78,7 @@ def deepen_inner(net, inner_blocks):
     have = net.config["inner_blocks"]
     if inner_blocks < have:
         raise ValueError(f"inner_blocks must be at least the network's {have}, got {inner_blocks}")
-    deep = PartialScanGenerator(**{**net.config, "inner_blocks": inner_blocks})
-    missing, unexpected = deep.load_state_dict(net.state_dict(), strict=False)
-    if unexpected or not all(k.startswith("inner_blocks.") for k in missing):
-        raise RuntimeError(f"deepen_inner: unexpected parameters {unexpected or missing}")
+    deep = _grown(net, "inner_blocks.", inner_blocks=inner_blocks)
     with torch.no_grad():
         for block in list(deep.inner_blocks)[have:]:
             block.conv2.weight.zero_()
@@ -263,11 +270,7 @@ def add_attention(net, heads):
         raise TypeError(f"add_attention takes a DenoisingUNet, got {type(net).__name__}")
     if net.config.get("attention_heads", 0):
         raise ValueError(f"the network already has attention ({net.config['attention_heads']} heads)")
-    grown = type(net)(**{**net.config, "attention_heads": heads})
-    missing, unexpected = grown.load_state_dict(net.state_dict(), strict=False)
-    if unexpected or not all(k.startswith("attention.") for k in missing):
-        raise RuntimeError(f"add_attention: unexpected parameters {unexpected or missing}")
-    return grown
+    return _grown(net, "attention.", attention_heads=heads)
 
 
 class DenoisingUNet(nn.Module):
