@@ -235,6 +235,9 @@ def _add_denoise(sub):
     p.add_argument("--attention-heads", type=int, default=0,
                    help="a non-local (self-attention) block of this many heads at the U-Net's coarsest scale, in a "
                         "fresh network or added to the --init model, starting as the identity (default 0: none)")
+    p.add_argument("--bottleneck-blocks", type=int, default=0,
+                   help="residual blocks at the U-Net's coarsest scale, in a fresh network or the --init model "
+                        "deepened to this many, new ones starting as the identity (default 0: none)")
 
 
 # --------------------------------------------------------------------------- checks of the numbers
@@ -266,6 +269,7 @@ _RANGES = {
     "context": ("int", 1, None, True),
     "bin_fraction": ("float", 0, 1, True),
     "attention_heads": ("int", 0, None, True),
+    "bottleneck_blocks": ("int", 0, None, True),
 }
 
 

@@ -407,6 +407,14 @@ def test_train_denoiser_subcommand(tmp_path, capsys):
     grown = load_model(tmp_path / "run2" / "dn.safetensors")
     assert grown.config["network"]["attention_heads"] == 2
     assert grown.config["training"]["grown"] == {"attention_heads": 2}
+    # --bottleneck-blocks deepens it; fewer blocks than the model has is refused
+    rc, _, err = run(["train-denoiser", "--synthetic", "2", "--iterations", "2", "--batch-size", "2", "--crop", "64",
+                      "--init", tmp_path / "run2" / "dn.safetensors", "--bottleneck-blocks", "2",
+                      "--out", tmp_path / "run4", "--name", "dn", "--no-progressbar"], capsys)
+    assert rc == 0, err
+    deep = load_model(tmp_path / "run4" / "dn.safetensors")
+    assert deep.config["network"]["bottleneck_blocks"] == 2 and deep.config["network"]["attention_heads"] == 2
+    assert deep.config["training"]["grown"] == {"bottleneck_blocks": 2}
     rc, _, err = run(["train-denoiser", "--synthetic", "2", "--iterations", "2", "--crop", "64",
                       "--attention-heads", "-1", "--out", tmp_path / "run3", "--no-progressbar"], capsys)
     assert rc == 2 and "--attention-heads must be an integer >= 0, got -1" in err

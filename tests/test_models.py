@@ -235,3 +235,30 @@ def test_denoiser_attention_starts_as_identity_reaches_far_and_round_trips(tmp_p
     back = load_model(path, task="denoising")
     assert back.config["network"]["attention_heads"] == 2
     torch.testing.assert_close(back.on(torch.device("cpu"))(x), grown(x))
+
+
+def test_denoiser_bottleneck_blocks_start_as_identity_learn_and_round_trip(tmp_path):
+    from hyperspy_partialscan.models import load_model, save_model
+    from hyperspy_partialscan.models.networks import DenoisingUNet, UncertaintyUNet, add_attention, deepen_bottleneck
+
+    torch.manual_seed(0)
+    net = add_attention(DenoisingUNet(width=4), 1)
+    with torch.no_grad():
+        net.out.weight.normal_()
+    deep = deepen_bottleneck(net, 2)
+    x = torch.randn(1, 2, 64, 64)
+    torch.testing.assert_close(deep(x), net(x))  # the new blocks start as the identity
+    assert deep.config == {**net.config, "bottleneck_blocks": 2}
+    with torch.no_grad():
+        deep.bottleneck_blocks[0].conv2.weight.normal_()
+        deeper = deepen_bottleneck(deep, 3)  # the existing blocks keep their weights, one new block
+    torch.testing.assert_close(deeper(x), deep(x))
+    assert not torch.allclose(deep(x), net(x))  # trained blocks do change the output
+    with pytest.raises(ValueError, match="bottleneck_blocks must be at least the network's 2, got 1"):
+        deepen_bottleneck(deep, 1)
+    with pytest.raises(TypeError, match="DenoisingUNet"):
+        deepen_bottleneck(UncertaintyUNet(6, 4), 2)
+    path = save_model(deeper, tmp_path / "d.safetensors", task="denoising", architecture="DenoisingUNet")
+    back = load_model(path, task="denoising")
+    assert back.config["network"]["bottleneck_blocks"] == 3
+    torch.testing.assert_close(back.on(torch.device("cpu"))(x), deeper(x))

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["PartialScanGenerator", "deepen_inner", "DenoisingUNet", "NonLocalBlock", "add_attention", "UncertaintyUNet",
-           "MultiScaleDiscriminator", "build_network"]
+__all__ = ["PartialScanGenerator", "deepen_inner", "DenoisingUNet", "NonLocalBlock", "add_attention",
+           "deepen_bottleneck", "UncertaintyUNet", "MultiScaleDiscriminator", "build_network"]
 
 
 def _act():
@@ -56,6 +56,20 @@ def _grown(net, new_prefix, **changes):
     return grown
 
 
+def _deepened(net, attribute, blocks):
+    """``net`` grown to ``blocks`` residual blocks in its ``attribute`` sequence, the new ones starting as the identity
+    (their second convolution zero), so the copy computes what ``net`` computes."""
+    have = net.config.get(attribute, 0)
+    if blocks < have:
+        raise ValueError(f"{attribute} must be at least the network's {have}, got {blocks}")
+    deep = _grown(net, f"{attribute}.", **{attribute: blocks})
+    with torch.no_grad():
+        for block in list(getattr(deep, attribute))[have:]:
+            block.conv2.weight.zero_()
+            block.conv2.bias.zero_()
+    return deep
+
+
 def deepen_inner(net, inner_blocks):
     """A copy of a :class:`PartialScanGenerator` with ``inner_blocks`` inner residual blocks, computing the same.
 
@@ -75,15 +89,7 @@ def deepen_inner(net, inner_blocks):
     >>> deep.config["inner_blocks"], bool(torch.allclose(deep(x), net(x), atol=1e-6))
     (4, True)
     """
-    have = net.config["inner_blocks"]
-    if inner_blocks < have:
-        raise ValueError(f"inner_blocks must be at least the network's {have}, got {inner_blocks}")
-    deep = _grown(net, "inner_blocks.", inner_blocks=inner_blocks)
-    with torch.no_grad():
-        for block in list(deep.inner_blocks)[have:]:
-            block.conv2.weight.zero_()
-            block.conv2.bias.zero_()
-    return deep
+    return _deepened(net, "inner_blocks", inner_blocks)
 
 
 class PartialScanGenerator(nn.Module):
@@ -273,6 +279,30 @@ def add_attention(net, heads):
     return _grown(net, "attention.", attention_heads=heads)
 
 
+def deepen_bottleneck(net, blocks):
+    """A copy of a :class:`DenoisingUNet` with ``blocks`` residual blocks at its 1/8 scale, computing the same.
+
+    The new blocks (dilations 1, 2, 4, ...; after the non-local block, if
+    any) start as the identity, so training adds capacity and context where
+    it is cheapest (a 3x3 convolution at 1/8 scale costs what one at full
+    scale does) to the function a trained denoiser already computes.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from hyperspy_partialscan.models.networks import DenoisingUNet, deepen_bottleneck
+    >>> net = DenoisingUNet(width=4)
+    >>> _ = torch.nn.init.normal_(net.out.weight)  # a net that does not output its input
+    >>> deep = deepen_bottleneck(net, 2)
+    >>> x = torch.randn(1, 2, 32, 32)
+    >>> deep.config["bottleneck_blocks"], bool(torch.allclose(deep(x), net(x), atol=1e-6))
+    (2, True)
+    """
+    if type(net) is not DenoisingUNet:
+        raise TypeError(f"deepen_bottleneck takes a DenoisingUNet, got {type(net).__name__}")
+    return _deepened(net, "bottleneck_blocks", blocks)
+
+
 class DenoisingUNet(nn.Module):
     """U-Net denoiser predicting a residual over the noisy input.
 
@@ -288,11 +318,14 @@ class DenoisingUNet(nn.Module):
         Heads of a :class:`NonLocalBlock` on the 1/8-scale features (0: none).
         Its cost grows with the square of the number of positions: a 512 px
         tile has 4,096 of them at 1/8 scale.
+    bottleneck_blocks : int
+        Residual blocks (dilations 1, 2, 4, ...) on the 1/8-scale features,
+        after the non-local block (0: none).
     """
 
     multiple = 8
 
-    def __init__(self, in_channels=2, width=16, attention_heads=0):
+    def __init__(self, in_channels=2, width=16, attention_heads=0, bottleneck_blocks=0):
         super().__init__()
         self.config = dict(in_channels=in_channels, width=width)
         ws = [width * 2**i for i in range(4)]
@@ -311,6 +344,11 @@ class DenoisingUNet(nn.Module):
         if attention_heads:
             self.config["attention_heads"] = int(attention_heads)
             self.attention = NonLocalBlock(ws[3], heads=int(attention_heads))
+        self.bottleneck_blocks = None
+        if bottleneck_blocks:
+            self.config["bottleneck_blocks"] = int(bottleneck_blocks)
+            self.bottleneck_blocks = nn.Sequential(*[ResBlock(ws[3], dilation=(1, 2, 4)[i % 3])
+                                                     for i in range(int(bottleneck_blocks))])
 
     def features(self, x):
         """The U-Net's full-resolution features (before the output convolution)."""
@@ -324,8 +362,9 @@ class DenoisingUNet(nn.Module):
         return h
 
     def bottleneck(self, h):
-        """Hook on the coarsest features: the non-local block, if any."""
-        return h if self.attention is None else self.attention(h)
+        """Hook on the coarsest features: the non-local block and the residual blocks, if any."""
+        h = h if self.attention is None else self.attention(h)
+        return h if self.bottleneck_blocks is None else self.bottleneck_blocks(h)
 
     def forward(self, x):
         return x[:, :1] + self.out(self.features(x))

@@ -127,7 +127,7 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
                    threads=None, val_frames=None, resume=False, overwrite=False, max_seconds=None,
                    name="denoising_model",
                    data_description=None, show_progressbar=True, init=None, invert=0.25, dose_range=(5.0, 1000.0),
-                   context=4, bin_fraction=0.0, bf16=False, attention_heads=0):
+                   context=4, bin_fraction=0.0, bf16=False, attention_heads=0, bottleneck_blocks=0):
     """Train (or fine-tune) the supervised denoising network on clean frames degraded on the fly.
 
     Parameters
@@ -153,6 +153,11 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
         (:class:`~hyperspy_partialscan.models.networks.NonLocalBlock`): in a
         fresh network, or added to the ``init`` model (starting as the
         identity). 0: none (an ``init`` model keeps its own).
+    bottleneck_blocks : int
+        Residual blocks at the U-Net's 1/8 scale: in a fresh network, or the
+        ``init`` model deepened to this many (the new ones starting as the
+        identity, :func:`~hyperspy_partialscan.models.networks.deepen_bottleneck`).
+        0: none (an ``init`` model keeps its own).
 
     Other parameters as :func:`train_completion`.
 
@@ -161,16 +166,22 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
     pathlib.Path
         Path of the exported ``.safetensors`` model.
     """
-    from ..models.networks import DenoisingUNet, add_attention
+    from ..models.networks import DenoisingUNet, add_attention, deepen_bottleneck
 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     net, init_record, start = initial_network(DenoisingUNet, "denoising", init=init, out_dir=out_dir, resume=resume,
-                                              width=width, attention_heads=attention_heads)
-    if start == 0 and init is not None and attention_heads:
-        net = add_attention(net, attention_heads)
-        init_record = {**init_record, "grown": {"attention_heads": attention_heads}}
+                                              width=width, attention_heads=attention_heads,
+                                              bottleneck_blocks=bottleneck_blocks)
+    if start == 0 and init is not None and (attention_heads or bottleneck_blocks):
+        grown = {}
+        if attention_heads:
+            net, grown["attention_heads"] = add_attention(net, attention_heads), attention_heads
+        if bottleneck_blocks:
+            net = deepen_bottleneck(net, bottleneck_blocks)
+            grown["bottleneck_blocks"] = bottleneck_blocks
+        init_record = {**init_record, "grown": grown}
     # a resumed run continues the crop stream instead of replaying its start
     stream = seed if start == 0 else [seed, start]
     sampler = NoisyCropSampler(frames, crop, dose_range=dose_range, rng=stream, invert=invert, context=context,
@@ -195,6 +206,7 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
                          "crop": crop, "lr": lr, "seed": seed, "dose_range": list(sampler.dose_range),
                          "invert": sampler.invert, "context": sampler.context,
                          "bin_fraction": sampler.bin_fraction, "bf16": bf16, "attention_heads": attention_heads,
+                         "bottleneck_blocks": bottleneck_blocks,
                          "data": data_description, "seconds_this_run": round(time.time() - t0, 1), **init_record},
             "validation": last_validation(history, out_dir),
         }
