@@ -431,7 +431,8 @@ def main(argv=None):
             results, extras = run_dose(args, [m for m in args.methods if m not in reuse], dose, noisy, clean,
                                        model_ref, tmp, seconds)
             for m in reuse:
-                rows += [dict(reused[lab, float(dose), m], dose=dose) for lab in labels]  # the dose as this run writes it
+                # the dose as this run writes it (the earlier CSV's may read "10.0" where this run writes "10")
+                rows += [dict(reused[lab, float(dose), m], dose=dose) for lab in labels]
                 # the earlier run's seconds per frame were over all its doses (the same doses)
                 seconds[m] = seconds.get(m, 0.0) + reused_seconds.get(m, 0.0) * len(labels) / len(args.doses)
                 reused_methods.add(m)
