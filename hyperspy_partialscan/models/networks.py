@@ -46,6 +46,11 @@ class ResBlock(nn.Module):
         return x + self.conv2(self.act(self.conv1(x)))
 
 
+def _dilated_blocks(channels, n):
+    """``n`` :class:`ResBlock` s whose dilations cycle 1, 2, 4: wide context at a coarse scale for few weights."""
+    return nn.Sequential(*[ResBlock(channels, dilation=(1, 2, 4)[i % 3]) for i in range(n)])
+
+
 def _grown(net, new_prefix, **changes):
     """``net``'s class built with its config updated by ``changes``, holding ``net``'s weights; only parameters
     under ``new_prefix`` may be new (they keep their own initialisation)."""
@@ -128,7 +133,7 @@ class PartialScanGenerator(nn.Module):
         self.inner_in = nn.Sequential(nn.Conv2d(in_channels, w, 3, padding=1), _act())
         self.inner_down1 = nn.Sequential(nn.Conv2d(w, w2, 3, stride=2, padding=1), _act())  # 1/4
         self.inner_down2 = nn.Sequential(nn.Conv2d(w2, w2, 3, stride=2, padding=1), _act())  # 1/8
-        self.inner_blocks = nn.Sequential(*[ResBlock(w2, dilation=(1, 2, 4)[i % 3]) for i in range(inner_blocks)])
+        self.inner_blocks = _dilated_blocks(w2, inner_blocks)
         self.inner_up1 = nn.Sequential(nn.ConvTranspose2d(w2, w2, 4, stride=2, padding=1), _act())  # 1/4
         self.inner_up2 = nn.Sequential(nn.ConvTranspose2d(w2, w, 4, stride=2, padding=1), _act())  # 1/2
         self.trainer = nn.Conv2d(w, 1, 3, padding=1)
@@ -347,8 +352,7 @@ class DenoisingUNet(nn.Module):
         self.bottleneck_blocks = None
         if bottleneck_blocks:
             self.config["bottleneck_blocks"] = int(bottleneck_blocks)
-            self.bottleneck_blocks = nn.Sequential(*[ResBlock(ws[3], dilation=(1, 2, 4)[i % 3])
-                                                     for i in range(int(bottleneck_blocks))])
+            self.bottleneck_blocks = _dilated_blocks(ws[3], int(bottleneck_blocks))
 
     def features(self, x):
         """The U-Net's full-resolution features (before the output convolution)."""

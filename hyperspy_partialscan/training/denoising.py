@@ -175,13 +175,12 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
                                               width=width, attention_heads=attention_heads,
                                               bottleneck_blocks=bottleneck_blocks)
     if start == 0 and init is not None and (attention_heads or bottleneck_blocks):
-        grown = {}
         if attention_heads:
-            net, grown["attention_heads"] = add_attention(net, attention_heads), attention_heads
+            net = add_attention(net, attention_heads)
         if bottleneck_blocks:
             net = deepen_bottleneck(net, bottleneck_blocks)
-            grown["bottleneck_blocks"] = bottleneck_blocks
-        init_record = {**init_record, "grown": grown}
+        grown = {"attention_heads": attention_heads, "bottleneck_blocks": bottleneck_blocks}
+        init_record = {**init_record, "grown": {k: v for k, v in grown.items() if v}}
     # a resumed run continues the crop stream instead of replaying its start
     stream = seed if start == 0 else [seed, start]
     sampler = NoisyCropSampler(frames, crop, dose_range=dose_range, rng=stream, invert=invert, context=context,
