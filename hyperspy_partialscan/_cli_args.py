@@ -238,6 +238,10 @@ def _add_denoise(sub):
     p.add_argument("--bottleneck-blocks", type=int, default=0,
                    help="residual blocks at the U-Net's coarsest scale, in a fresh network or the --init model "
                         "deepened to this many, new ones starting as the identity (default 0: none)")
+    p.add_argument("--wiener", type=int, nargs=2, default=None, metavar=("WINDOW", "HOP"),
+                   help="a sliding-window Wiener estimate of the frame (tiles of WINDOW px every HOP px) as an extra "
+                        "input channel, in a fresh network or added to the --init model with zero weights "
+                        "(e.g. 48 16; default: none)")
 
 
 # --------------------------------------------------------------------------- checks of the numbers
@@ -310,6 +314,11 @@ def _validate(a):
             _check_number("--dose-range", v, "float", 0, None, False)
         if low > high:
             raise CLIError(f"--dose-range must be LOW <= HIGH, got {low:g} {high:g}")
+    if getattr(a, "wiener", None) is not None:
+        window, hop = a.wiener
+        if hop < 1 or window < 2 * hop or window % hop:
+            raise CLIError(f"--wiener must be WINDOW HOP with HOP >= 1 and WINDOW a multiple of HOP of at least "
+                           f"2 HOP, got {window} {hop}")
     name = getattr(a, "name", None)
     if name is not None and (not name or name in (".", "..") or any(c in name for c in "/\\")):
         raise CLIError(f"--name must be a plain file name (no folder), got {name!r}")

@@ -462,7 +462,8 @@ def _train_denoiser(a):
                               name=a.name, data_description=desc, show_progressbar=not a.no_progressbar,
                               init=a.init, invert=a.invert, dose_range=tuple(a.dose_range), context=a.context,
                               bin_fraction=a.bin_fraction, bf16=a.bf16,
-                              attention_heads=a.attention_heads, bottleneck_blocks=a.bottleneck_blocks)
+                              attention_heads=a.attention_heads, bottleneck_blocks=a.bottleneck_blocks,
+                              wiener=a.wiener)
     print(f"model written to {path}")
 
 

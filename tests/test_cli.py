@@ -415,6 +415,16 @@ def test_train_denoiser_subcommand(tmp_path, capsys):
     deep = load_model(tmp_path / "run4" / "dn.safetensors")
     assert deep.config["network"]["bottleneck_blocks"] == 2 and deep.config["network"]["attention_heads"] == 2
     assert deep.config["training"]["grown"] == {"bottleneck_blocks": 2}
+    # --wiener adds the Wiener input channel to the --init model
+    rc, _, err = run(["train-denoiser", "--synthetic", "2", "--iterations", "2", "--batch-size", "2", "--crop", "64",
+                      "--init", tmp_path / "run4" / "dn.safetensors", "--wiener", "16", "8",
+                      "--out", tmp_path / "run5", "--name", "dn", "--no-progressbar"], capsys)
+    assert rc == 0, err
+    guided = load_model(tmp_path / "run5" / "dn.safetensors")
+    assert guided.config["network"]["wiener"] == [16, 8] and guided.config["training"]["grown"] == {"wiener": [16, 8]}
+    rc, _, err = run(["train-denoiser", "--synthetic", "2", "--iterations", "2", "--crop", "64",
+                      "--wiener", "20", "8", "--out", tmp_path / "run6", "--no-progressbar"], capsys)
+    assert rc == 2 and "--wiener must be WINDOW HOP" in err and "got 20 8" in err
     rc, _, err = run(["train-denoiser", "--synthetic", "2", "--iterations", "2", "--crop", "64",
                       "--attention-heads", "-1", "--out", tmp_path / "run3", "--no-progressbar"], capsys)
     assert rc == 2 and "--attention-heads must be an integer >= 0, got -1" in err

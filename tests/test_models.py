@@ -262,3 +262,66 @@ def test_denoiser_bottleneck_blocks_start_as_identity_learn_and_round_trip(tmp_p
     back = load_model(path, task="denoising")
     assert back.config["network"]["bottleneck_blocks"] == 3
     torch.testing.assert_close(back.on(torch.device("cpu"))(x), deeper(x))
+
+
+def test_sliding_wiener_keeps_a_lattice_removes_noise_and_follows_the_noise_level():
+    from hyperspy_partialscan.models.wiener import sliding_wiener
+
+    g = torch.Generator().manual_seed(0)
+    r = torch.arange(96.0)
+    clean = (torch.cos(2 * torch.pi * r / 6)[:, None] * torch.cos(2 * torch.pi * r / 9)[None, :])[None, None] + 2.0
+    noise = torch.randn(clean.shape, generator=g)
+    for sd in (0.3, 1.0):
+        y = sliding_wiener(clean + sd * noise, torch.tensor(sd**2), 32, 8)
+        assert y.shape == clean.shape
+        assert ((y - clean) ** 2).mean() < 0.15 * sd**2  # the noise power drops more than 6x
+        assert abs(float(y.mean() - clean.mean())) < 0.05  # the mean level is kept
+    # told there is no noise, it returns the frame; told far too much, it flattens it towards its local mean
+    noisy = clean + 0.3 * noise
+    torch.testing.assert_close(sliding_wiener(noisy, torch.tensor(0.0), 32, 8), noisy, atol=1e-4, rtol=0)
+    flat = sliding_wiener(noisy, torch.tensor(1e6), 32, 8)
+    assert flat.std() < 0.1 * clean.std()
+    # a per-pixel variance map: the noisier half is smoothed more
+    var = torch.full(clean.shape, 0.01)
+    var[..., 48:] = 1.0
+    y = sliding_wiener(clean + var.sqrt() * noise, var, 32, 8)
+    assert ((y - clean)[..., 56:] ** 2).mean() > ((y - clean)[..., :40] ** 2).mean()
+    # odd sizes and frames smaller than the window
+    for shape in ((1, 1, 37, 53), (2, 1, 20, 20)):
+        x = torch.randn(shape, generator=g)
+        assert sliding_wiener(x, torch.tensor(1.0), 32, 8).shape == shape
+    with pytest.raises(ValueError, match="multiple of hop"):
+        sliding_wiener(noisy, torch.tensor(1.0), 30, 8)
+    with pytest.raises(ValueError, match=r"shape \(N, 1, H, W\)"):
+        sliding_wiener(noisy[0], torch.tensor(1.0))
+
+
+def test_denoiser_wiener_channel_starts_unused_learns_and_round_trips(tmp_path):
+    from hyperspy_partialscan.models import load_model, save_model
+    from hyperspy_partialscan.models.networks import DenoisingUNet, UncertaintyUNet, add_attention, add_wiener
+
+    torch.manual_seed(0)
+    net = add_attention(DenoisingUNet(width=4), 1)
+    with torch.no_grad():
+        net.out.weight.normal_()
+    guided = add_wiener(net, 16, 8)
+    x = torch.rand(2, 2, 64, 64)
+    torch.testing.assert_close(guided(x), net(x))  # the new channel's weights start at zero
+    assert guided.config == {**net.config, "wiener": [16, 8]}
+    with torch.no_grad():
+        guided.enc[0][0].weight[:, -1].normal_()
+    assert not torch.allclose(guided(x), net(x))
+    # the channel is a function of the frame computed in the forward pass: gradients reach the input through it
+    xi = x.clone().requires_grad_(True)
+    guided(xi).sum().backward()
+    assert torch.isfinite(xi.grad).all() and xi.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="already has a Wiener channel"):
+        add_wiener(guided)
+    with pytest.raises(TypeError, match="DenoisingUNet"):
+        add_wiener(UncertaintyUNet(6, 4))
+    with pytest.raises(ValueError, match="multiple of hop"):
+        DenoisingUNet(width=4, wiener=(20, 8))
+    path = save_model(guided, tmp_path / "d.safetensors", task="denoising", architecture="DenoisingUNet")
+    back = load_model(path, task="denoising")
+    assert back.config["network"]["wiener"] == [16, 8]
+    torch.testing.assert_close(back.on(torch.device("cpu"))(x), guided(x))

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 __all__ = ["PartialScanGenerator", "deepen_inner", "DenoisingUNet", "NonLocalBlock", "add_attention",
-           "deepen_bottleneck", "UncertaintyUNet", "MultiScaleDiscriminator", "build_network"]
+           "deepen_bottleneck", "add_wiener", "UncertaintyUNet", "MultiScaleDiscriminator", "build_network"]
 
 
 def _act():
@@ -308,6 +308,36 @@ def deepen_bottleneck(net, blocks):
     return _deepened(net, "bottleneck_blocks", blocks)
 
 
+def add_wiener(net, window=48, hop=16):
+    """A copy of a :class:`DenoisingUNet` given a sliding-window Wiener input channel, computing the same.
+
+    The weights reading the new channel start at zero, so training teaches a
+    trained denoiser to use the estimate where it helps (lattices) without
+    first unlearning anything.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from hyperspy_partialscan.models.networks import DenoisingUNet, add_wiener
+    >>> net = DenoisingUNet(width=4)
+    >>> _ = torch.nn.init.normal_(net.out.weight)  # a net that does not output its input
+    >>> guided = add_wiener(net, 16, 8)
+    >>> x = torch.rand(1, 2, 32, 32)
+    >>> guided.config["wiener"], bool(torch.allclose(guided(x), net(x), atol=1e-6))
+    ([16, 8], True)
+    """
+    if type(net) is not DenoisingUNet:
+        raise TypeError(f"add_wiener takes a DenoisingUNet, got {type(net).__name__}")
+    if net.wiener is not None:
+        raise ValueError(f"the network already has a Wiener channel {net.config['wiener']}")
+    guided = DenoisingUNet(**{**net.config, "wiener": (window, hop)})
+    state = dict(net.state_dict())
+    first = "enc.0.0.weight"
+    state[first] = torch.cat([state[first], torch.zeros_like(state[first][:, :1])], 1)
+    guided.load_state_dict(state)
+    return guided
+
+
 class DenoisingUNet(nn.Module):
     """U-Net denoiser predicting a residual over the noisy input.
 
@@ -326,11 +356,18 @@ class DenoisingUNet(nn.Module):
     bottleneck_blocks : int
         Residual blocks (dilations 1, 2, 4, ...) on the 1/8-scale features,
         after the non-local block (0: none).
+    wiener : (int, int), optional
+        ``(window, hop)`` of a sliding-window Wiener estimate of the frame
+        (:func:`~hyperspy_partialscan.models.wiener.sliding_wiener`, with the
+        noise variance of the noise-level channel), computed in the forward
+        pass and given to the U-Net as an extra input channel: periodic
+        content (atomic lattices) that no convolution of this size resolves
+        from the noise. None: no such channel.
     """
 
     multiple = 8
 
-    def __init__(self, in_channels=2, width=16, attention_heads=0, bottleneck_blocks=0):
+    def __init__(self, in_channels=2, width=16, attention_heads=0, bottleneck_blocks=0, wiener=None):
         super().__init__()
         self.config = dict(in_channels=in_channels, width=width)
         ws = [width * 2**i for i in range(4)]
@@ -339,7 +376,16 @@ class DenoisingUNet(nn.Module):
             return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), _act(),
                                  nn.Conv2d(cout, cout, 3, padding=1), _act())
 
-        self.enc = nn.ModuleList([block(in_channels, ws[0])] + [block(ws[i], ws[i + 1]) for i in range(3)])
+        self.wiener = None
+        if wiener is not None:
+            window, hop = (int(v) for v in wiener)
+            if hop < 1 or window < 2 * hop or window % hop:
+                raise ValueError(f"wiener must be (window, hop) with hop >= 1 and window a multiple of hop of at "
+                                 f"least 2 hop, got {tuple(wiener)}")
+            self.config["wiener"] = [window, hop]
+            self.wiener = (window, hop)
+        first = in_channels + (self.wiener is not None)
+        self.enc = nn.ModuleList([block(first, ws[0])] + [block(ws[i], ws[i + 1]) for i in range(3)])
         self.up = nn.ModuleList([nn.ConvTranspose2d(ws[i + 1], ws[i], 2, stride=2) for i in range(3)])
         self.dec = nn.ModuleList([block(2 * ws[i], ws[i]) for i in range(3)])
         self.out = nn.Conv2d(ws[0], 1, 1)
@@ -354,9 +400,21 @@ class DenoisingUNet(nn.Module):
             self.config["bottleneck_blocks"] = int(bottleneck_blocks)
             self.bottleneck_blocks = _dilated_blocks(ws[3], int(bottleneck_blocks))
 
+    def guided(self, x):
+        """``x`` with the Wiener estimate of its frame appended (unchanged without ``wiener``)."""
+        if self.wiener is None:
+            return x
+        from .features import NOISE_MAP_GAIN
+        from .wiener import sliding_wiener
+
+        with torch.autocast(x.device.type, enabled=False):  # FFTs in float32
+            frame = x[:, :1].float()
+            guide = sliding_wiener(frame, (x[:, 1:2].float() / NOISE_MAP_GAIN) ** 2, *self.wiener)
+        return torch.cat([x, guide.to(x.dtype)], 1)
+
     def features(self, x):
         """The U-Net's full-resolution features (before the output convolution)."""
-        skips, h = [], x
+        skips, h = [], self.guided(x)
         for i, enc in enumerate(self.enc):
             h = enc(h if i == 0 else F.max_pool2d(h, 2))
             skips.append(h)

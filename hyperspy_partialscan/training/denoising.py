@@ -127,7 +127,8 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
                    threads=None, val_frames=None, resume=False, overwrite=False, max_seconds=None,
                    name="denoising_model",
                    data_description=None, show_progressbar=True, init=None, invert=0.25, dose_range=(5.0, 1000.0),
-                   context=4, bin_fraction=0.0, bf16=False, attention_heads=0, bottleneck_blocks=0):
+                   context=4, bin_fraction=0.0, bf16=False, attention_heads=0, bottleneck_blocks=0,
+                   wiener=None):
     """Train (or fine-tune) the supervised denoising network on clean frames degraded on the fly.
 
     Parameters
@@ -158,6 +159,12 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
         ``init`` model deepened to this many (the new ones starting as the
         identity, :func:`~hyperspy_partialscan.models.networks.deepen_bottleneck`).
         0: none (an ``init`` model keeps its own).
+    wiener : (int, int), optional
+        ``(window, hop)`` of a sliding-window Wiener input channel
+        (:class:`~hyperspy_partialscan.models.networks.DenoisingUNet`): in a
+        fresh network, or added to the ``init`` model with zero weights
+        (:func:`~hyperspy_partialscan.models.networks.add_wiener`). None:
+        none (an ``init`` model keeps its own).
 
     Other parameters as :func:`train_completion`.
 
@@ -166,20 +173,23 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
     pathlib.Path
         Path of the exported ``.safetensors`` model.
     """
-    from ..models.networks import DenoisingUNet, add_attention, deepen_bottleneck
+    from ..models.networks import DenoisingUNet, add_attention, add_wiener, deepen_bottleneck
 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     net, init_record, start = initial_network(DenoisingUNet, "denoising", init=init, out_dir=out_dir, resume=resume,
                                               width=width, attention_heads=attention_heads,
-                                              bottleneck_blocks=bottleneck_blocks)
-    if start == 0 and init is not None and (attention_heads or bottleneck_blocks):
+                                              bottleneck_blocks=bottleneck_blocks, wiener=wiener)
+    if start == 0 and init is not None and (attention_heads or bottleneck_blocks or wiener):
         if attention_heads:
             net = add_attention(net, attention_heads)
         if bottleneck_blocks:
             net = deepen_bottleneck(net, bottleneck_blocks)
-        grown = {"attention_heads": attention_heads, "bottleneck_blocks": bottleneck_blocks}
+        if wiener:
+            net = add_wiener(net, *wiener)
+        grown = {"attention_heads": attention_heads, "bottleneck_blocks": bottleneck_blocks,
+                 "wiener": list(wiener) if wiener else None}
         init_record = {**init_record, "grown": {k: v for k, v in grown.items() if v}}
     # a resumed run continues the crop stream instead of replaying its start
     stream = seed if start == 0 else [seed, start]
@@ -206,6 +216,7 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
                          "invert": sampler.invert, "context": sampler.context,
                          "bin_fraction": sampler.bin_fraction, "bf16": bf16, "attention_heads": attention_heads,
                          "bottleneck_blocks": bottleneck_blocks,
+                         "wiener": list(wiener) if wiener else None,
                          "data": data_description, "seconds_this_run": round(time.time() - t0, 1), **init_record},
             "validation": last_validation(history, out_dir),
         }
