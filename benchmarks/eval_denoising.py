@@ -34,7 +34,9 @@ Protocol
   - ``gaussian_best``: Gaussian filter with the sigma chosen *with hindsight*
     per crop (grid search against the clean crop: an upper bound for it);
   - ``nl_means`` and ``tv``: scikit-image filters with parameters estimated
-    from the noisy frame (the package's defaults).
+    from the noisy frame (the package's defaults);
+  - ``wiener``: the package's sliding-window empirical Wiener filter with the
+    blind Poisson-Gaussian noise estimate (``denoise(..., "wiener")``).
 * Reported: mean PSNR/SSIM and seconds per frame of every method and dose, the
   references' noise floor (the Wiener bound set by their own noise) and the
   bars below, met or not.
@@ -65,7 +67,7 @@ import _common as C  # noqa: I001 - first: sets the thread limits before numpy l
 import numpy as np
 
 NETWORKS = ("network_known", "network_blind")
-CLASSICAL = ("bm3d_vst", "gaussian_best", "nl_means", "tv")
+CLASSICAL = ("bm3d_vst", "gaussian_best", "nl_means", "tv", "wiener")
 METHODS = NETWORKS + ("finetuned",) + CLASSICAL
 PEER = "bm3d_vst"
 PEER_MARGIN_DB = 0.5
@@ -325,7 +327,7 @@ def run_dose(args, methods, dose, noisy, clean, model_ref, tmp, seconds):
             return np.stack([g[0] for g in gb])
 
         timed("gaussian_best", hindsight)
-    for m in ("nl_means", "tv"):
+    for m in ("nl_means", "tv", "wiener"):
         if m in methods:
             timed(m, lambda m=m: C.denoise_stack(noisy, m, batch_size=1, workers=args.threads))
     results["noisy"] = noisy

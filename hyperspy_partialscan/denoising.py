@@ -172,8 +172,10 @@ def denoise(
     method : str
         ``"generator"`` (trained network, default), ``"gaussian"``,
         ``"nl_means"``, ``"tv"`` (scikit-image, parameters estimated from the
-        data unless given in ``method_params``) or ``"pca"`` (HyperSpy's
-        decomposition of a stack; keeps ``n_components``).
+        data unless given in ``method_params``), ``"wiener"`` (empirical Wiener
+        filter on overlapping 32 px windows with the blind Poisson-Gaussian noise
+        model, :func:`~hyperspy_partialscan.filters.wiener`: strong on lattices)
+        or ``"pca"`` (HyperSpy's decomposition of a stack; keeps ``n_components``).
     {model}
         A model fitted to one's own data: :func:`fit_denoiser`.
     {navigation_chunks}
@@ -204,7 +206,8 @@ def denoise(
     {show_progressbar}
     **method_params
         Parameters of the classical filter (e.g. ``sigma`` for gaussian is
-        given as ``filter_sigma``; ``h`` for nl_means; ``weight`` for tv).
+        given as ``filter_sigma``; ``h`` for nl_means; ``weight`` for tv;
+        ``window``, ``hop`` and ``variance_model`` for wiener).
 
     Returns
     -------

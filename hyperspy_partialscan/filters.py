@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from .noise import estimate_sigma
 
-__all__ = ["gaussian_filter", "nl_means", "tv", "CLASSICAL_DENOISERS", "denoise_frame"]
+__all__ = ["gaussian_filter", "nl_means", "tv", "wiener", "CLASSICAL_DENOISERS", "denoise_frame"]
 
 
 def gaussian_filter(frame, sigma=None):
@@ -49,7 +49,32 @@ def tv(frame, weight=None):
     return denoise_tv_chambolle(frame, weight=max(weight, 1e-12)).astype(np.float32)
 
 
-CLASSICAL_DENOISERS = {"gaussian": gaussian_filter, "nl_means": nl_means, "tv": tv}
+def wiener(frame, window=32, hop=8, variance_model=None):
+    """Two-pass empirical Wiener filter on overlapping windows, with signal-dependent noise.
+
+    Keeps the strong Fourier components of each ``window`` x ``window`` tile
+    (lattice reflections) and removes the noise between them; see
+    :func:`~hyperspy_partialscan.models.wiener.sliding_wiener`. The noise
+    variance per pixel is ``gain * s + offset`` with ``s`` the frame smoothed by
+    a 2 px Gaussian; ``variance_model`` ``(gain, offset)`` in the frame's units
+    defaults to the blind Poisson-Gaussian estimate
+    (:func:`~hyperspy_partialscan.noise.estimate_noise_model`).
+    """
+    import torch
+
+    from .models.wiener import sliding_wiener
+    from .noise import estimate_noise_model
+
+    frame = np.asarray(frame, np.float32)
+    gain, offset = estimate_noise_model(frame) if variance_model is None else map(float, variance_model)
+    var = np.clip(gain * ndimage.gaussian_filter(frame, 2.0) + offset, 0, None).astype(np.float32)
+    with torch.no_grad():
+        y = sliding_wiener(torch.from_numpy(frame)[None, None], torch.from_numpy(var)[None, None], int(window),
+                           int(hop))
+    return y[0, 0].numpy().astype(np.float32)
+
+
+CLASSICAL_DENOISERS = {"gaussian": gaussian_filter, "nl_means": nl_means, "tv": tv, "wiener": wiener}
 
 
 def denoise_frame(frame, method, **params):
