@@ -178,7 +178,8 @@ def model_info(model):
 
 
 #: which architecture a checkpoint's ``network_config`` belongs to (constructor arguments)
-_ARCH_KEYS = {"PartialScanGenerator": {"inner_blocks", "outer_blocks"}, "DenoisingUNet": {"in_channels", "width"}}
+_ARCH_KEYS = {"PartialScanGenerator": {"inner_blocks", "outer_blocks"},
+              "DenoisingUNet": {"in_channels", "width", "attention_heads", "bottleneck_blocks", "wiener"}}
 _TASKS = {"PartialScanGenerator": "completion", "DenoisingUNet": "denoising"}
 
 

@@ -311,6 +311,14 @@ def test_denoiser_wiener_channel_starts_unused_learns_and_round_trips(tmp_path):
     with torch.no_grad():
         guided.enc[0][0].weight[:, -1].normal_()
     assert not torch.allclose(guided(x), net(x))
+    # the output gate: fully open (and no residual), the output is the Wiener estimate of the frame
+    from hyperspy_partialscan.models.features import NOISE_MAP_GAIN
+    from hyperspy_partialscan.models.wiener import sliding_wiener
+
+    gated = add_wiener(DenoisingUNet(width=4), 16, 8)
+    with torch.no_grad():
+        gated.gate.bias.fill_(1.0)
+        torch.testing.assert_close(gated(x), sliding_wiener(x[:, :1], (x[:, 1:2] / NOISE_MAP_GAIN) ** 2, 16, 8))
     # the channel is a function of the frame computed in the forward pass: gradients reach the input through it
     xi = x.clone().requires_grad_(True)
     guided(xi).sum().backward()

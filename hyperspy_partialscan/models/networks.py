@@ -311,9 +311,9 @@ def deepen_bottleneck(net, blocks):
 def add_wiener(net, window=48, hop=16):
     """A copy of a :class:`DenoisingUNet` given a sliding-window Wiener input channel, computing the same.
 
-    The weights reading the new channel start at zero, so training teaches a
-    trained denoiser to use the estimate where it helps (lattices) without
-    first unlearning anything.
+    The weights reading the new channel and the output gate start at zero, so
+    training teaches a trained denoiser to use the estimate where it helps
+    (lattices) without first unlearning anything.
 
     Examples
     --------
@@ -334,7 +334,9 @@ def add_wiener(net, window=48, hop=16):
     state = dict(net.state_dict())
     first = "enc.0.0.weight"
     state[first] = torch.cat([state[first], torch.zeros_like(state[first][:, :1])], 1)
-    guided.load_state_dict(state)
+    missing, unexpected = guided.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("gate.") for k in missing):
+        raise RuntimeError(f"add_wiener: unexpected parameters {unexpected or missing}")
     return guided
 
 
@@ -360,9 +362,10 @@ class DenoisingUNet(nn.Module):
         ``(window, hop)`` of a sliding-window Wiener estimate of the frame
         (:func:`~hyperspy_partialscan.models.wiener.sliding_wiener`, with the
         noise variance of the noise-level channel), computed in the forward
-        pass and given to the U-Net as an extra input channel: periodic
-        content (atomic lattices) that no convolution of this size resolves
-        from the noise. None: no such channel.
+        pass, given to the U-Net as an extra input channel and blended into
+        the output by a per-pixel gate (a 1x1 convolution of the last
+        features): periodic content (atomic lattices) that no convolution of
+        this size resolves from the noise. None: no such channel.
     """
 
     multiple = 8
@@ -386,6 +389,10 @@ class DenoisingUNet(nn.Module):
             self.wiener = (window, hop)
         first = in_channels + (self.wiener is not None)
         self.enc = nn.ModuleList([block(first, ws[0])] + [block(ws[i], ws[i + 1]) for i in range(3)])
+        if self.wiener is not None:
+            self.gate = nn.Conv2d(ws[0], 1, 1)
+            nn.init.zeros_(self.gate.weight)
+            nn.init.zeros_(self.gate.bias)
         self.up = nn.ModuleList([nn.ConvTranspose2d(ws[i + 1], ws[i], 2, stride=2) for i in range(3)])
         self.dec = nn.ModuleList([block(2 * ws[i], ws[i]) for i in range(3)])
         self.out = nn.Conv2d(ws[0], 1, 1)
@@ -414,7 +421,10 @@ class DenoisingUNet(nn.Module):
 
     def features(self, x):
         """The U-Net's full-resolution features (before the output convolution)."""
-        skips, h = [], self.guided(x)
+        return self._unet(self.guided(x))
+
+    def _unet(self, h):
+        skips = []
         for i, enc in enumerate(self.enc):
             h = enc(h if i == 0 else F.max_pool2d(h, 2))
             skips.append(h)
@@ -429,7 +439,12 @@ class DenoisingUNet(nn.Module):
         return h if self.bottleneck_blocks is None else self.bottleneck_blocks(h)
 
     def forward(self, x):
-        return x[:, :1] + self.out(self.features(x))
+        if self.wiener is None:
+            return x[:, :1] + self.out(self.features(x))
+        g = self.guided(x)
+        h = self._unet(g)
+        # a per-pixel gate moves the output towards the Wiener estimate where the features say it is better
+        return x[:, :1] + self.out(h) + self.gate(h) * (g[:, -1:] - x[:, :1])
 
 
 class UncertaintyUNet(DenoisingUNet):
