@@ -56,18 +56,21 @@ def wiener(frame, window=32, hop=8, variance_model=None):
     (lattice reflections) and removes the noise between them; see
     :func:`~hyperspy_partialscan.models.wiener.sliding_wiener`. The noise
     variance per pixel is ``gain * s + offset`` with ``s`` the frame smoothed by
-    a 2 px Gaussian; ``variance_model`` ``(gain, offset)`` in the frame's units
-    defaults to the blind Poisson-Gaussian estimate
+    a 2 px Gaussian (clipped at 0), as for the denoising network
+    (:func:`~hyperspy_partialscan.models.features.noise_map`);
+    ``variance_model`` ``(gain, offset)`` in the frame's units defaults to the
+    blind Poisson-Gaussian estimate
     (:func:`~hyperspy_partialscan.noise.estimate_noise_model`).
     """
     import torch
 
+    from .models.features import NOISE_MAP_GAIN, noise_map
     from .models.wiener import sliding_wiener
-    from .noise import estimate_noise_model
 
     frame = np.asarray(frame, np.float32)
-    gain, offset = estimate_noise_model(frame) if variance_model is None else map(float, variance_model)
-    var = np.clip(gain * ndimage.gaussian_filter(frame, 2.0) + offset, 0, None).astype(np.float32)
+    model = None if variance_model is None else dict(zip(("gain_factor", "gain_offset"), map(float, variance_model)))
+    # the network's noise-level channel (blind estimate when no model is given) is the noise sd times its gain
+    var = (noise_map(frame, 1.0, model) / NOISE_MAP_GAIN) ** 2
     with torch.no_grad():
         y = sliding_wiener(torch.from_numpy(frame)[None, None], torch.from_numpy(var)[None, None], int(window),
                            int(hop))

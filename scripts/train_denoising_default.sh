@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the shipped denoising_default: five training stages (1-4 and 7) on the `train` split of the sample data
-# (../shared/data by default), each fine-tuning the one before (docs/model.md). About 5 hours on
-# 2 CPU cores with AVX-512 BF16 (stages 3-4 use --bf16; drop it on CPUs without bfloat16 units); each
+# (../shared/data by default), each fine-tuning the one before (docs/model.md). About 6.5 hours on
+# 2 CPU cores with AVX-512 BF16 (stages 3, 4 and 7 use --bf16; drop it on CPUs without bfloat16 units); each
 # stage checkpoints (rerun a stage with --resume added to continue it).
 #
 #   bash scripts/train_denoising_default.sh [DATA_DIR] [RUN_DIR]

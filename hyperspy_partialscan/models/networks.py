@@ -439,12 +439,13 @@ class DenoisingUNet(nn.Module):
         return h if self.bottleneck_blocks is None else self.bottleneck_blocks(h)
 
     def forward(self, x):
-        if self.wiener is None:
-            return x[:, :1] + self.out(self.features(x))
         g = self.guided(x)
         h = self._unet(g)
+        y = x[:, :1] + self.out(h)
+        if self.wiener is None:
+            return y
         # a per-pixel gate moves the output towards the Wiener estimate where the features say it is better
-        return x[:, :1] + self.out(h) + self.gate(h) * (g[:, -1:] - x[:, :1])
+        return y + self.gate(h) * (g[:, -1:] - x[:, :1])
 
 
 class UncertaintyUNet(DenoisingUNet):

@@ -7,7 +7,7 @@ receptive field sees only as texture (Yaroslavsky's sliding-window DCT filter an
 the second stage of BM3D rest on the same estimate). It is a differentiable
 function of the frame and its noise level, so the network computes it inside its
 forward pass (:class:`~hyperspy_partialscan.models.networks.DenoisingUNet`,
-``wiener=True``) and self-supervised risk estimates that perturb the input see it
+``wiener=(window, hop)``) and self-supervised risk estimates that perturb the input see it
 change.
 
 The filter runs twice, as BM3D does: a first pass estimates each window's
@@ -83,10 +83,6 @@ def sliding_wiener(x: torch.Tensor, noise_var: torch.Tensor, window: int = 32, h
     def untiles(t):  # overlap-add of windowed tiles (N, L, window, window) -> (N, 1, *size)
         return F.fold((t * win).reshape(n, t.shape[1], -1).transpose(1, 2), size, window, stride=hop)
 
-    norm = untiles(win.expand(n, tiles(xp).shape[1], window, window)).clamp(min=1e-12)
-    # white noise of variance v through the window: power v * sum(win^2) at every frequency
-    noise_power = tiles(vp).mean(dim=(-2, -1), keepdim=True) * (win**2).sum()
-
     def spectra(t):
         patches = tiles(t)
         mean = patches.mean(dim=(-2, -1), keepdim=True)
@@ -96,6 +92,9 @@ def sliding_wiener(x: torch.Tensor, noise_var: torch.Tensor, window: int = 32, h
         return z.real**2 + z.imag**2
 
     spectrum, mean = spectra(xp)
+    norm = untiles(win.expand(n, spectrum.shape[1], window, window)).clamp(min=1e-12)
+    # white noise of variance v through the window: power v * sum(win^2) at every frequency
+    noise_power = tiles(vp).mean(dim=(-2, -1), keepdim=True) * (win**2).sum()
     p = power(spectrum)
     first = torch.fft.ifft2(spectrum * ((p - noise_power).clamp(min=0) / p.clamp(min=1e-12))).real + mean * win
     pilot, _ = spectra(untiles(first) / norm)

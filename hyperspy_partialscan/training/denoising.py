@@ -178,6 +178,7 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
+    wiener = list(wiener) if wiener else None  # as the model's JSON records it
     net, init_record, start = initial_network(DenoisingUNet, "denoising", init=init, out_dir=out_dir, resume=resume,
                                               width=width, attention_heads=attention_heads,
                                               bottleneck_blocks=bottleneck_blocks, wiener=wiener)
@@ -189,7 +190,7 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
         if wiener:
             net = add_wiener(net, *wiener)
         grown = {"attention_heads": attention_heads, "bottleneck_blocks": bottleneck_blocks,
-                 "wiener": list(wiener) if wiener else None}
+                 "wiener": wiener}
         init_record = {**init_record, "grown": {k: v for k, v in grown.items() if v}}
     # a resumed run continues the crop stream instead of replaying its start
     stream = seed if start == 0 else [seed, start]
@@ -216,7 +217,7 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
                          "invert": sampler.invert, "context": sampler.context,
                          "bin_fraction": sampler.bin_fraction, "bf16": bf16, "attention_heads": attention_heads,
                          "bottleneck_blocks": bottleneck_blocks,
-                         "wiener": list(wiener) if wiener else None,
+                         "wiener": wiener,
                          "data": data_description, "seconds_this_run": round(time.time() - t0, 1), **init_record},
             "validation": last_validation(history, out_dir),
         }
