@@ -27,10 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._signal_tools import noise_source
-from .blocks import block_mean
+from .blocks import block_mean, block_spread
 
 __all__ = ["UncertaintySpec", "plan_uncertainty", "calibration_scale", "structure_factor", "log_contrast",
-           "MEANING"]
+           "detail_energy", "detail_log_ratio", "MEANING"]
 
 #: what the uncertainty means (recorded in the output's metadata)
 MEANING = ("predicted standard deviation of the completion's error at each pixel, in data units, with respect to "
@@ -144,6 +144,169 @@ def structure_alpha(calibration):
     return float(((calibration or {}).get("structure") or {}).get("alpha", 0.0))
 
 
+#: the band of the measurements' detail: inner and outer Gaussian scale in units of the mean distance from an
+#: unsampled pixel to its nearest sample (the inner scale at least DETAIL_MIN_SCALE px)
+DETAIL_BAND, DETAIL_MIN_SCALE = (0.4, 1.6), 0.7
+#: the scale (px, Gaussian sigma) over which detail and sigma are compared, computed on blocks of DETAIL_BLOCK px
+DETAIL_SCALE, DETAIL_BLOCK = 96.0, 8
+#: bounds of the ratio of detail to sigma (a factor of 8 either way)
+DETAIL_BOUNDS = (1 / 64, 64.0)
+
+
+def _local_mean(values, weights):
+    """Weighted mean of ``values`` over about :data:`DETAIL_SCALE` px around each pixel (on blocks, spread back)."""
+    from scipy.ndimage import gaussian_filter
+
+    b = DETAIL_BLOCK
+    h, w = values.shape
+    padded = (h + -h % b, w + -w % b)
+    pad = ((0, padded[0] - h), (0, padded[1] - w))
+    blocks = (padded[0] // b, b, padded[1] // b, b)
+    num = np.pad(np.where(weights, values, 0.0), pad).reshape(blocks).sum(axis=(1, 3))
+    den = np.pad(weights.astype(np.float64), pad).reshape(blocks).sum(axis=(1, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        small = gaussian_filter(num, DETAIL_SCALE / b, mode="reflect") / gaussian_filter(den, DETAIL_SCALE / b,
+                                                                                          mode="reflect")
+    return block_spread(small, padded, b)[:h, :w]
+
+
+def _smooth(values, sigma, weights=None):
+    """Gaussian smoothing (float32) of ``values``, or their normalised convolution with ``weights``.
+
+    Wide kernels run on block means and are interpolated back (the result is smooth at that scale).
+    """
+    from scipy.ndimage import gaussian_filter, zoom
+
+    factor = int(sigma // 3)
+    stack = values if weights is None else np.stack([values, weights])
+    if factor >= 2:
+        h, w = values.shape
+        padded = (h + -h % factor, w + -w % factor)
+        pad = ((0, 0),) * (stack.ndim - 2) + ((0, padded[0] - h), (0, padded[1] - w))
+        stack = np.pad(stack, pad, mode="edge").reshape(
+            stack.shape[:-2] + (padded[0] // factor, factor, padded[1] // factor, factor)).mean(axis=(-3, -1))
+    planes = stack.reshape((-1,) + stack.shape[-2:])
+    out = np.stack([gaussian_filter(a, sigma / max(factor, 1), truncate=3.0) for a in planes]).reshape(stack.shape)
+    if weights is not None:
+        out = out[0] / np.maximum(out[1], 1e-9)
+    if factor >= 2:
+        out = zoom(out, factor, order=1, grid_mode=True, mode="nearest")[:h, :w]
+    return out
+
+
+def detail_energy(samples, noise_sd=None, gap=None):
+    """Local energy of the measurements' detail finer than the gaps between samples, noise removed.
+
+    The measurements are dense along the scan path (1 px steps) however sparse the
+    path is, so they show the specimen's structure at the scales the completion
+    cannot resolve between the path's lines: the sampled values smoothed at an
+    inner and an outer scale (:data:`DETAIL_BAND`, normalised convolutions, so only
+    samples count) differ by that structure. Its square, less its expected value
+    for the measurement noise, is averaged over :data:`DETAIL_SCALE` px.
+
+    Parameters
+    ----------
+    samples : numpy.ndarray
+        (H, W) partial scan, normalised (NaN unsampled).
+    noise_sd : numpy.ndarray, optional
+        (H, W) noise standard deviation of the measurements, normalised units (None: noise-free).
+    gap : float, optional
+        Mean distance (px) from an unsampled pixel to its nearest sample (computed when omitted).
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W) float64, normalised units squared; NaN where the frame holds too few samples.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hyperspy_partialscan.uncertainty import detail_energy
+    >>> yy, xx = np.mgrid[:128, :128]
+    >>> scan = np.where(yy % 8 == 0, np.sin(xx / 2.0), np.nan)  # lines 8 px apart over fine fringes
+    >>> flat = np.where(yy % 8 == 0, 0.5, np.nan)
+    >>> bool(detail_energy(scan).mean() > 100 * max(detail_energy(flat).mean(), 1e-12))
+    True
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    x = np.asarray(samples, np.float32)
+    m = np.isfinite(x)
+    if m.sum() < 8 or m.all():
+        return np.full(x.shape, np.nan)
+    if gap is None:
+        gap = float(distance_transform_edt(~m)[~m].mean())
+    inner = max(DETAIL_MIN_SCALE, DETAIL_BAND[0] * gap)
+    outer = max(2 * inner, DETAIL_BAND[1] * gap)
+    mf = m.astype(np.float32)
+    v = np.where(m, x, np.float32(0))
+    band = _smooth(v, inner, mf) - _smooth(v, outer, mf)
+    energy = band.astype(np.float64) ** 2
+    if noise_sd is not None:  # the band-passed noise's variance: sum over samples of (weight a - weight b)^2 var
+        var = np.where(m, np.asarray(noise_sd, np.float32) ** 2, np.float32(0))
+        both = 1.0 / np.sqrt(1 / inner**2 + 1 / outer**2)
+        da, db = np.maximum(_smooth(mf, inner), 1e-9), np.maximum(_smooth(mf, outer), 1e-9)
+        energy -= (_smooth(var, inner / np.sqrt(2)) / (4 * np.pi * inner**2 * da**2)
+                   + _smooth(var, outer / np.sqrt(2)) / (4 * np.pi * outer**2 * db**2)
+                   - _smooth(var, both) * both**2 / (np.pi * inner**2 * outer**2 * da * db))
+    return _local_mean(energy, m)
+
+
+def detail_log_ratio(samples, sigma, noise_sd=None, energy=None, gap=None):
+    """``log(detail / sigma)`` over about :data:`DETAIL_SCALE` px: how far sigma is below the measured detail.
+
+    Half the log of :func:`detail_energy` over the mean of ``sigma**2`` at the
+    unsampled pixels around each pixel, within :data:`DETAIL_BOUNDS` (0 where the
+    frame holds too few samples). The calibration multiplies sigma by
+    ``exp(gamma * ratio)``, ``gamma`` fitted on held-out images.
+
+    Parameters
+    ----------
+    samples, noise_sd, gap
+        As for :func:`detail_energy`; a boolean ``samples`` marks the unsampled pixels (with ``energy``).
+    sigma : numpy.ndarray
+        (H, W) predicted sigma, normalised units.
+    energy : numpy.ndarray, optional
+        :func:`detail_energy` of ``samples`` when already computed.
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W) float32.
+    """
+    if energy is None:
+        energy = detail_energy(samples, noise_sd, gap)
+    samples = np.asarray(samples)
+    unsampled = samples if samples.dtype == bool else ~np.isfinite(samples.astype(np.float64))
+    if not unsampled.any() or not np.isfinite(energy).all():
+        return np.zeros(np.shape(samples), np.float32)
+    s2 = _local_mean(np.asarray(sigma, np.float64) ** 2, unsampled)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.clip(energy / s2, *DETAIL_BOUNDS)
+    return (0.5 * np.log(np.where(np.isfinite(ratio), ratio, 1.0))).astype(np.float32)
+
+
+def detail_energies(inputs, noise_sd):
+    """:func:`detail_energy` of a batch of frames from their generator inputs (N, 4, H, W) and noise maps (N, H, W)."""
+    samples = np.where(inputs[:, 2] > 0.5, inputs[:, 0], np.nan)
+    return np.stack([detail_energy(x, d, gap=mean_gap(t)) for x, d, t in zip(samples, noise_sd, inputs)])
+
+
+def mean_gap(inputs):
+    """Mean distance (px) from an unsampled pixel to its nearest sample, from a frame's generator inputs (4, H, W)."""
+    from .models.features import DISTANCE_SCALE
+
+    unsampled = inputs[2] < 0.5
+    if not unsampled.any():
+        return 0.0
+    return float(DISTANCE_SCALE * np.mean(np.arctanh(np.clip(inputs[3][unsampled], 0.0, 1 - 1e-7))))
+
+
+def detail_gamma(calibration):
+    """The detail factor's exponent recorded by a calibration (0 when it has none)."""
+    return float(((calibration or {}).get("detail") or {}).get("gamma", 0.0))
+
+
 def frame_variance_model(frame, kind, params):
     """The variance model (data units) of one partial-scan frame's measurements, from :func:`noise_source`'s answer.
 
@@ -192,8 +355,14 @@ class UncertaintySpec:
         kept = kept_completion(tiles, raw)
         sd = np.stack([sampled_noise_sd(k * s[1] + s[0], s[1], s[2]) for k, s in zip(kept, tile_scales)])
         log_sigma = run_network(network, uncertainty_inputs(tiles, kept, sd), device, self.plan.precision)
+        sigma = np.exp(log_sigma) * structure_factor(kept, structure_alpha(self.calibration))
+        gamma = detail_gamma(self.calibration)
+        if gamma:
+            energy = detail_energies(tiles, sd)
+            sigma = sigma * np.exp(gamma * np.stack([detail_log_ratio(t[2] < 0.5, s, energy=e)
+                                                     for t, s, e in zip(tiles, sigma, energy)]))
         factor = np.array([s[1] * s[3] for s in tile_scales], np.float32)[:, None, None]
-        return np.exp(log_sigma) * factor * structure_factor(kept, structure_alpha(self.calibration))
+        return (sigma * factor).astype(np.float32)
 
 
 def plan_uncertainty(generator_plan, model=None, path=None, signal=None):

@@ -150,9 +150,9 @@ def test_calibration_is_stored_and_looked_up(uncertainty_model):
     assert calibration_scale(cal, "spiral", 0.1) == cal["scales"]["spiral"]["1_in_10"]
     assert calibration_scale(cal, "nonsense", 0.1) == cal["global"] == calibration_scale(cal, None, 0.3)
     assert calibration_scale(None, "spiral", 0.1) == 1.0
-    structure = cal["structure"]  # the exponent of highest likelihood among those tried, with its curve
-    assert structure["alpha"] in [float(a) for a in structure["nll"]]
-    assert structure["nll"][f"{structure['alpha']:g}"] == min(structure["nll"].values())
+    # the exponents of highest likelihood among those tried, with the likelihood surface
+    alpha, gamma, nll = cal["structure"]["alpha"], cal["detail"]["gamma"], cal["detail"]["nll"]
+    assert nll[f"{alpha:g}"][f"{gamma:g}"] == min(v for row in nll.values() for v in row.values())
 
 
 def test_structure_factor_scales_sigma(generator, uncertainty_model, tmp_path):
@@ -179,6 +179,56 @@ def test_structure_factor_scales_sigma(generator, uncertainty_model, tmp_path):
         factor = structure_factor((done.data[k] - lo) / scale, 0.7)
         assert factor.std() > 0.05  # the test frames have contrast to follow
         np.testing.assert_allclose(s1.data[k], s0.data[k] * factor, rtol=2e-3)
+
+
+def test_detail_factor_scales_sigma(generator, uncertainty_model, tmp_path):
+    """A calibration with a detail exponent multiplies sigma by exactly (detail / sigma) ** gamma."""
+    import json
+    import shutil
+
+    from hyperspy_partialscan.models.features import sampled_noise_sd
+    from hyperspy_partialscan.uncertainty import detail_log_ratio
+
+    src = Path(uncertainty_model)
+    cfg = json.loads(src.with_suffix(".json").read_text())
+    paths = []
+    for gamma in (0.0, 0.8):
+        dst = tmp_path / f"g{gamma}.safetensors"
+        shutil.copy(src, dst)
+        cfg["calibration"]["detail"]["gamma"] = gamma
+        dst.with_suffix(".json").write_text(json.dumps(cfg))
+        paths.append(dst)
+    p = _partial()
+    kw = dict(model=generator, uncertainty=True, device="cpu", show_progressbar=False)
+    done, s0 = hp.complete_partial_scan(p, uncertainty_model=paths[0], **kw)
+    _, s1 = hp.complete_partial_scan(p, uncertainty_model=paths[1], **kw)
+    vm = p.metadata.Signal.Noise_properties.Variance_linear_model.as_dictionary()
+    for k in range(p.data.shape[0]):  # the ratio compares the uncalibrated sigma with the detail, noise removed
+        scale = calibration_scale(cfg["calibration"], "spiral", np.isfinite(p.data[k]).mean())
+        noise_sd = sampled_noise_sd(np.where(np.isfinite(p.data[k]), p.data[k], done.data[k]), 1.0, vm)
+        ratio = detail_log_ratio(p.data[k], s0.data[k] / scale, noise_sd)
+        assert np.ptp(ratio) > 0 or abs(ratio.mean()) > 0.05  # the test frames' detail moves sigma
+        np.testing.assert_allclose(s1.data[k], s0.data[k] * np.exp(0.8 * ratio), rtol=2e-3)
+
+
+def test_detail_energy_follows_detail_and_removes_noise():
+    from hyperspy_partialscan.uncertainty import detail_energy
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:256, :256]
+    lines = yy % 10 == 0  # a raster of lines 10 px apart
+    for period, amplitude in ((6.0, 0.05), (6.0, 0.2), (12.0, 0.2)):
+        truth = 0.5 + amplitude * np.sin(2 * np.pi * xx / period)
+        e = detail_energy(np.where(lines, truth, np.nan))
+        expected = amplitude**2 / 2  # the fringes' power, inside the band
+        assert 0.2 * expected < np.nanmean(e) < 1.5 * expected
+    flat = np.full((256, 256), 0.5)
+    sd = np.full((256, 256), 0.05)
+    noisy = np.where(lines, flat + sd * rng.standard_normal(flat.shape), np.nan)
+    raw = np.nanmean(detail_energy(noisy))
+    cleaned = np.nanmean(detail_energy(noisy, sd))
+    assert raw > 1e-4 and abs(cleaned) < 0.1 * raw  # the noise's band energy is removed, not the signal's
+    assert np.isnan(detail_energy(np.full((8, 8), np.nan))).all()
 
 
 def test_map_frames_with_channels():

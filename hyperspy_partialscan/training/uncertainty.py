@@ -39,9 +39,15 @@ from ..models.features import (
 )
 from ..models.networks import UncertaintyUNet
 from ..uncertainty import (
+    DETAIL_BAND,
+    DETAIL_BOUNDS,
+    DETAIL_MIN_SCALE,
+    DETAIL_SCALE,
     STRUCTURE_FLOOR,
     STRUCTURE_REFERENCE,
     STRUCTURE_SMOOTHING,
+    detail_energies,
+    detail_log_ratio,
     frame_variance_model,
     log_contrast,
 )
@@ -311,26 +317,27 @@ def calibrate_uncertainty(model, frames, *, generator=None, output=None, crop=25
                 if np.isfinite(partial).sum() < 4:
                     continue
                 # every second round of doses the noise level is known, else estimated blindly
-                sigma, pred, contrast = _predict(gen_net, unc_net, partial, noise,
-                                                 known=bool((k // len(doses)) % 2))
-                unsampled = ~np.isfinite(partial)
-                err = pred - blur_target(x)
-                z.append(np.stack([np.abs(err[unsampled]), sigma[unsampled], contrast[unsampled]]).astype(np.float32))
+                record = _predict(gen_net, unc_net, partial, noise, known=bool((k // len(doses)) % 2))
+                record["error"] = np.abs(record.pop("completion") - blur_target(x)).astype(np.float32)
+                z.append(record)
             if z:
-                cases[(path, coverage)] = np.concatenate(z, axis=1)
+                cases[(path, coverage)] = z
     if not cases:
         raise ValueError(f"no calibration crop could be scanned: {len(crops)} crops of {crop} px, paths "
                          f"{', '.join(CALIBRATION_PATHS)}")
-    structure = fit_structure_alpha(list(cases.values()))
-    ratios = {key: e / (s * np.exp(structure["alpha"] * c)) for key, (e, s, c) in cases.items()}
+    structure, detail = fit_sigma_factors(list(cases.values()))
+    ratios = {key: np.concatenate([r["error"][r["unsampled"]] / _factored_sigma(r, structure["alpha"],
+                                                                                detail["gamma"])[r["unsampled"]]
+                                   for r in records]) for key, records in cases.items()}
     scales = {path: {coverage_key(c): two_quantile_scale(ratios[(path, c)])
                      for c in CALIBRATION_COVERAGES if (path, c) in ratios} for path in CALIBRATION_PATHS}
     every = np.concatenate(list(ratios.values()))
     calibration = {
-        "method": (f"sigma times the structure factor, then the smallest scale putting at least "
+        "method": (f"sigma times the structure and detail factors, then the smallest scale putting at least "
                    f"{ONE_SIGMA_FRACTION:.1%} of the errors at unsampled pixels within sigma and "
                    f"{TWO_SIGMA_FRACTION:.0%} within 2 sigma"),
         "structure": structure,
+        "detail": detail,
         "scales": scales,
         "global": two_quantile_scale(every),
         "coverages": [float(c) for c in CALIBRATION_COVERAGES],
@@ -347,61 +354,98 @@ def calibrate_uncertainty(model, frames, *, generator=None, output=None, crop=25
                       architecture="UncertaintyUNet", extra=extra)
 
 
-#: exponents of the structure factor tried by the calibration
-STRUCTURE_ALPHAS = tuple(np.round(np.arange(0.0, 1.01, 0.05), 2))
+#: exponents of the structure and detail factors tried by the calibration
+FACTOR_EXPONENTS = tuple(np.round(np.arange(0.0, 1.21, 0.1), 2))
+#: the calibration's likelihood is evaluated on every FIT_STRIDE-th unsampled pixel (neighbours' errors are alike)
+FIT_STRIDE = 4
 
 
-def fit_structure_alpha(cases, alphas=STRUCTURE_ALPHAS):
-    """The structure factor's exponent of highest Gaussian likelihood of the errors, one scale per case.
+def _factored_sigma(record, alpha, gamma):
+    """A calibration record's sigma times its structure factor (``alpha``) and detail factor (``gamma``)."""
+    sigma = record["sigma"] * np.exp(alpha * record["contrast"])
+    if gamma:
+        sigma = sigma * np.exp(gamma * detail_log_ratio(record["unsampled"], sigma, energy=record["energy"]))
+    return sigma
+
+
+def fit_sigma_factors(cases, alphas=FACTOR_EXPONENTS, gammas=FACTOR_EXPONENTS):
+    """Exponents of the structure and detail factors of highest Gaussian likelihood of the errors, one scale per case.
 
     Parameters
     ----------
-    cases : list of numpy.ndarray
-        One (3, n) array per path family and coverage: absolute errors,
-        uncalibrated sigma and :func:`~hyperspy_partialscan.uncertainty.log_contrast`
-        at the unsampled pixels.
-    alphas : sequence of float
+    cases : list of list of dict
+        Per path family and coverage, one record per crop: ``unsampled`` (bool map), ``error``
+        (absolute error), ``sigma`` (uncalibrated), ``contrast``
+        (:func:`~hyperspy_partialscan.uncertainty.log_contrast`) and ``energy``
+        (:func:`~hyperspy_partialscan.uncertainty.detail_energy`, in ``sigma``'s units squared) maps.
+    alphas, gammas : sequence of float
         Exponents tried.
 
     Returns
     -------
-    dict
-        ``alpha``, the mean negative log-likelihood per pixel at each exponent
-        (``nll``), and the factor's constants (``floor``, ``reference``,
-        ``smoothing``).
+    structure, detail : dict
+        ``alpha`` and ``gamma``, with the factors' constants; ``detail["nll"]`` holds the
+        mean negative log-likelihood per pixel at every ``alpha`` (outer key) and ``gamma``.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from hyperspy_partialscan.training.uncertainty import fit_structure_alpha
+    >>> from hyperspy_partialscan.training.uncertainty import fit_sigma_factors
     >>> rng = np.random.default_rng(0)
-    >>> contrast = rng.uniform(-2, 2, 50_000)
-    >>> err = np.abs(rng.standard_normal(50_000)) * np.exp(0.5 * contrast)  # sigma 1 explains half the exponent
-    >>> fit_structure_alpha([np.stack([err, np.ones(50_000), contrast])])["alpha"]
-    0.5
+    >>> records = []
+    >>> for level in (0.5, 1.0, 2.0, 4.0):  # crops whose errors follow their measured detail, not sigma
+    ...     contrast = rng.uniform(-2, 2, (64, 64))
+    ...     error = np.abs(rng.standard_normal((64, 64))) * level * np.exp(0.4 * contrast)
+    ...     records.append({"unsampled": np.ones((64, 64), bool), "error": error, "sigma": np.ones((64, 64)),
+    ...                     "contrast": contrast, "energy": np.full((64, 64), level**2)})
+    >>> structure, detail = fit_sigma_factors([records])
+    >>> structure["alpha"], detail["gamma"]
+    (0.4, 1.0)
     """
-    n = sum(c.shape[1] for c in cases)
+    n = 0
     nll = {}
     for a in alphas:
-        total = 0.0
-        for e, s, c in cases:
-            log_sigma = np.log(s) + a * c
-            scale2 = np.mean((e / np.exp(log_sigma)) ** 2)  # the best scale of this case
-            total += e.size * (np.mean(log_sigma) + 0.5 * np.log(scale2) + 0.5)
-        nll[float(a)] = total / n
-    best = min(nll, key=nll.get)
-    return {"alpha": best, "nll": {f"{a:g}": round(v, 5) for a, v in nll.items()}, "floor": STRUCTURE_FLOOR,
-            "reference": STRUCTURE_REFERENCE, "smoothing": list(STRUCTURE_SMOOTHING),
-            "meaning": "sigma is multiplied by ((g + floor) / reference) ** alpha, g the completion's local "
-                       "contrast (hyperspy_partialscan.uncertainty.structure_factor)"}
+        per_case = []
+        for records in cases:
+            rows = []
+            for r in records:
+                pick = r["unsampled"].ravel()[::FIT_STRIDE]
+                base = r["sigma"] * np.exp(a * r["contrast"])
+                ratio = detail_log_ratio(r["unsampled"], base, energy=r["energy"]) if len(gammas) > 1 else 0 * base
+                rows.append(np.stack([r["error"].ravel()[::FIT_STRIDE][pick], np.log(base).ravel()[::FIT_STRIDE][pick],
+                                      np.ravel(ratio)[::FIT_STRIDE][pick]]))
+            per_case.append(np.concatenate(rows, axis=1).astype(np.float64))
+        n = sum(c.shape[1] for c in per_case)
+        for g in gammas:
+            total = 0.0
+            for e, log_base, ratio in per_case:
+                log_sigma = log_base + g * ratio
+                scale2 = np.mean((e / np.exp(log_sigma)) ** 2)  # the best scale of this case
+                total += e.size * (np.mean(log_sigma) + 0.5 * np.log(scale2) + 0.5)
+            nll[(float(a), float(g))] = total / max(n, 1)
+    alpha, gamma = min(nll, key=nll.get)
+    structure = {"alpha": alpha, "floor": STRUCTURE_FLOOR, "reference": STRUCTURE_REFERENCE,
+                 "smoothing": list(STRUCTURE_SMOOTHING),
+                 "meaning": "sigma is multiplied by ((g + floor) / reference) ** alpha, g the completion's local "
+                            "contrast (hyperspy_partialscan.uncertainty.structure_factor)"}
+    detail = {"gamma": gamma, "band": list(DETAIL_BAND), "min_scale": DETAIL_MIN_SCALE, "scale": DETAIL_SCALE,
+              "bounds": list(DETAIL_BOUNDS),
+              "nll": {f"{a:g}": {f"{g:g}": round(v, 5) for (a2, g), v in nll.items() if a2 == a} for a in alphas},
+              "meaning": "sigma is then multiplied by (detail / sigma) ** gamma over about `scale` px, detail the "
+                         "measurements' energy between the blur and the gaps between samples, noise removed "
+                         "(hyperspy_partialscan.uncertainty.detail_log_ratio)"}
+    return structure, detail
 
 
 def _predict(gen_net, unc_net, partial, noise, known):
-    """(uncalibrated sigma, completion, log contrast of the completion) in a calibration crop's units."""
+    """A calibration record of one crop's partial scan: maps of the completion, uncalibrated sigma, log contrast of
+    the completion and detail energy (data units) and the unsampled pixels."""
     inputs, ((lo, s),) = completion_inputs(partial[None])
     pred = completion_with_measurements(gen_net, inputs)
     vm = noise_variance_model(noise) if known else blind_variance_model(partial)
     sd = sampled_noise_sd(pred[0] * s + lo, s, vm)
     with torch.no_grad():
         log_sigma = unc_net(torch.from_numpy(uncertainty_inputs(inputs, pred, sd[None])))[0, 0].numpy()
-    return np.exp(log_sigma) * s, pred[0] * s + lo, log_contrast(pred[0])
+    return {"sigma": (np.exp(log_sigma) * s).astype(np.float32), "completion": pred[0] * s + lo,
+            "contrast": log_contrast(pred[0]), "energy": (detail_energies(inputs, sd[None])[0] * s**2),
+            "unsampled": ~np.isfinite(partial)}
