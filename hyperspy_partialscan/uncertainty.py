@@ -170,27 +170,33 @@ def _local_mean(values, weights):
     return block_spread(small, padded, b)[:h, :w]
 
 
-def _smooth(values, sigma, weights=None):
-    """Gaussian smoothing (float32) of ``values``, or their normalised convolution with ``weights``.
+def _upsample(planes, factor, shape):
+    """Planes (k, h, w) of ``factor`` x ``factor`` block means linearly interpolated to the pixels of ``shape``."""
+    out = planes
+    for axis, n in ((1, shape[0]), (2, shape[1])):
+        x = np.clip((np.arange(n) + 0.5) / factor - 0.5, 0, out.shape[axis] - 1)
+        i0 = np.minimum(x.astype(int), out.shape[axis] - 2) if out.shape[axis] > 1 else np.zeros(n, int)
+        t = (x - i0).astype(np.float32)
+        t = t[:, None] if axis == 1 else t
+        lo, hi = np.take(out, i0, axis=axis), np.take(out, np.minimum(i0 + 1, out.shape[axis] - 1), axis=axis)
+        out = lo + t * (hi - lo)
+    return out
 
-    Wide kernels run on block means and are interpolated back (the result is smooth at that scale).
-    """
-    from scipy.ndimage import gaussian_filter, zoom
 
-    factor = int(sigma // 3)
-    stack = values if weights is None else np.stack([values, weights])
+def _smooth(planes, sigma):
+    """Gaussian smoothing (float32) of planes (k, H, W); wide kernels run on block means, interpolated back."""
+    from scipy.ndimage import gaussian_filter
+
+    planes = np.asarray(planes, np.float32)
+    factor = int(sigma // 2)
+    h, w = planes.shape[-2:]
     if factor >= 2:
-        h, w = values.shape
         padded = (h + -h % factor, w + -w % factor)
-        pad = ((0, 0),) * (stack.ndim - 2) + ((0, padded[0] - h), (0, padded[1] - w))
-        stack = np.pad(stack, pad, mode="edge").reshape(
-            stack.shape[:-2] + (padded[0] // factor, factor, padded[1] // factor, factor)).mean(axis=(-3, -1))
-    planes = stack.reshape((-1,) + stack.shape[-2:])
-    out = np.stack([gaussian_filter(a, sigma / max(factor, 1), truncate=3.0) for a in planes]).reshape(stack.shape)
-    if weights is not None:
-        out = out[0] / np.maximum(out[1], 1e-9)
+        planes = np.pad(planes, ((0, 0), (0, padded[0] - h), (0, padded[1] - w)), mode="edge").reshape(
+            (len(planes), padded[0] // factor, factor, padded[1] // factor, factor)).mean(axis=(2, 4))
+    out = np.stack([gaussian_filter(a, sigma / max(factor, 1), truncate=3.0) for a in planes])
     if factor >= 2:
-        out = zoom(out, factor, order=1, grid_mode=True, mode="nearest")[:h, :w]
+        out = _upsample(out, factor, (h, w))
     return out
 
 
@@ -240,15 +246,15 @@ def detail_energy(samples, noise_sd=None, gap=None):
     outer = max(2 * inner, DETAIL_BAND[1] * gap)
     mf = m.astype(np.float32)
     v = np.where(m, x, np.float32(0))
-    band = _smooth(v, inner, mf) - _smooth(v, outer, mf)
-    energy = band.astype(np.float64) ** 2
+    (va, da), (vb, db) = _smooth([v, mf], inner), _smooth([v, mf], outer)
+    da, db = np.maximum(da, 1e-9), np.maximum(db, 1e-9)
+    energy = (va / da - vb / db).astype(np.float64) ** 2
     if noise_sd is not None:  # the band-passed noise's variance: sum over samples of (weight a - weight b)^2 var
-        var = np.where(m, np.asarray(noise_sd, np.float32) ** 2, np.float32(0))
+        var = np.where(m, np.asarray(noise_sd, np.float32) ** 2, np.float32(0))[None]
         both = 1.0 / np.sqrt(1 / inner**2 + 1 / outer**2)
-        da, db = np.maximum(_smooth(mf, inner), 1e-9), np.maximum(_smooth(mf, outer), 1e-9)
-        energy -= (_smooth(var, inner / np.sqrt(2)) / (4 * np.pi * inner**2 * da**2)
-                   + _smooth(var, outer / np.sqrt(2)) / (4 * np.pi * outer**2 * db**2)
-                   - _smooth(var, both) * both**2 / (np.pi * inner**2 * outer**2 * da * db))
+        energy -= (_smooth(var, inner / np.sqrt(2))[0] / (4 * np.pi * inner**2 * da**2)
+                   + _smooth(var, outer / np.sqrt(2))[0] / (4 * np.pi * outer**2 * db**2)
+                   - _smooth(var, both)[0] * both**2 / (np.pi * inner**2 * outer**2 * da * db))
     return _local_mean(energy, m)
 
 
@@ -286,10 +292,37 @@ def detail_log_ratio(samples, sigma, noise_sd=None, energy=None, gap=None):
     return (0.5 * np.log(np.where(np.isfinite(ratio), ratio, 1.0))).astype(np.float32)
 
 
-def detail_energies(inputs, noise_sd):
-    """:func:`detail_energy` of a batch of frames from their generator inputs (N, 4, H, W) and noise maps (N, H, W)."""
+def measured_noise_sd(samples):
+    """Noise standard deviation of each measurement, estimated from adjacent samples (zeros when too few).
+
+    The detail factor removes the noise the measurements actually carry, whatever
+    variance model the frame comes with: a simulated scan of a recorded image
+    carries that image's own noise as well as the simulated dose's, and both
+    would otherwise count as detail.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hyperspy_partialscan.uncertainty import measured_noise_sd
+    >>> rng = np.random.default_rng(0)
+    >>> scan = np.where(np.mgrid[:128, :128][0] % 8 == 0, 0.5 + 0.1 * rng.standard_normal((128, 128)), np.nan)
+    >>> round(float(np.nanmean(np.where(np.isfinite(scan), measured_noise_sd(scan), np.nan))), 2)
+    0.1
+    """
+    from .noise import estimate_sampled_noise
+
+    x = np.asarray(samples, np.float64)
+    est = estimate_sampled_noise(x)
+    if est is None:
+        return np.zeros(x.shape, np.float32)
+    return np.sqrt(np.clip(est[0] * np.nan_to_num(x) + est[1], 0, None)).astype(np.float32)
+
+
+def detail_energies(inputs):
+    """:func:`detail_energy` of a batch of frames from their generator inputs (N, 4, H, W), normalised units, with
+    the noise the measurements carry removed (:func:`measured_noise_sd`)."""
     samples = np.where(inputs[:, 2] > 0.5, inputs[:, 0], np.nan)
-    return np.stack([detail_energy(x, d, gap=mean_gap(t)) for x, d, t in zip(samples, noise_sd, inputs)])
+    return np.stack([detail_energy(x, measured_noise_sd(x), gap=mean_gap(t)) for x, t in zip(samples, inputs)])
 
 
 def mean_gap(inputs):
@@ -358,7 +391,7 @@ class UncertaintySpec:
         sigma = np.exp(log_sigma) * structure_factor(kept, structure_alpha(self.calibration))
         gamma = detail_gamma(self.calibration)
         if gamma:
-            energy = detail_energies(tiles, sd)
+            energy = detail_energies(tiles)
             sigma = sigma * np.exp(gamma * np.stack([detail_log_ratio(t[2] < 0.5, s, energy=e)
                                                      for t, s, e in zip(tiles, sigma, energy)]))
         factor = np.array([s[1] * s[3] for s in tile_scales], np.float32)[:, None, None]

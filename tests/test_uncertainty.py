@@ -150,9 +150,11 @@ def test_calibration_is_stored_and_looked_up(uncertainty_model):
     assert calibration_scale(cal, "spiral", 0.1) == cal["scales"]["spiral"]["1_in_10"]
     assert calibration_scale(cal, "nonsense", 0.1) == cal["global"] == calibration_scale(cal, None, 0.3)
     assert calibration_scale(None, "spiral", 0.1) == 1.0
-    # the exponents of highest likelihood among those tried, with the likelihood surface
-    alpha, gamma, nll = cal["structure"]["alpha"], cal["detail"]["gamma"], cal["detail"]["nll"]
-    assert nll[f"{alpha:g}"][f"{gamma:g}"] == min(v for row in nll.values() for v in row.values())
+    # alpha of highest likelihood, gamma of the best per-crop RMSE at that alpha, with both surfaces
+    alpha, gamma = cal["structure"]["alpha"], cal["detail"]["gamma"]
+    nll, spread = cal["detail"]["nll"][f"{alpha:g}"], cal["detail"]["crop_spread"][f"{alpha:g}"]
+    assert min(nll.values()) == min(v for row in cal["detail"]["nll"].values() for v in row.values())
+    assert spread[f"{gamma:g}"] == min(spread.values())
 
 
 def test_structure_factor_scales_sigma(generator, uncertainty_model, tmp_path):
@@ -169,6 +171,7 @@ def test_structure_factor_scales_sigma(generator, uncertainty_model, tmp_path):
         shutil.copy(src, dst)
         cfg = json.loads(src.with_suffix(".json").read_text())
         cfg["calibration"]["structure"]["alpha"] = alpha
+        cfg["calibration"]["detail"]["gamma"] = 0.0  # the detail factor depends on sigma: left out here
         dst.with_suffix(".json").write_text(json.dumps(cfg))
     p = _partial()
     kw = dict(model=generator, uncertainty=True, device="cpu", show_progressbar=False)
@@ -186,8 +189,7 @@ def test_detail_factor_scales_sigma(generator, uncertainty_model, tmp_path):
     import json
     import shutil
 
-    from hyperspy_partialscan.models.features import sampled_noise_sd
-    from hyperspy_partialscan.uncertainty import detail_log_ratio
+    from hyperspy_partialscan.uncertainty import detail_log_ratio, measured_noise_sd
 
     src = Path(uncertainty_model)
     cfg = json.loads(src.with_suffix(".json").read_text())
@@ -200,13 +202,11 @@ def test_detail_factor_scales_sigma(generator, uncertainty_model, tmp_path):
         paths.append(dst)
     p = _partial()
     kw = dict(model=generator, uncertainty=True, device="cpu", show_progressbar=False)
-    done, s0 = hp.complete_partial_scan(p, uncertainty_model=paths[0], **kw)
+    _, s0 = hp.complete_partial_scan(p, uncertainty_model=paths[0], **kw)
     _, s1 = hp.complete_partial_scan(p, uncertainty_model=paths[1], **kw)
-    vm = p.metadata.Signal.Noise_properties.Variance_linear_model.as_dictionary()
     for k in range(p.data.shape[0]):  # the ratio compares the uncalibrated sigma with the detail, noise removed
         scale = calibration_scale(cfg["calibration"], "spiral", np.isfinite(p.data[k]).mean())
-        noise_sd = sampled_noise_sd(np.where(np.isfinite(p.data[k]), p.data[k], done.data[k]), 1.0, vm)
-        ratio = detail_log_ratio(p.data[k], s0.data[k] / scale, noise_sd)
+        ratio = detail_log_ratio(p.data[k], s0.data[k] / scale, measured_noise_sd(p.data[k]))
         assert np.ptp(ratio) > 0 or abs(ratio.mean()) > 0.05  # the test frames' detail moves sigma
         np.testing.assert_allclose(s1.data[k], s0.data[k] * np.exp(0.8 * ratio), rtol=2e-3)
 

@@ -369,7 +369,14 @@ def _factored_sigma(record, alpha, gamma):
 
 
 def fit_sigma_factors(cases, alphas=FACTOR_EXPONENTS, gammas=FACTOR_EXPONENTS):
-    """Exponents of the structure and detail factors of highest Gaussian likelihood of the errors, one scale per case.
+    """Exponents of the structure factor (pixel likelihood) and of the detail factor (per-crop error level).
+
+    The structure factor shapes sigma within a frame, so its exponent ``alpha`` is the one of highest
+    Gaussian likelihood of the errors (one scale per case). The detail factor sets sigma's level over
+    regions of about :data:`~hyperspy_partialscan.uncertainty.DETAIL_SCALE` px, so its exponent ``gamma``
+    is the one (at that ``alpha``) whose predicted RMSE per crop, root mean sigma², follows the crops'
+    actual RMSE best: the smallest spread of ``log(predicted / actual)`` over the crops of a case, averaged
+    over cases.
 
     Parameters
     ----------
@@ -384,8 +391,9 @@ def fit_sigma_factors(cases, alphas=FACTOR_EXPONENTS, gammas=FACTOR_EXPONENTS):
     Returns
     -------
     structure, detail : dict
-        ``alpha`` and ``gamma``, with the factors' constants; ``detail["nll"]`` holds the
-        mean negative log-likelihood per pixel at every ``alpha`` (outer key) and ``gamma``.
+        ``alpha`` and ``gamma``, with the factors' constants; ``detail["nll"]`` holds the mean negative
+        log-likelihood per pixel and ``detail["crop_spread"]`` the spread, at every ``alpha`` (outer key)
+        and ``gamma``.
 
     Examples
     --------
@@ -402,8 +410,7 @@ def fit_sigma_factors(cases, alphas=FACTOR_EXPONENTS, gammas=FACTOR_EXPONENTS):
     >>> structure["alpha"], detail["gamma"]
     (0.4, 1.0)
     """
-    n = 0
-    nll = {}
+    nll, spread = {}, {}
     for a in alphas:
         per_case = []
         for records in cases:
@@ -411,26 +418,34 @@ def fit_sigma_factors(cases, alphas=FACTOR_EXPONENTS, gammas=FACTOR_EXPONENTS):
             for r in records:
                 pick = r["unsampled"].ravel()[::FIT_STRIDE]
                 base = r["sigma"] * np.exp(a * r["contrast"])
-                ratio = detail_log_ratio(r["unsampled"], base, energy=r["energy"]) if len(gammas) > 1 else 0 * base
+                ratio = detail_log_ratio(r["unsampled"], base, energy=r["energy"])
                 rows.append(np.stack([r["error"].ravel()[::FIT_STRIDE][pick], np.log(base).ravel()[::FIT_STRIDE][pick],
-                                      np.ravel(ratio)[::FIT_STRIDE][pick]]))
-            per_case.append(np.concatenate(rows, axis=1).astype(np.float64))
-        n = sum(c.shape[1] for c in per_case)
+                                      np.ravel(ratio)[::FIT_STRIDE][pick]]).astype(np.float64))
+            per_case.append(rows)
+        n = sum(row.shape[1] for rows in per_case for row in rows)
         for g in gammas:
-            total = 0.0
-            for e, log_base, ratio in per_case:
-                log_sigma = log_base + g * ratio
+            total, spreads = 0.0, []
+            for rows in per_case:
+                e = np.concatenate([row[0] for row in rows])
+                log_sigma = np.concatenate([row[1] + g * row[2] for row in rows])
                 scale2 = np.mean((e / np.exp(log_sigma)) ** 2)  # the best scale of this case
                 total += e.size * (np.mean(log_sigma) + 0.5 * np.log(scale2) + 0.5)
+                levels = [0.5 * np.log(np.mean(np.exp(2 * (row[1] + g * row[2]))) / np.mean(row[0] ** 2))
+                          for row in rows if row.shape[1] and np.mean(row[0] ** 2) > 0]
+                if len(levels) > 1:  # log(predicted / actual RMSE) per crop
+                    spreads.append(np.std(levels))
             nll[(float(a), float(g))] = total / max(n, 1)
-    alpha, gamma = min(nll, key=nll.get)
+            spread[(float(a), float(g))] = float(np.mean(spreads)) if spreads else 0.0
+    alpha = min(nll, key=nll.get)[0]
+    gamma = min((key for key in spread if key[0] == alpha), key=spread.get)[1]
+    table = lambda values: {f"{a:g}": {f"{g:g}": round(v, 5) for (a2, g), v in values.items() if a2 == a}  # noqa: E731
+                            for a in alphas}
     structure = {"alpha": alpha, "floor": STRUCTURE_FLOOR, "reference": STRUCTURE_REFERENCE,
                  "smoothing": list(STRUCTURE_SMOOTHING),
                  "meaning": "sigma is multiplied by ((g + floor) / reference) ** alpha, g the completion's local "
                             "contrast (hyperspy_partialscan.uncertainty.structure_factor)"}
     detail = {"gamma": gamma, "band": list(DETAIL_BAND), "min_scale": DETAIL_MIN_SCALE, "scale": DETAIL_SCALE,
-              "bounds": list(DETAIL_BOUNDS),
-              "nll": {f"{a:g}": {f"{g:g}": round(v, 5) for (a2, g), v in nll.items() if a2 == a} for a in alphas},
+              "bounds": list(DETAIL_BOUNDS), "nll": table(nll), "crop_spread": table(spread),
               "meaning": "sigma is then multiplied by (detail / sigma) ** gamma over about `scale` px, detail the "
                          "measurements' energy between the blur and the gaps between samples, noise removed "
                          "(hyperspy_partialscan.uncertainty.detail_log_ratio)"}
@@ -447,5 +462,5 @@ def _predict(gen_net, unc_net, partial, noise, known):
     with torch.no_grad():
         log_sigma = unc_net(torch.from_numpy(uncertainty_inputs(inputs, pred, sd[None])))[0, 0].numpy()
     return {"sigma": (np.exp(log_sigma) * s).astype(np.float32), "completion": pred[0] * s + lo,
-            "contrast": log_contrast(pred[0]), "energy": (detail_energies(inputs, sd[None])[0] * s**2),
+            "contrast": log_contrast(pred[0]), "energy": (detail_energies(inputs)[0] * s**2),
             "unsampled": ~np.isfinite(partial)}
