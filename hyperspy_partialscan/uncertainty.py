@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._signal_tools import noise_source
-from .blocks import block_mean, block_spread
+from .blocks import block_mean
 
 __all__ = ["UncertaintySpec", "plan_uncertainty", "calibration_scale", "structure_factor", "log_contrast",
            "detail_energy", "detail_log_ratio", "MEANING"]
@@ -147,27 +147,8 @@ def structure_alpha(calibration):
 #: the band of the measurements' detail: inner and outer Gaussian scale in units of the mean distance from an
 #: unsampled pixel to its nearest sample (the inner scale at least DETAIL_MIN_SCALE px)
 DETAIL_BAND, DETAIL_MIN_SCALE = (0.4, 1.6), 0.7
-#: the scale (px, Gaussian sigma) over which detail and sigma are compared, computed on blocks of DETAIL_BLOCK px
-DETAIL_SCALE, DETAIL_BLOCK = 96.0, 8
-#: bounds of the ratio of detail to sigma (a factor of 8 either way)
-DETAIL_BOUNDS = (1 / 64, 64.0)
-
-
-def _local_mean(values, weights):
-    """Weighted mean of ``values`` over about :data:`DETAIL_SCALE` px around each pixel (on blocks, spread back)."""
-    from scipy.ndimage import gaussian_filter
-
-    b = DETAIL_BLOCK
-    h, w = values.shape
-    padded = (h + -h % b, w + -w % b)
-    pad = ((0, padded[0] - h), (0, padded[1] - w))
-    blocks = (padded[0] // b, b, padded[1] // b, b)
-    num = np.pad(np.where(weights, values, 0.0), pad).reshape(blocks).sum(axis=(1, 3))
-    den = np.pad(weights.astype(np.float64), pad).reshape(blocks).sum(axis=(1, 3))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        small = gaussian_filter(num, DETAIL_SCALE / b, mode="reflect") / gaussian_filter(den, DETAIL_SCALE / b,
-                                                                                          mode="reflect")
-    return block_spread(small, padded, b)[:h, :w]
+#: bounds of the ratio of the detail energy to the mean sigma squared (sigma moves by at most 4**gamma either way)
+DETAIL_BOUNDS = (1 / 16, 16.0)
 
 
 def _upsample(planes, factor, shape):
@@ -200,38 +181,36 @@ def _smooth(planes, sigma):
     return out
 
 
-def detail_energy(samples, noise_sd=None, gap=None):
-    """Local energy of the measurements' detail finer than the gaps between samples, noise removed.
+def detail_energy(samples, gap=None):
+    """Mean energy of the measurements' variation finer than the gaps between samples.
 
     The measurements are dense along the scan path (1 px steps) however sparse the
-    path is, so they show the specimen's structure at the scales the completion
-    cannot resolve between the path's lines: the sampled values smoothed at an
-    inner and an outer scale (:data:`DETAIL_BAND`, normalised convolutions, so only
-    samples count) differ by that structure. Its square, less its expected value
-    for the measurement noise, is averaged over :data:`DETAIL_SCALE` px.
+    path is, so they show the specimen's structure, and the noise, at the scales the
+    completion cannot resolve between the path's lines: the sampled values smoothed at
+    an inner and an outer scale (:data:`DETAIL_BAND`, normalised convolutions, so only
+    samples count) differ by that variation. Returned: the mean square of the
+    difference over the samples. Noise is not removed: it, too, makes completions err.
 
     Parameters
     ----------
     samples : numpy.ndarray
-        (H, W) partial scan, normalised (NaN unsampled).
-    noise_sd : numpy.ndarray, optional
-        (H, W) noise standard deviation of the measurements, normalised units (None: noise-free).
+        (H, W) partial scan (NaN unsampled).
     gap : float, optional
         Mean distance (px) from an unsampled pixel to its nearest sample (computed when omitted).
 
     Returns
     -------
-    numpy.ndarray
-        (H, W) float64, normalised units squared; NaN where the frame holds too few samples.
+    float
+        In the samples' units squared; NaN when the frame holds fewer than 8 samples or nothing unsampled.
 
     Examples
     --------
     >>> import numpy as np
     >>> from hyperspy_partialscan.uncertainty import detail_energy
     >>> yy, xx = np.mgrid[:128, :128]
-    >>> scan = np.where(yy % 8 == 0, np.sin(xx / 2.0), np.nan)  # lines 8 px apart over fine fringes
-    >>> flat = np.where(yy % 8 == 0, 0.5, np.nan)
-    >>> bool(detail_energy(scan).mean() > 100 * max(detail_energy(flat).mean(), 1e-12))
+    >>> fringes = np.where(yy % 8 == 0, np.sin(xx / 2.0), np.nan)  # lines 8 px apart over fine fringes
+    >>> ramp = np.where(yy % 8 == 0, xx / 128.0, np.nan)
+    >>> bool(detail_energy(fringes) > 100 * detail_energy(ramp))
     True
     """
     from scipy.ndimage import distance_transform_edt
@@ -239,90 +218,57 @@ def detail_energy(samples, noise_sd=None, gap=None):
     x = np.asarray(samples, np.float32)
     m = np.isfinite(x)
     if m.sum() < 8 or m.all():
-        return np.full(x.shape, np.nan)
+        return float("nan")
     if gap is None:
         gap = float(distance_transform_edt(~m)[~m].mean())
     inner = max(DETAIL_MIN_SCALE, DETAIL_BAND[0] * gap)
     outer = max(2 * inner, DETAIL_BAND[1] * gap)
-    mf = m.astype(np.float32)
-    v = np.where(m, x, np.float32(0))
-    (va, da), (vb, db) = _smooth([v, mf], inner), _smooth([v, mf], outer)
-    da, db = np.maximum(da, 1e-9), np.maximum(db, 1e-9)
-    energy = (va / da - vb / db).astype(np.float64) ** 2
-    if noise_sd is not None:  # the band-passed noise's variance: sum over samples of (weight a - weight b)^2 var
-        var = np.where(m, np.asarray(noise_sd, np.float32) ** 2, np.float32(0))[None]
-        both = 1.0 / np.sqrt(1 / inner**2 + 1 / outer**2)
-        energy -= (_smooth(var, inner / np.sqrt(2))[0] / (4 * np.pi * inner**2 * da**2)
-                   + _smooth(var, outer / np.sqrt(2))[0] / (4 * np.pi * outer**2 * db**2)
-                   - _smooth(var, both)[0] * both**2 / (np.pi * inner**2 * outer**2 * da * db))
-    return _local_mean(energy, m)
+    planes = [np.where(m, x, np.float32(0)), m.astype(np.float32)]
+    (va, da), (vb, db) = _smooth(planes, inner), _smooth(planes, outer)
+    band = va[m] / np.maximum(da[m], 1e-9) - vb[m] / np.maximum(db[m], 1e-9)
+    return float(np.mean(band.astype(np.float64) ** 2))
 
 
-def detail_log_ratio(samples, sigma, noise_sd=None, energy=None, gap=None):
-    """``log(detail / sigma)`` over about :data:`DETAIL_SCALE` px: how far sigma is below the measured detail.
+def detail_log_ratio(energy, sigma, unsampled):
+    """``log(detail / sigma)`` of a frame: half the log of :func:`detail_energy` over mean ``sigma**2``.
 
-    Half the log of :func:`detail_energy` over the mean of ``sigma**2`` at the
-    unsampled pixels around each pixel, within :data:`DETAIL_BOUNDS` (0 where the
-    frame holds too few samples). The calibration multiplies sigma by
-    ``exp(gamma * ratio)``, ``gamma`` fitted on held-out images.
+    Computed over the unsampled pixels, within :data:`DETAIL_BOUNDS`; 0 when
+    either is not finite. The calibration multiplies the frame's sigma by
+    ``exp(gamma * ratio)``, ``gamma`` fitted on held-out images: where the
+    measurements vary more at the unresolved scales than the network expects,
+    sigma rises, and it falls where they vary less.
 
     Parameters
     ----------
-    samples, noise_sd, gap
-        As for :func:`detail_energy`; a boolean ``samples`` marks the unsampled pixels (with ``energy``).
+    energy : float
+        :func:`detail_energy` of the frame, in ``sigma``'s units squared.
     sigma : numpy.ndarray
-        (H, W) predicted sigma, normalised units.
-    energy : numpy.ndarray, optional
-        :func:`detail_energy` of ``samples`` when already computed.
+        (H, W) predicted sigma.
+    unsampled : numpy.ndarray
+        (H, W) bool, the unsampled pixels.
 
     Returns
     -------
-    numpy.ndarray
-        (H, W) float32.
-    """
-    if energy is None:
-        energy = detail_energy(samples, noise_sd, gap)
-    samples = np.asarray(samples)
-    unsampled = samples if samples.dtype == bool else ~np.isfinite(samples.astype(np.float64))
-    if not unsampled.any() or not np.isfinite(energy).all():
-        return np.zeros(np.shape(samples), np.float32)
-    s2 = _local_mean(np.asarray(sigma, np.float64) ** 2, unsampled)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.clip(energy / s2, *DETAIL_BOUNDS)
-    return (0.5 * np.log(np.where(np.isfinite(ratio), ratio, 1.0))).astype(np.float32)
-
-
-def measured_noise_sd(samples):
-    """Noise standard deviation of each measurement, estimated from adjacent samples (zeros when too few).
-
-    The detail factor removes the noise the measurements actually carry, whatever
-    variance model the frame comes with: a simulated scan of a recorded image
-    carries that image's own noise as well as the simulated dose's, and both
-    would otherwise count as detail.
+    float
 
     Examples
     --------
     >>> import numpy as np
-    >>> from hyperspy_partialscan.uncertainty import measured_noise_sd
-    >>> rng = np.random.default_rng(0)
-    >>> scan = np.where(np.mgrid[:128, :128][0] % 8 == 0, 0.5 + 0.1 * rng.standard_normal((128, 128)), np.nan)
-    >>> round(float(np.nanmean(np.where(np.isfinite(scan), measured_noise_sd(scan), np.nan))), 2)
-    0.1
+    >>> from hyperspy_partialscan.uncertainty import detail_log_ratio
+    >>> sigma, unsampled = np.ones((4, 4)), np.ones((4, 4), bool)
+    >>> round(detail_log_ratio(4.0, sigma, unsampled), 4), detail_log_ratio(np.nan, sigma, unsampled)
+    (0.6931, 0.0)
     """
-    from .noise import estimate_sampled_noise
-
-    x = np.asarray(samples, np.float64)
-    est = estimate_sampled_noise(x)
-    if est is None:
-        return np.zeros(x.shape, np.float32)
-    return np.sqrt(np.clip(est[0] * np.nan_to_num(x) + est[1], 0, None)).astype(np.float32)
+    s2 = float(np.mean(np.asarray(sigma, np.float64)[unsampled] ** 2)) if np.any(unsampled) else float("nan")
+    if not (np.isfinite(energy) and np.isfinite(s2) and s2 > 0):
+        return 0.0
+    return float(0.5 * np.log(np.clip(energy / s2, *DETAIL_BOUNDS)))
 
 
 def detail_energies(inputs):
-    """:func:`detail_energy` of a batch of frames from their generator inputs (N, 4, H, W), normalised units, with
-    the noise the measurements carry removed (:func:`measured_noise_sd`)."""
+    """:func:`detail_energy` of a batch of frames (N,) from their generator inputs (N, 4, H, W), normalised units."""
     samples = np.where(inputs[:, 2] > 0.5, inputs[:, 0], np.nan)
-    return np.stack([detail_energy(x, measured_noise_sd(x), gap=mean_gap(t)) for x, t in zip(samples, inputs)])
+    return np.array([detail_energy(x, gap=mean_gap(t)) for x, t in zip(samples, inputs)])
 
 
 def mean_gap(inputs):
@@ -391,9 +337,8 @@ class UncertaintySpec:
         sigma = np.exp(log_sigma) * structure_factor(kept, structure_alpha(self.calibration))
         gamma = detail_gamma(self.calibration)
         if gamma:
-            energy = detail_energies(tiles)
-            sigma = sigma * np.exp(gamma * np.stack([detail_log_ratio(t[2] < 0.5, s, energy=e)
-                                                     for t, s, e in zip(tiles, sigma, energy)]))
+            ratio = [detail_log_ratio(e, s, t[2] < 0.5) for e, s, t in zip(detail_energies(tiles), sigma, tiles)]
+            sigma = sigma * np.exp(gamma * np.array(ratio, np.float32))[:, None, None]
         factor = np.array([s[1] * s[3] for s in tile_scales], np.float32)[:, None, None]
         return (sigma * factor).astype(np.float32)
 

@@ -42,7 +42,6 @@ from ..uncertainty import (
     DETAIL_BAND,
     DETAIL_BOUNDS,
     DETAIL_MIN_SCALE,
-    DETAIL_SCALE,
     STRUCTURE_FLOOR,
     STRUCTURE_REFERENCE,
     STRUCTURE_SMOOTHING,
@@ -364,7 +363,7 @@ def _factored_sigma(record, alpha, gamma):
     """A calibration record's sigma times its structure factor (``alpha``) and detail factor (``gamma``)."""
     sigma = record["sigma"] * np.exp(alpha * record["contrast"])
     if gamma:
-        sigma = sigma * np.exp(gamma * detail_log_ratio(record["unsampled"], sigma, energy=record["energy"]))
+        sigma = sigma * np.exp(gamma * detail_log_ratio(record["energy"], sigma, record["unsampled"]))
     return sigma
 
 
@@ -372,11 +371,10 @@ def fit_sigma_factors(cases, alphas=FACTOR_EXPONENTS, gammas=FACTOR_EXPONENTS):
     """Exponents of the structure factor (pixel likelihood) and of the detail factor (per-crop error level).
 
     The structure factor shapes sigma within a frame, so its exponent ``alpha`` is the one of highest
-    Gaussian likelihood of the errors (one scale per case). The detail factor sets sigma's level over
-    regions of about :data:`~hyperspy_partialscan.uncertainty.DETAIL_SCALE` px, so its exponent ``gamma``
-    is the one (at that ``alpha``) whose predicted RMSE per crop, root mean sigma², follows the crops'
-    actual RMSE best: the smallest spread of ``log(predicted / actual)`` over the crops of a case, averaged
-    over cases.
+    Gaussian likelihood of the errors (one scale per case). The detail factor sets the level of a frame's
+    sigma, so its exponent ``gamma`` is the one (at that ``alpha``) whose predicted RMSE per crop, root
+    mean sigma², follows the crops' actual RMSE best: the smallest spread of ``log(predicted / actual)``
+    over the crops of a case, averaged over cases.
 
     Parameters
     ----------
@@ -384,7 +382,7 @@ def fit_sigma_factors(cases, alphas=FACTOR_EXPONENTS, gammas=FACTOR_EXPONENTS):
         Per path family and coverage, one record per crop: ``unsampled`` (bool map), ``error``
         (absolute error), ``sigma`` (uncalibrated), ``contrast``
         (:func:`~hyperspy_partialscan.uncertainty.log_contrast`) and ``energy``
-        (:func:`~hyperspy_partialscan.uncertainty.detail_energy`, in ``sigma``'s units squared) maps.
+        (:func:`~hyperspy_partialscan.uncertainty.detail_energy`, in ``sigma``'s units squared, a number).
     alphas, gammas : sequence of float
         Exponents tried.
 
@@ -405,7 +403,7 @@ def fit_sigma_factors(cases, alphas=FACTOR_EXPONENTS, gammas=FACTOR_EXPONENTS):
     ...     contrast = rng.uniform(-2, 2, (64, 64))
     ...     error = np.abs(rng.standard_normal((64, 64))) * level * np.exp(0.4 * contrast)
     ...     records.append({"unsampled": np.ones((64, 64), bool), "error": error, "sigma": np.ones((64, 64)),
-    ...                     "contrast": contrast, "energy": np.full((64, 64), level**2)})
+    ...                     "contrast": contrast, "energy": level**2})
     >>> structure, detail = fit_sigma_factors([records])
     >>> structure["alpha"], detail["gamma"]
     (0.4, 1.0)
@@ -418,9 +416,9 @@ def fit_sigma_factors(cases, alphas=FACTOR_EXPONENTS, gammas=FACTOR_EXPONENTS):
             for r in records:
                 pick = r["unsampled"].ravel()[::FIT_STRIDE]
                 base = r["sigma"] * np.exp(a * r["contrast"])
-                ratio = detail_log_ratio(r["unsampled"], base, energy=r["energy"])
-                rows.append(np.stack([r["error"].ravel()[::FIT_STRIDE][pick], np.log(base).ravel()[::FIT_STRIDE][pick],
-                                      np.ravel(ratio)[::FIT_STRIDE][pick]]).astype(np.float64))
+                ratio = detail_log_ratio(r["energy"], base, r["unsampled"])
+                err, log_base = r["error"].ravel()[::FIT_STRIDE][pick], np.log(base).ravel()[::FIT_STRIDE][pick]
+                rows.append(np.stack([err, log_base, np.full(err.shape, ratio)]).astype(np.float64))
             per_case.append(rows)
         n = sum(row.shape[1] for rows in per_case for row in rows)
         for g in gammas:
@@ -444,17 +442,17 @@ def fit_sigma_factors(cases, alphas=FACTOR_EXPONENTS, gammas=FACTOR_EXPONENTS):
                  "smoothing": list(STRUCTURE_SMOOTHING),
                  "meaning": "sigma is multiplied by ((g + floor) / reference) ** alpha, g the completion's local "
                             "contrast (hyperspy_partialscan.uncertainty.structure_factor)"}
-    detail = {"gamma": gamma, "band": list(DETAIL_BAND), "min_scale": DETAIL_MIN_SCALE, "scale": DETAIL_SCALE,
-              "bounds": list(DETAIL_BOUNDS), "nll": table(nll), "crop_spread": table(spread),
-              "meaning": "sigma is then multiplied by (detail / sigma) ** gamma over about `scale` px, detail the "
-                         "measurements' energy between the blur and the gaps between samples, noise removed "
+    detail = {"gamma": gamma, "band": list(DETAIL_BAND), "min_scale": DETAIL_MIN_SCALE, "bounds": list(DETAIL_BOUNDS),
+              "nll": table(nll), "crop_spread": table(spread),
+              "meaning": "each frame's sigma is then multiplied by (detail / rms sigma) ** gamma, detail the rms "
+                         "variation of the measurements between the blur and the gaps between samples "
                          "(hyperspy_partialscan.uncertainty.detail_log_ratio)"}
     return structure, detail
 
 
 def _predict(gen_net, unc_net, partial, noise, known):
     """A calibration record of one crop's partial scan: maps of the completion, uncalibrated sigma, log contrast of
-    the completion and detail energy (data units) and the unsampled pixels."""
+    the completion and the unsampled pixels, and the detail energy (data units squared)."""
     inputs, ((lo, s),) = completion_inputs(partial[None])
     pred = completion_with_measurements(gen_net, inputs)
     vm = noise_variance_model(noise) if known else blind_variance_model(partial)
@@ -462,5 +460,5 @@ def _predict(gen_net, unc_net, partial, noise, known):
     with torch.no_grad():
         log_sigma = unc_net(torch.from_numpy(uncertainty_inputs(inputs, pred, sd[None])))[0, 0].numpy()
     return {"sigma": (np.exp(log_sigma) * s).astype(np.float32), "completion": pred[0] * s + lo,
-            "contrast": log_contrast(pred[0]), "energy": (detail_energies(inputs)[0] * s**2),
+            "contrast": log_contrast(pred[0]), "energy": float(detail_energies(inputs)[0] * s**2),
             "unsampled": ~np.isfinite(partial)}
