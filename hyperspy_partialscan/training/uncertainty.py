@@ -14,9 +14,12 @@ crops and the blind estimate (:func:`~hyperspy_partialscan.noise.estimate_sample
 for the rest, as at inference without a known dose.
 
 :func:`calibrate_uncertainty` then measures, on frames not used for training,
-one scale factor per path family and coverage so that 68.3 % of the errors at
-unsampled pixels lie within sigma (a Gaussian's one-sigma fraction), and
-stores the factors and their provenance in the model's JSON.
+the exponents of the structure factor (local contrast of the completion) and of
+the detail factor (how much the measurements vary at the scales the scan does
+not resolve; one number per frame), and one scale factor per path family and
+coverage so that 68.3 % of the errors at unsampled pixels lie within sigma (a
+Gaussian's one-sigma fraction) and 93 % within 2 sigma, and stores them and their
+provenance in the model's JSON.
 """
 
 from __future__ import annotations
