@@ -11,8 +11,9 @@ over the unsampled pixels, the error against the blurred truth is compared with 
 * per crop, the predicted RMSE (root mean sigma²) within ±25 % of the actual RMSE (bar: ≥ 80 % of crops);
 * Spearman rank correlation between mean sigma and actual RMSE over 32×32 blocks (bar: mean ≥ 0.6); for
   reference, the same correlation for a map that knows the truth: the local RMS of the blurred truth's
-  detail finer than the sampling gaps (blurred truth minus itself smoothed at 1.6 times the mean distance
-  to the nearest sample, averaged over 16 px), i.e. what a perfect detail-based sigma could reach;
+  detail finer than the sampling gaps (blurred truth minus itself smoothed at the detail factor's outer
+  scale, 1.6 times the mean distance to the nearest sample, averaged over 16 px), i.e. what a perfect
+  detail-based sigma could reach;
 * a reliability diagram: binned predicted sigma against the observed RMS error;
 * speed: a lazy stack completed with and without uncertainty, 2 threads (bar: ratio ≤ 1.5).
 
@@ -56,6 +57,7 @@ def _crop_row(label, x, path, coverage, noise, args, model, unc_model):
 
     import hyperspy_partialscan as hps
     from hyperspy_partialscan.metrics import blur_target
+    from hyperspy_partialscan.uncertainty import DETAIL_BAND
 
     p = _scan(x, path, coverage, noise, args.dose, args.seed)
     done, sigma = hps.complete_partial_scan(p, model=model, uncertainty=True, uncertainty_model=unc_model,
@@ -73,7 +75,7 @@ def _crop_row(label, x, path, coverage, noise, args, model, unc_model):
     block_sig = np.nanmean(blocks(masked_sig), axis=(1, 3)).ravel()
     ok = np.isfinite(block_rmse) & np.isfinite(block_sig)
     gap = float(distance_transform_edt(un)[un].mean())
-    truth_detail = np.sqrt(gaussian_filter((target - gaussian_filter(target, 1.6 * gap)) ** 2, 16.0))
+    truth_detail = np.sqrt(gaussian_filter((target - gaussian_filter(target, DETAIL_BAND[1] * gap)) ** 2, 16.0))
     block_truth = np.nanmean(blocks(np.where(un, truth_detail, np.nan)), axis=(1, 3)).ravel()
     return {"crop": label, "path": path, "coverage": round(coverage, 4), "noise": noise,
             "within_1": float(np.mean(np.abs(e) <= s)), "within_2": float(np.mean(np.abs(e) <= 2 * s)),
