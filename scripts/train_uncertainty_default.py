@@ -66,7 +66,9 @@ def main(argv=None):
     ap.add_argument("--generator", default=None, help="the completion model whose errors are learnt (default: shipped)")
     ap.add_argument("--adaptive-fraction", type=float, default=0.0, help="crops with adaptive-style scan paths")
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0, help="training crops and noise (change it when fine-tuning again)")
     ap.add_argument("--context", action="store_true", help="a fresh network gets the global-context branch")
+    ap.add_argument("--downscale", type=int, default=1, help="the network runs on NxN block means of its inputs")
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--calibrate-only", action="store_true", help="recalibrate OUT/uncertainty_default (no training)")
     a = ap.parse_args(argv)
@@ -80,7 +82,7 @@ def main(argv=None):
     if not a.calibrate_only:
         path = train_uncertainty(fit, out, iterations=a.iterations, batch_size=a.batch_size, crop=a.crop, width=a.width,
                                  init=a.init, generator=a.generator, adaptive_fraction=a.adaptive_fraction, lr=a.lr,
-                                 context=a.context,
+                                 context=a.context, downscale=a.downscale, seed=a.seed,
                                  threads=a.threads, val_frames=calib[:8], resume=a.resume, overwrite=a.overwrite,
                                  max_seconds=a.minutes * 60, name="uncertainty_default", show_progressbar=False,
                                  data_description={"train_split_frames_minus_held_out": len(fit) - a.synthetic,

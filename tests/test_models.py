@@ -206,6 +206,33 @@ def test_uncertainty_context_branch_round_trips(tmp_path):
     torch.testing.assert_close(back.on(torch.device("cpu"))(x), net(x))
 
 
+def test_uncertainty_downscale_runs_the_same_weights_on_block_means(tmp_path):
+    import torch.nn.functional as F
+
+    from hyperspy_partialscan.models import load_model, save_model
+    from hyperspy_partialscan.models.inference import run_network
+    from hyperspy_partialscan.models.networks import UncertaintyUNet
+
+    torch.manual_seed(0)
+    full = UncertaintyUNet(6, 4, context=True)
+    with torch.no_grad():
+        full.out.weight.normal_()
+    half = UncertaintyUNet(6, 4, context=True, downscale=2)
+    half.load_state_dict(full.state_dict())  # same weights: the resolution is not a parameter
+    x = torch.randn(2, 6, 64, 96)
+    expected = F.interpolate(full(F.avg_pool2d(x, 2)), size=(64, 96), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(half(x), expected)
+    assert half.multiple == 2 * full.multiple
+    y = run_network(half, np.random.default_rng(0).standard_normal((1, 6, 50, 37)).astype(np.float32))
+    assert y.shape == (1, 50, 37) and np.isfinite(y).all()  # padded to the multiple and cropped back
+    path = save_model(half, tmp_path / "u.safetensors", task="uncertainty", architecture="UncertaintyUNet")
+    back = load_model(path, task="uncertainty")
+    assert back.config["network"]["downscale"] == 2
+    torch.testing.assert_close(back.on(torch.device("cpu"))(x), half(x))
+    with pytest.raises(ValueError, match="downscale must be a positive integer"):
+        UncertaintyUNet(6, 4, downscale=0)
+
+
 def test_denoiser_attention_starts_as_identity_reaches_far_and_round_trips(tmp_path):
     from hyperspy_partialscan.models import load_model, save_model
     from hyperspy_partialscan.models.networks import DenoisingUNet, UncertaintyUNet, add_attention

@@ -45,6 +45,19 @@ def uncertainty_model(generator, frames, tmp_path_factory):
     return calibrate_uncertainty(path, frames, generator=generator, crop=64, per_frame=1)
 
 
+def test_fine_tuning_at_another_resolution_keeps_the_weights(generator, frames, uncertainty_model, tmp_path):
+    from hyperspy_partialscan.models import load_model
+    from hyperspy_partialscan.training import train_uncertainty
+
+    path = train_uncertainty(frames, tmp_path / "half", generator=generator, iterations=1, batch_size=2, crop=64,
+                             init=uncertainty_model, downscale=2, lr=1e-12, show_progressbar=False)
+    half, full = load_model(path, task="uncertainty"), load_model(uncertainty_model, task="uncertainty")
+    assert half.config["network"]["downscale"] == 2 and "downscale" not in full.config["network"]
+    assert half.config["training"]["init"]["sha256"] == full.sha256
+    for key, value in full.network.state_dict().items():  # lr 1e-12: the init's weights, at half resolution
+        torch.testing.assert_close(half.network.state_dict()[key], value, atol=1e-6, rtol=0)
+
+
 def _partial(lazy=False, noise=None):
     s = make_signal((3,), lazy, 64)
     return hp.to_partial_scan(s, "spiral", 0.1, seed=0, noise=noise, show_progressbar=False)

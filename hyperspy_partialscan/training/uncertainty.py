@@ -158,7 +158,7 @@ def _validation(net, batches):
 def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch_size=8, crop=128, width=8, lr=1e-3,
                       seed=0, threads=None, val_frames=None, resume=False, overwrite=False, max_seconds=None,
                       name="uncertainty_model", init=None, data_description=None, show_progressbar=True,
-                      adaptive_fraction=0.0, context=False):
+                      adaptive_fraction=0.0, context=False, downscale=1):
     """Train the per-pixel uncertainty network of a completion generator.
 
     Parameters
@@ -189,6 +189,9 @@ def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch
         (:mod:`~hyperspy_partialscan.training.adaptive_masks`), as the generator saw.
     context : bool
         A fresh network gets the global-context branch (:class:`UncertaintyUNet`).
+    downscale : int
+        The network runs on ``downscale`` x ``downscale`` block means (:class:`UncertaintyUNet`); an ``init``
+        model of another resolution is fine-tuned at this one.
 
     Returns
     -------
@@ -204,7 +207,11 @@ def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch
         p.requires_grad_(False)
     net, init_record, start = initial_network(UncertaintyUNet, "uncertainty", init=init, out_dir=out_dir,
                                               resume=resume, in_channels=len(UNCERTAINTY_CHANNELS), width=width,
-                                              context=context)
+                                              context=context, downscale=downscale)
+    if start == 0 and net.downscale != downscale:  # fine-tune the init model's weights at another resolution
+        weights = net.state_dict()
+        net = UncertaintyUNet(**{**net.config, "downscale": downscale})
+        net.load_state_dict(weights)
     config = TrainConfig(crop=crop, batch_size=batch_size, noise_fraction=NOISE_FRACTION, seed=seed,
                          adaptive_fraction=adaptive_fraction)
     sampler = UncertaintySampler(frames, gen_net, config, np.random.default_rng([seed, start]))
