@@ -1,9 +1,9 @@
 """Train and calibrate the shipped uncertainty model of ``completion_default``.
 
-The `train` split of the sample data is divided by file: every fifth file (in manifest order) is
-held out for the calibration, the rest (plus synthetic lattices and nanoparticle fields, as for the
-generator's last stage) trains the network. The `val` split is never touched; benchmarks/eval_uncertainty.py
-reports on it.
+The `train` split of the sample data is divided by file: about every fifth file is held out for the
+calibration (chosen by a stable hash of its name), the rest (plus synthetic lattices and nanoparticle
+fields, as for the generator's last stage) trains the network. The `val` split is never touched;
+benchmarks/eval_uncertainty.py reports on it.
 
     python scripts/train_uncertainty_default.py [--data ../shared/data] [--out runs/uncertainty_default]
         [--minutes 45] [--resume]
@@ -14,6 +14,11 @@ fine-tuned on adaptive-style masks:
 
     python scripts/train_uncertainty_default.py --generator NEW_GENERATOR.safetensors --width 12 --context \
         --adaptive-fraction 0.35 --minutes 35 --out runs/uncertainty_s2
+
+Stage 3 (shipped) fine-tunes stage 2 at half resolution (the network on 2x2 block means):
+
+    python scripts/train_uncertainty_default.py --init runs/uncertainty_s2/uncertainty_default.safetensors \
+        --downscale 2 --width 12 --context --adaptive-fraction 0.35 --minutes 30 --lr 3e-4 --out runs/unc_ds2
 
 The result is OUT/uncertainty_default.safetensors (+ .json), calibrated; to ship it, copy both files
 to hyperspy_partialscan/models/weights/.
