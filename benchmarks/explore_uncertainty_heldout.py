@@ -37,11 +37,9 @@ def _held_out_frames(data_dir):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from train_uncertainty_default import _at_most_per_file, _held_out
+    from train_uncertainty_default import split_frames
 
-    from hyperspy_partialscan.io import manifest_frames
-
-    return [f for label, f in _at_most_per_file(manifest_frames(data_dir, "train"), 8) if _held_out(label)]
+    return split_frames(data_dir)[1]
 
 
 def _training_validation(model, frames):
@@ -55,7 +53,7 @@ def _training_validation(model, frames):
     unc = load_model(model, task="uncertainty")
     gen = load_model(unc.config["generator"]["name"], task="completion").on(torch.device("cpu"))
     config = TrainConfig(crop=128, batch_size=12, noise_fraction=T.NOISE_FRACTION, seed=0, adaptive_fraction=0.35)
-    return T._validation(unc.on(torch.device("cpu")), T._fixed_batches(frames[:8], gen, config, 4321, 6, 8))
+    return T._validation(unc.on(torch.device("cpu")), T.validation_batches(frames[:8], gen, config))
 
 
 def main(argv=None):

@@ -55,6 +55,13 @@ def _at_most_per_file(rows, n):
     return out
 
 
+def split_frames(data):
+    """(training frames, calibration frames) of the `train` split: at most 8 frames per file, the held-out files
+    calibrate."""
+    rows = _at_most_per_file(manifest_frames(data, "train"), 8)
+    return [f for label, f in rows if not _held_out(label)], [f for label, f in rows if _held_out(label)]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="../shared/data")
@@ -77,9 +84,7 @@ def main(argv=None):
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--calibrate-only", action="store_true", help="recalibrate OUT/uncertainty_default (no training)")
     a = ap.parse_args(argv)
-    rows = _at_most_per_file(manifest_frames(a.data, "train"), 8)
-    fit = [f for label, f in rows if not _held_out(label)]
-    calib = [f for label, f in rows if _held_out(label)]
+    fit, calib = split_frames(a.data)
     fit += training_frames([], synthetic=a.synthetic, seed=7)
     print(f"{len(fit)} training frames ({a.synthetic} synthetic), {len(calib)} calibration frames")
     out = Path(a.out)

@@ -512,10 +512,10 @@ class UncertaintyUNet(DenoisingUNet):
         return h + self.context(stats)[:, :, None, None]
 
     def forward(self, x):
-        if self.downscale == 1:
-            return self.out(self.features(x)).clamp(*self.LOG_SIGMA_RANGE)
-        y = self.out(self.features(F.avg_pool2d(x, self.downscale)))
-        return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False).clamp(*self.LOG_SIGMA_RANGE)
+        y = self.out(self.features(x if self.downscale == 1 else F.avg_pool2d(x, self.downscale)))
+        if self.downscale > 1:
+            y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return y.clamp(*self.LOG_SIGMA_RANGE)
 
 
 NETWORKS = {"PartialScanGenerator": PartialScanGenerator, "DenoisingUNet": DenoisingUNet,

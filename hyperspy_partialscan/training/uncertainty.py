@@ -139,9 +139,10 @@ def gaussian_nll_per_item(net, batch):
 
 
 
-def _fixed_batches(frames, generator, config, seed, n_batches, batch_size):
-    sampler = UncertaintySampler(frames, generator, config, np.random.default_rng(seed))
-    return [sampler.batch(batch_size) for _ in range(n_batches)]
+def validation_batches(frames, generator, config):
+    """The fixed batches (6 of 8 crops, seed 4321) on which ``train_uncertainty`` logs its validation."""
+    sampler = UncertaintySampler(frames, generator, config, np.random.default_rng(4321))
+    return [sampler.batch(8) for _ in range(6)]
 
 
 def _validation(net, batches):
@@ -217,7 +218,7 @@ def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch
     sampler = UncertaintySampler(frames, gen_net, config, np.random.default_rng([seed, start]))
     evaluate = None
     if val_frames:
-        val = _fixed_batches(val_frames, gen_net, config, 4321, 6, 8)
+        val = validation_batches(val_frames, gen_net, config)
 
         def evaluate(n):
             return _validation(n, val)
