@@ -176,6 +176,9 @@ def _add_demo_and_train(sub):
     p.add_argument("--inner-blocks", type=int, default=None,
                    help="residual blocks of the inner generator at 1/8 resolution (default 6); with --init, the "
                         "model is deepened to this many, the new blocks starting as the identity")
+    p.add_argument("--attention-heads", type=int, default=0,
+                   help="a non-local (self-attention) block of this many heads after the inner blocks, in a fresh "
+                        "generator or added to the --init model, starting as the identity (default 0: none)")
 
 
 def _add_denoise(sub):

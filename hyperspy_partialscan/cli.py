@@ -381,7 +381,8 @@ def _train(a):
         blocks = {} if a.inner_blocks is None else {"grow_inner_blocks" if a.init else "inner_blocks": a.inner_blocks}
         cfg = TrainConfig(iterations=a.iterations, batch_size=a.batch_size, crop=a.crop, lr=a.lr, width=a.width,
                           target=a.target, threads=a.threads, seed=a.seed, adversarial=a.adversarial,
-                          adaptive_fraction=a.adaptive_fraction, bf16=a.bf16, **blocks)
+                          adaptive_fraction=a.adaptive_fraction, bf16=a.bf16, attention_heads=a.attention_heads,
+                          **blocks)
         path = train_completion(frames, a.out, cfg, val_frames=val, init=a.init, resume=a.resume, name=a.name,
                                 data_description=desc, show_progressbar=not a.no_progressbar,
                                 max_seconds=a.max_minutes * 60 if a.max_minutes else None)

@@ -233,6 +233,42 @@ def test_uncertainty_downscale_runs_the_same_weights_on_block_means(tmp_path):
         UncertaintyUNet(6, 4, downscale=0)
 
 
+def test_generator_attention_starts_as_identity_reaches_far_and_round_trips(tmp_path):
+    """The generator's non-local block (keys and values from 2x2 means) grows as the identity, carries
+    information across the frame beyond the convolutions' reach, and survives a save/load round trip."""
+    from hyperspy_partialscan.models import load_model, save_model
+    from hyperspy_partialscan.models.networks import NonLocalBlock, PartialScanGenerator, add_attention
+
+    torch.manual_seed(0)
+    net = PartialScanGenerator(4, width=4, inner_blocks=1)
+    with torch.no_grad():
+        net.out[-1].weight.normal_()  # the output layer starts at zero: give it weights to see the features
+    grown = add_attention(net, 2)
+    assert grown.attention.kv_stride == 2 and grown.config["attention_heads"] == 2
+    x = torch.randn(1, 4, 256, 256)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x), net(x))  # the new block starts as the identity
+        grown.attention.proj.weight.normal_()
+        grown.attention.qkv.weight.normal_()
+        far = x.clone()
+        far[..., :8, :8] += 3.0
+        assert torch.equal(net(far)[..., -16:, -16:], net(x)[..., -16:, -16:])
+        assert (grown(far)[..., -16:, -16:] - grown(x)[..., -16:, -16:]).abs().max() > 0
+    path = save_model(grown, tmp_path / "g.safetensors", task="completion", architecture="PartialScanGenerator")
+    back = load_model(path, task="completion")
+    assert back.config["network"]["attention_heads"] == 2
+    torch.testing.assert_close(back.on(torch.device("cpu"))(x), grown(x))
+    # pooled keys and values: any map size (ceil), and stride 1 is plain attention over every position
+    block = NonLocalBlock(8, heads=2, head_dim=4, kv_stride=2)
+    with torch.no_grad():
+        block.proj.weight.normal_()
+        assert block(torch.randn(2, 8, 7, 5)).shape == (2, 8, 7, 5)
+        flat = torch.linspace(0, 1, 8).reshape(1, 8, 1, 1).expand(1, 8, 6, 6).contiguous()
+        pooled = block(flat)  # a map constant over positions: pooling the keys and values changes nothing
+        block.kv_stride = 1
+        torch.testing.assert_close(block(flat), pooled)
+
+
 def test_denoiser_attention_starts_as_identity_reaches_far_and_round_trips(tmp_path):
     from hyperspy_partialscan.models import load_model, save_model
     from hyperspy_partialscan.models.networks import DenoisingUNet, UncertaintyUNet, add_attention
@@ -246,7 +282,7 @@ def test_denoiser_attention_starts_as_identity_reaches_far_and_round_trips(tmp_p
     torch.testing.assert_close(grown(x), net(x))  # the new block starts as the identity
     with pytest.raises(ValueError, match="already has attention"):
         add_attention(grown, 2)
-    with pytest.raises(TypeError, match="DenoisingUNet"):
+    with pytest.raises(TypeError, match="DenoisingUNet or a PartialScanGenerator"):
         add_attention(UncertaintyUNet(6, 4), 2)
     with torch.no_grad():
         grown.attention.proj.weight.normal_()

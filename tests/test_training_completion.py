@@ -69,7 +69,8 @@ def test_fine_tune_from_init(small_model, tmp_path):
 
 
 def test_fine_tune_can_deepen_the_inner_generator(small_model, tmp_path):
-    """grow_inner_blocks appends identity blocks: the deepened model starts from the init's function."""
+    """grow_inner_blocks appends identity blocks and attention_heads a non-local block: the grown model starts
+    from the init's function."""
     from hyperspy_partialscan.models.networks import deepen_inner
     from hyperspy_partialscan.training import TrainConfig, train_completion
 
@@ -87,6 +88,12 @@ def test_fine_tune_can_deepen_the_inner_generator(small_model, tmp_path):
     m = load_model(train_completion(frames, tmp_path, cfg, init=small_model, name="deep", show_progressbar=False))
     assert m.config["network"]["inner_blocks"] == have + 2
     assert m.config["training"]["deepened"] == {"inner_blocks_from": have, "inner_blocks_to": have + 2}
+    cfg = TrainConfig(iterations=2, batch_size=2, crop=64, warmup=1, path_bank=4, virtual_sizes=(64,), seed=2,
+                      attention_heads=1)
+    m = load_model(train_completion(frames, tmp_path / "a", cfg, init=small_model, name="a", show_progressbar=False))
+    assert m.config["network"]["attention_heads"] == 1 and m.config["training"]["grown"] == {"attention_heads": 1}
+    with pytest.raises(ValueError, match="attention_heads"):
+        TrainConfig(attention_heads=-1)
 
 
 def test_crop_sampler_redraws_paths_that_cannot_be_generated(monkeypatch):

@@ -109,6 +109,11 @@ class PartialScanGenerator(nn.Module):
         uses ``2 * width`` at 1/4 and 1/8 resolution.
     inner_blocks : int
         Residual blocks at 1/8 resolution (dilations cycle 1, 2, 4).
+    attention_heads : int
+        Heads of a :class:`NonLocalBlock` after the inner blocks (0: none), on
+        the 1/8-resolution features (4,096 positions for a 512 px frame; keys
+        and values from their 2x2 means), so the unit cells of a lattice that
+        the scan crosses inform those between its lines.
     outer_blocks : int
         Residual blocks at 1/2 resolution in the outer generator.
     residual_channel : int or None
@@ -118,7 +123,8 @@ class PartialScanGenerator(nn.Module):
 
     multiple = 16
 
-    def __init__(self, in_channels=4, width=24, inner_blocks=6, outer_blocks=2, residual_channel=1):
+    def __init__(self, in_channels=4, width=24, inner_blocks=6, outer_blocks=2, residual_channel=1,
+                 attention_heads=0):
         super().__init__()
         w, w2 = width, 2 * width
         self.config = dict(
@@ -134,6 +140,10 @@ class PartialScanGenerator(nn.Module):
         self.inner_down1 = nn.Sequential(nn.Conv2d(w, w2, 3, stride=2, padding=1), _act())  # 1/4
         self.inner_down2 = nn.Sequential(nn.Conv2d(w2, w2, 3, stride=2, padding=1), _act())  # 1/8
         self.inner_blocks = _dilated_blocks(w2, inner_blocks)
+        self.attention = None
+        if attention_heads:
+            self.config["attention_heads"] = int(attention_heads)
+            self.attention = NonLocalBlock(w2, heads=int(attention_heads), kv_stride=2)
         self.inner_up1 = nn.Sequential(nn.ConvTranspose2d(w2, w2, 4, stride=2, padding=1), _act())  # 1/4
         self.inner_up2 = nn.Sequential(nn.ConvTranspose2d(w2, w, 4, stride=2, padding=1), _act())  # 1/2
         self.trainer = nn.Conv2d(w, 1, 3, padding=1)
@@ -163,6 +173,8 @@ class PartialScanGenerator(nn.Module):
         i0 = self.inner_in(half)
         i1 = self.inner_down1(i0)
         i2 = self.inner_blocks(self.inner_down2(i1))
+        if self.attention is not None:
+            i2 = self.attention(i2)
         inner = self.inner_up2(self.inner_up1(i2) + i1) + i0
         o0 = self.outer_in(x)
         o1 = self.merge(torch.cat([self.outer_down(o0), inner], 1))
@@ -240,31 +252,47 @@ class NonLocalBlock(nn.Module):
     heads : int
     head_dim : int
         Channels per head of the queries, keys and values.
+    kv_stride : int
+        Keys and values from the map averaged over ``kv_stride`` ² blocks
+        (1: every position), which divides the cost by ``kv_stride`` ²; every
+        position still queries.
     """
 
-    def __init__(self, channels, heads=2, head_dim=32):
+    def __init__(self, channels, heads=2, head_dim=32, kv_stride=1):
         super().__init__()
-        self.heads, self.head_dim = heads, head_dim
+        self.heads, self.head_dim, self.kv_stride = heads, head_dim, kv_stride
         self.norm = nn.GroupNorm(1, channels)
         self.qkv = nn.Conv2d(channels, 3 * heads * head_dim, 1)
         self.proj = nn.Conv2d(heads * head_dim, channels, 1)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
+    def _heads(self, t):
+        """(n, c, h, w) projections as (c // (heads * head_dim), n, heads, positions, head_dim), contiguous: the CPU
+        kernel is ~4x slower on strided views."""
+        n, c, h, w = t.shape
+        return t.reshape(n, c // (self.heads * self.head_dim), self.heads, self.head_dim, h * w) \
+            .permute(1, 0, 2, 4, 3).contiguous()
+
     def forward(self, x):
         n, _, h, w = x.shape
-        # (3, n, heads, positions, head_dim), contiguous: the CPU kernel is ~4x slower on strided views
-        q, k, v = self.qkv(self.norm(x)).reshape(n, 3, self.heads, self.head_dim, h * w).permute(1, 0, 2, 4, 3) \
-            .contiguous()
+        qkv = self.qkv(self.norm(x))
+        if self.kv_stride == 1:
+            q, k, v = self._heads(qkv)
+        else:
+            split = self.heads * self.head_dim
+            (q,), (k, v) = self._heads(qkv[:, :split]), self._heads(F.avg_pool2d(qkv[:, split:], self.kv_stride,
+                                                                                  ceil_mode=True))
         y = F.scaled_dot_product_attention(q, k, v)  # (n, heads, h * w, head_dim)
         return x + self.proj(y.transpose(-1, -2).reshape(n, self.heads * self.head_dim, h, w))
 
 
 def add_attention(net, heads):
-    """A copy of a :class:`DenoisingUNet` with a :class:`NonLocalBlock` of ``heads`` heads at its bottleneck.
+    """A copy of a :class:`DenoisingUNet` or :class:`PartialScanGenerator` with a :class:`NonLocalBlock` of ``heads``
+    heads at its coarsest scale.
 
     The block starts as the identity, so the copy computes what ``net``
-    computes and training adds non-local context to a trained denoiser.
+    computes and training adds non-local context to a trained network.
 
     Examples
     --------
@@ -277,8 +305,8 @@ def add_attention(net, heads):
     >>> wide.config["attention_heads"], bool(torch.allclose(wide(x), net(x), atol=1e-6))
     (2, True)
     """
-    if type(net) is not DenoisingUNet:
-        raise TypeError(f"add_attention takes a DenoisingUNet, got {type(net).__name__}")
+    if type(net) not in (DenoisingUNet, PartialScanGenerator):
+        raise TypeError(f"add_attention takes a DenoisingUNet or a PartialScanGenerator, got {type(net).__name__}")
     if net.config.get("attention_heads", 0):
         raise ValueError(f"the network already has attention ({net.config['attention_heads']} heads)")
     return _grown(net, "attention.", attention_heads=heads)

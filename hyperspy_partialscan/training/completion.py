@@ -34,7 +34,7 @@ from .._version import __version__
 from ..metrics import blur_target, rmse_percent
 from ..models import save_model
 from ..models.features import completion_inputs, frame_scale
-from ..models.networks import MultiScaleDiscriminator, PartialScanGenerator, deepen_inner
+from ..models.networks import MultiScaleDiscriminator, PartialScanGenerator, add_attention, deepen_inner
 from ..paths import PATHS, generate_path
 from ..simulate import NoiseModel, sample_frame
 from .adaptive_masks import adaptive_style_path
@@ -84,12 +84,14 @@ class TrainConfig:
     adaptive_fraction: float = 0.0
     adaptive_initial: tuple = (0.25, 0.6)
     grow_inner_blocks: int | None = None  # with an init: deepen its inner generator to this many blocks
+    attention_heads: int = 0  # a non-local block after the inner blocks (fresh, or added to an init)
     bf16: bool = False  # mixed precision (fit_network's bf16)
 
     def __post_init__(self):
         for name in ("iterations", "batch_size", "crop", "width", "inner_blocks", "outer_blocks", "path_bank",
                      "val_every", "checkpoint_every"):
             check_number(name, getattr(self, name), low=1, integer=True)
+        check_number("attention_heads", self.attention_heads, low=0, integer=True)
         for name in ("lr", "lr_min", "huber_delta", "alrc_sigmas"):
             check_number(name, getattr(self, name), low=0, low_inclusive=False)
         for name in ("noise_fraction", "trainer_weight", "adversarial_weight", "adaptive_fraction"):
@@ -386,12 +388,16 @@ def train_completion(
     torch.manual_seed(c.seed)
     net, init_record, start = initial_network(PartialScanGenerator, "completion", init=init, out_dir=out,
                                               resume=resume, width=c.width, inner_blocks=c.inner_blocks,
-                                              outer_blocks=c.outer_blocks)
+                                              outer_blocks=c.outer_blocks, attention_heads=c.attention_heads)
     if start == 0 and init is not None and c.grow_inner_blocks:
         # grow the model to fine-tune: new inner blocks start as the identity
         init_record = {**init_record, "deepened": {"inner_blocks_from": net.config["inner_blocks"],
                                                    "inner_blocks_to": c.grow_inner_blocks}}
         net = deepen_inner(net, c.grow_inner_blocks)
+    if start == 0 and init is not None and c.attention_heads and not net.config.get("attention_heads"):
+        # the non-local block starts as the identity
+        init_record = {**init_record, "grown": {"attention_heads": c.attention_heads}}
+        net = add_attention(net, c.attention_heads)
     rng = np.random.default_rng([c.seed, start])
     sampler = CropSampler(frames, c, rng)
     adversary = _Adversary(c, rng) if c.adversarial else None
