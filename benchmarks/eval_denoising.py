@@ -101,8 +101,6 @@ def parse_args(argv=None):
                    help="self-supervised fine-tuning objective (fit_denoiser's method)")
     p.add_argument("--finetune-lr", type=float, default=None,
                    help="fine-tuning learning rate (default: fit_denoiser's, as users get it)")
-    p.add_argument("--finetune-adapt", choices=["all", "gains"], default="all",
-                   help="fit every weight or only per-channel gains (fit_denoiser's adapt)")
     p.add_argument("--finetune-per-crop", action="store_true",
                    help="fit one model per crop (a user fitting to their own image) instead of one per dose")
     p.add_argument("--noise-level", choices=["blind", "known", "both"], default="both",
@@ -277,7 +275,7 @@ def _finetune(args, model_ref, noisy, dose, meta, tmp):
     lr = {} if args.finetune_lr is None else {"lr": args.finetune_lr}
     ft = fit_denoiser(C.stack_signal(noisy, metadata=meta), init=init, method=args.finetune_method,
                       epochs=args.finetune_epochs, output=tmp / f"finetuned_dose{dose:g}", seed=args.seed,
-                      adapt=args.finetune_adapt, show_progressbar=False, **lr)
+                      show_progressbar=False, **lr)
     t_fit = time.perf_counter() - t0
     tr = ft.config.get("training", {})
     risk = "pure" if "pure_best" in tr else "sure"  # the estimate keep_best selected by

@@ -217,9 +217,6 @@ def _add_denoise(sub):
     p.add_argument("--keep-last", action="store_true",
                    help="keep the last epoch's weights (default: those with the lowest error estimate, PURE "
                         "for --method pure and SURE otherwise, the starting weights included)")
-    p.add_argument("--adapt", choices=["all", "gains"], default="all",
-                   help="fit every weight (default), or one gain per output channel of each convolution "
-                        "(GainTuning; needs a trained --init)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace the model files if they exist")
     p.add_argument("--no-progressbar", action="store_true")

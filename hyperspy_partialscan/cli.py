@@ -441,7 +441,7 @@ def _fit_denoiser(a):
                        "you want on its own first, e.g. `hs.load(IN)[0].save('one.hspy')` in HyperSpy")
     init = None if a.init == "none" else a.init
     model = fit_denoiser(images[0], init=init, epochs=a.epochs, method=a.method, sigma=a.sigma,
-                         keep_best=not a.keep_last, adapt=a.adapt, output=targets[0], seed=a.seed,
+                         keep_best=not a.keep_last, output=targets[0], seed=a.seed,
                          show_progressbar=not a.no_progressbar)
     tr = model.config["training"]
     for risk in ("sure", "pure"):

@@ -337,8 +337,8 @@ FIT_METHODS = ("blind_spot", "sure", "pure", "noise2noise")
 @fill_doc
 def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epochs: int = 20,
                  method: str = "blind_spot", batch_size: int = 8, crop: int = 128, lr: float = 2e-4,
-                 sigma: float | None = None, keep_best: bool = True, adapt: str = "all",
-                 output: str | Path | None = None, seed: int = 0, show_progressbar: bool | None = None) -> Any:
+                 sigma: float | None = None, keep_best: bool = True, output: str | Path | None = None, seed: int = 0,
+                 show_progressbar: bool | None = None) -> Any:
     """Fine-tune a denoiser on the user's own noisy data, without clean images.
 
     Parameters
@@ -383,12 +383,6 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
         otherwise; recorded in the model's ``training`` record
         (``sure_start``, ``sure_best``, ``best_epoch``, ``sure_per_epoch``, or
         ``pure_*``).
-    adapt : {{"all", "gains"}}
-        Fit every weight (default), or only one gain per output channel of
-        each convolution (GainTuning: about 1 % of the parameters, so a
-        higher ``lr`` or more ``epochs`` adapt the network to the data without
-        fitting its noise); the gains are folded into the weights, so the
-        model has the architecture of ``init``. Needs ``init``.
     output : str or pathlib.Path, optional
         Where to save the model (``.safetensors`` + ``.json``); default: a
         temporary folder.
@@ -403,10 +397,9 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
     Raises
     ------
     ValueError
-        Unknown method or ``adapt``, no frames (navigation size 0), a frame
-        with NaN or inf, a non-positive ``sigma``, frames smaller than 32 px,
-        ``"noise2noise"`` on a single frame, or ``adapt="gains"`` without
-        ``init``.
+        Unknown method, no frames (navigation size 0), a frame with NaN or
+        inf, a non-positive ``sigma``, frames smaller than 32 px, or
+        ``"noise2noise"`` on a single frame.
 
     Examples
     --------
@@ -427,7 +420,7 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
     from .models import load_model, save_model
     from .models.features import denoising_inputs, normalised_noise
     from .models.networks import DenoisingUNet
-    from .training.self_supervised import check_adapt, fit_self_supervised
+    from .training.self_supervised import fit_self_supervised
 
     validate_signal2d(signal, "fit_denoiser")
     check_not_empty(signal, "fit_denoiser")
@@ -444,9 +437,6 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
         crop = int(min(frames.shape[-2:]) // 8 * 8)
         if crop < 32:
             raise ValueError(f"frames {frames.shape[-2:]} are too small to fit a denoiser (need >= 32 px)")
-    check_adapt(adapt)
-    if adapt == "gains" and init is None:
-        raise ValueError("adapt='gains' fits the gains of a trained network: give init (e.g. 'default')")
     if method == "noise2noise" and len(frames) < 2:
         raise ValueError("noise2noise needs a stack of at least two repeated frames of the same field")
     base = None if init is None else load_model(None if init == "default" else init, task="denoising")
@@ -464,8 +454,7 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
                                 for i, (lo, s) in enumerate(scales)])
         frame_noise[:, [0, 2]] = frame_noise[:, [0, 2]].clip(0)
     fit = fit_self_supervised(net, inputs, method=method, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr,
-                              seed=seed, keep_best=keep_best, noise=frame_noise, adapt=adapt,
-                              show_progressbar=show_progressbar)
+                              seed=seed, keep_best=keep_best, noise=frame_noise, show_progressbar=show_progressbar)
     history = fit.pop("history")
     training = {
         "self_supervised": method,

@@ -241,42 +241,6 @@ def test_fit_denoiser_pure_lowers_the_true_error(noisy_signal, clean, small_deno
     assert error(model) < 0.92 * error(start)
 
 
-def test_fit_denoiser_gain_tuning_fits_only_channel_gains(noisy_signal, clean, small_denoiser, tmp_path):
-    """adapt="gains": every convolution's weights move only by one factor per output channel (folded in, so
-    the model keeps its architecture), and the fit lowers the true error."""
-    s = noisy_signal.deepcopy()  # the dose known: Poisson variance = signal / 30
-    s.metadata.set_item("Signal.Noise_properties.Variance_linear_model.gain_factor", 1 / 30)
-    s.metadata.set_item("Signal.Noise_properties.Variance_linear_model.gain_offset", 0.0)
-    start = load_model(small_denoiser)
-    model = fit_denoiser(s, init=small_denoiser, epochs=30, method="pure", batch_size=4, crop=48, lr=1e-2,
-                         adapt="gains", output=tmp_path / "gains", show_progressbar=False)
-    assert model.config["training"]["adapt"] == "gains"
-    before, after = start.network.state_dict(), model.network.state_dict()
-    assert before.keys() == after.keys()  # no gain parameters left behind
-    moved = 0
-    for name, module in start.network.named_modules():
-        if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
-            w0, w1 = before[name + ".weight"], after[name + ".weight"]
-            dim = 1 if isinstance(module, torch.nn.ConvTranspose2d) else 0
-            ratio = (w1 / w0).transpose(0, dim).reshape(w0.shape[dim], -1)  # one row per output channel
-            torch.testing.assert_close(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-4, atol=1e-4)
-            if module.bias is not None:
-                torch.testing.assert_close(after[name + ".bias"], before[name + ".bias"] * ratio[:, 0],
-                                           rtol=1e-4, atol=1e-6)
-            moved += int((ratio[:, 0] - 1).abs().max() > 1e-3)
-    assert moved > 0
-
-    def error(m):  # against the clean frames, which the fit never saw
-        out = denoise(s, model=m, show_progressbar=False).data
-        return float(np.mean((out - clean) ** 2))
-
-    assert error(model) < error(start)
-    with pytest.raises(ValueError, match="adapt must be one of 'all', 'gains'"):
-        fit_denoiser(s, init=small_denoiser, adapt="bias")
-    with pytest.raises(ValueError, match="give init"):
-        fit_denoiser(s, init=None, adapt="gains")
-
-
 def test_fit_denoiser_keeps_the_starting_weights_when_fitting_does_not_help(noisy_signal, small_denoiser, tmp_path):
     start = load_model(small_denoiser)
     kw = dict(init=small_denoiser, epochs=2, method="blind_spot", batch_size=4, crop=48, lr=0.5,

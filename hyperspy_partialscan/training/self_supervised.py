@@ -16,12 +16,6 @@ calibration in one module too, ``restoration/j_invariant.py``):
 ``"noise2noise"``
     Repeated exposures of one field: the network maps one frame to another.
 
-``adapt="gains"`` (GainTuning, Mohan et al., NeurIPS 2021) freezes the
-weights and fits one gain per output channel of every convolution: about 1 %
-of the parameters, so fitting one noisy frame for longer or at a higher rate
-adapts the network without over-fitting its noise. The gains are folded into
-the weights at the end: the fitted network has the original's architecture.
-
 With ``keep_best`` the network's risk estimate on fixed crops and probes is
 measured before fitting and after every epoch, and the weights with the lowest
 estimate are kept (the starting ones included), so fitting cannot make the
@@ -34,7 +28,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from .loop import fit_network
 from .risk import draw_probe, pure_per_item, sure_per_item
@@ -137,48 +130,6 @@ class _BestByRisk:
                 f"{n}_per_epoch": list(self.curve)}
 
 
-#: what :func:`fit_self_supervised` fits
-ADAPT = ("all", "gains")
-_CONVOLUTIONS = (nn.Conv2d, nn.ConvTranspose2d)
-
-
-def check_adapt(adapt):
-    """ValueError naming ``adapt`` unless it is one of :data:`ADAPT`."""
-    if adapt not in ADAPT:
-        raise ValueError(f"adapt must be one of {', '.join(map(repr, ADAPT))}, got {adapt!r}")
-
-
-def _scale_by_gain(module, inputs, output):
-    return output * module.gain.view(1, -1, 1, 1)
-
-
-def _add_gains(net):
-    """Freeze ``net`` and give each convolution a trainable gain per output channel (ones); returns the hooks."""
-    net.requires_grad_(False)
-    hooks = []
-    for m in net.modules():
-        if isinstance(m, _CONVOLUTIONS):
-            m.gain = nn.Parameter(torch.ones(m.out_channels, device=m.weight.device))
-            hooks.append(m.register_forward_hook(_scale_by_gain))
-    return hooks
-
-
-def _fold_gains(net, hooks):
-    """Multiply each convolution's weights and bias by its gain, remove the gains and unfreeze ``net``."""
-    for hook in hooks:
-        hook.remove()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, _CONVOLUTIONS) and "gain" in m._parameters:
-                gain = m._parameters.pop("gain")
-                shape = [1] * m.weight.ndim  # output channels: dim 0 of a convolution's weight, 1 of a transposed
-                shape[isinstance(m, nn.ConvTranspose2d)] = -1
-                m.weight.mul_(gain.view(shape))
-                if m.bias is not None:
-                    m.bias.mul_(gain)
-    net.requires_grad_(True)
-
-
 def _check_noise(noise, n_frames):
     """The (n_frames, 3) noise models of :func:`fit_self_supervised` as float64; ValueError naming ``noise``."""
     if noise is None:
@@ -194,7 +145,7 @@ def _check_noise(noise, n_frames):
 
 
 def fit_self_supervised(net, inputs, *, method="blind_spot", epochs=20, batch_size=8, crop=128, lr=2e-4, seed=0,
-                        keep_best=True, noise=None, adapt="all", show_progressbar=True):
+                        keep_best=True, noise=None, show_progressbar=True):
     """Fit a denoising network to noisy frames with a self-supervised objective.
 
     Parameters
@@ -219,9 +170,6 @@ def fit_self_supervised(net, inputs, *, method="blind_spot", epochs=20, batch_si
         ``(gain, offset, gain_offset)``
         (:func:`~hyperspy_partialscan.models.features.normalised_noise`);
         needed by ``"pure"`` only.
-    adapt : {"all", "gains"}
-        Fit every weight, or only a gain per output channel of each
-        convolution (see the module docstring).
     show_progressbar : bool
 
     Returns
@@ -235,7 +183,7 @@ def fit_self_supervised(net, inputs, *, method="blind_spot", epochs=20, batch_si
     Raises
     ------
     ValueError
-        Unknown ``method`` or ``adapt``; ``"pure"`` without ``noise``, or ``noise`` of the
+        Unknown ``method``; ``"pure"`` without ``noise``, or ``noise`` of the
         wrong shape, not finite, negative or zero.
 
     Examples
@@ -254,14 +202,12 @@ def fit_self_supervised(net, inputs, *, method="blind_spot", epochs=20, batch_si
                   "noise2noise": _Crops.noise2noise}
     if method not in objectives:
         raise ValueError(f"unknown self-supervised method {method!r}; choose one of {', '.join(objectives)}")
-    check_adapt(adapt)
     noise = _check_noise(noise, len(inputs)) if method == "pure" else None
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     crops = _Crops(inputs, crop, rng, noise)
     per_epoch = max(1, int(np.ceil(inputs.shape[0] * inputs.shape[-2] * inputs.shape[-1] / crop**2 / batch_size)))
     iterations = max(1, epochs * per_epoch)
-    hooks = _add_gains(net) if adapt == "gains" else None
     best = None
     if keep_best:
         best = _BestByRisk(crops, max(16, batch_size), rng, "pure" if method == "pure" else "sure")
@@ -270,10 +216,8 @@ def fit_self_supervised(net, inputs, *, method="blind_spot", epochs=20, batch_si
     history = fit_network(net, lambda it: objectives[method](crops, batch_size), _loss, iterations=iterations, lr=lr,
                           warmup=min(50, iterations // 5 + 1), evaluate=best, val_every=per_epoch,
                           show_progressbar=show_progressbar, desc=f"fit_denoiser ({method})")
-    result = {"iterations": iterations, "history": history, "adapt": adapt}
+    result = {"iterations": iterations, "history": history}
     if best is not None:
         net.load_state_dict(best.state)
         result.update(best.record())
-    if hooks is not None:
-        _fold_gains(net, hooks)
     return result
