@@ -30,6 +30,8 @@ def test_save_load_roundtrip(small_model):
     # the JSON path and the folder work too
     assert load_model(small_model.with_suffix(".json")).sha256 == m.sha256
     assert load_model(small_model.parent).sha256 == m.sha256
+    # the weights are as readable as the JSON (the umask's permissions, not safetensors' owner-only 0600)
+    assert small_model.stat().st_mode & 0o777 == small_model.with_suffix(".json").stat().st_mode & 0o777
 
 
 def test_inference_copy_is_channels_last_and_equal(small_model):

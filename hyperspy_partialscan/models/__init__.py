@@ -391,4 +391,6 @@ def save_model(network, path, *, task, architecture, extra=None):
         save_file(state, str(wtmp))
         config["sha256"] = _sha256(wtmp)
         ctmp.write_text(json.dumps(config, indent=2, default=str))
+        # safetensors writes owner-only (0600) files; give the weights the permissions the JSON got from the umask
+        os.chmod(wtmp, os.stat(ctmp).st_mode & 0o777)
     return path
