@@ -260,7 +260,7 @@ def test_generator_attention_starts_as_identity_reaches_far_and_round_trips(tmp_
     back = load_model(path, task="completion")
     assert back.config["network"]["attention_heads"] == 2
     torch.testing.assert_close(back.on(torch.device("cpu"))(x), grown(x))
-    # pooled keys and values: any map size (ceil), and stride 1 is plain attention over every position
+    # pooled keys and values work on any map size (ceil); on a map constant over positions they equal stride 1
     block = NonLocalBlock(8, heads=2, head_dim=4, kv_stride=2)
     with torch.no_grad():
         block.proj.weight.normal_()

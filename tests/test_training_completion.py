@@ -94,6 +94,13 @@ def test_fine_tune_can_deepen_the_inner_generator(small_model, tmp_path):
     assert m.config["network"]["attention_heads"] == 1 and m.config["training"]["grown"] == {"attention_heads": 1}
     with pytest.raises(ValueError, match="attention_heads"):
         TrainConfig(attention_heads=-1)
+    # the grown model fine-tunes on (its block kept); asking it for another block is refused
+    cfg = TrainConfig(iterations=1, batch_size=2, crop=64, warmup=1, path_bank=4, virtual_sizes=(64,), seed=3)
+    again = load_model(train_completion(frames, tmp_path / "b", cfg, init=m.path, name="b", show_progressbar=False))
+    assert again.config["network"]["attention_heads"] == 1 and "grown" not in again.config["training"]
+    with pytest.raises(ValueError, match="already has attention"):
+        train_completion(frames, tmp_path / "c", TrainConfig(**{**cfg.__dict__, "attention_heads": 2}), init=m.path,
+                         name="c", show_progressbar=False)
 
 
 def test_crop_sampler_redraws_paths_that_cannot_be_generated(monkeypatch):

@@ -280,9 +280,9 @@ class NonLocalBlock(nn.Module):
         if self.kv_stride == 1:
             q, k, v = self._heads(qkv)
         else:
-            split = self.heads * self.head_dim
-            (q,), (k, v) = self._heads(qkv[:, :split]), self._heads(F.avg_pool2d(qkv[:, split:], self.kv_stride,
-                                                                                  ceil_mode=True))
+            split = self.heads * self.head_dim  # queries at every position, keys and values from block means
+            q = self._heads(qkv[:, :split])[0]
+            k, v = self._heads(F.avg_pool2d(qkv[:, split:], self.kv_stride, ceil_mode=True))
         y = F.scaled_dot_product_attention(q, k, v)  # (n, heads, h * w, head_dim)
         return x + self.proj(y.transpose(-1, -2).reshape(n, self.heads * self.head_dim, h, w))
 

@@ -394,8 +394,8 @@ def train_completion(
         init_record = {**init_record, "deepened": {"inner_blocks_from": net.config["inner_blocks"],
                                                    "inner_blocks_to": c.grow_inner_blocks}}
         net = deepen_inner(net, c.grow_inner_blocks)
-    if start == 0 and init is not None and c.attention_heads and not net.config.get("attention_heads"):
-        # the non-local block starts as the identity
+    if start == 0 and init is not None and c.attention_heads not in (0, net.config.get("attention_heads", 0)):
+        # the non-local block starts as the identity (an init with another block is refused by add_attention)
         init_record = {**init_record, "grown": {"attention_heads": c.attention_heads}}
         net = add_attention(net, c.attention_heads)
     rng = np.random.default_rng([c.seed, start])
