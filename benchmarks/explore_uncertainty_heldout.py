@@ -52,7 +52,9 @@ def _training_validation(model, frames):
 
     unc = load_model(model, task="uncertainty")
     gen = load_model(unc.config["generator"]["name"], task="completion").on(torch.device("cpu"))
-    config = TrainConfig(crop=128, batch_size=12, noise_fraction=T.NOISE_FRACTION, seed=0, adaptive_fraction=0.35)
+    t = unc.config["training"]  # the sampler settings the model was trained (and validated) with
+    config = TrainConfig(crop=t["crop"], batch_size=t["batch_size"], noise_fraction=t["noise_fraction"],
+                         seed=t["seed"], adaptive_fraction=t["adaptive_fraction"])
     return T._validation(unc.on(torch.device("cpu")), T.validation_batches(frames[:8], gen, config))
 
 
