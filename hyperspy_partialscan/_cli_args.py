@@ -35,6 +35,10 @@ def _add_training_args(p, *, name, iterations, batch_size, width):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--width", type=int, default=width)
     p.add_argument("--synthetic", type=int, default=0, help="add this many generated specimens")
+    p.add_argument("--lattices", type=int, default=0,
+                   help="add this many generated atomic lattices with constants in --lattice-spacing")
+    p.add_argument("--lattice-spacing", type=float, nargs=2, default=(20.0, 35.0), metavar=("LOW", "HIGH"),
+                   help="range of the --lattices' lattice constants in pixels (default 20 35)")
     p.add_argument("--max-frames-per-file", type=int, default=8)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -270,6 +274,7 @@ _RANGES = {
     "lr": ("float", 0, None, False),
     "width": ("int", 1, None, True),
     "synthetic": ("int", 0, None, True),
+    "lattices": ("int", 0, None, True),
     "max_frames_per_file": ("int", 1, None, True),
     "threads": ("int", 1, None, True),
     "invert": ("float", 0, 1, True),
@@ -311,12 +316,13 @@ def _validate(a):
         value = getattr(a, dest, None)
         if value is not None:
             _check_number("--" + dest.replace("_", "-"), value, kind, lo, hi, lo_incl)
-    if getattr(a, "dose_range", None) is not None:
-        low, high = a.dose_range
-        for v in (low, high):
-            _check_number("--dose-range", v, "float", 0, None, False)
-        if low > high:
-            raise CLIError(f"--dose-range must be LOW <= HIGH, got {low:g} {high:g}")
+    for dest in ("dose_range", "lattice_spacing"):  # LOW HIGH pairs of positive numbers
+        if getattr(a, dest, None) is not None:
+            option, (low, high) = "--" + dest.replace("_", "-"), getattr(a, dest)
+            for v in (low, high):
+                _check_number(option, v, "float", 0, None, False)
+            if low > high:
+                raise CLIError(f"{option} must be LOW <= HIGH, got {low:g} {high:g}")
     if getattr(a, "wiener", None) is not None:
         window, hop = a.wiener
         if hop < 1 or window < 2 * hop or window % hop:

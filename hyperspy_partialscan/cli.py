@@ -34,11 +34,14 @@ __all__ = ["main", "training_frames", "load_images"]
 _log = logging.getLogger(__name__)
 
 
-def training_frames(sources, *, max_frames_per_file=8, synthetic=0, seed=0):
+def training_frames(sources, *, max_frames_per_file=8, synthetic=0, seed=0, lattices=0, lattice_spacing=(20, 35)):
     """Frames for training: files/folders/globs plus ``synthetic`` generated specimens.
 
     Stacks contribute at most ``max_frames_per_file`` frames (evenly spaced) so
-    that long tilt series or movies don't dominate.
+    that long tilt series or movies don't dominate. ``lattices`` more atomic
+    lattices have lattice constants log-uniform over ``lattice_spacing`` (px),
+    e.g. near a scan's line spacing, where sparse samples alias the lattice
+    (drawn after, and independently of, the ``synthetic`` specimens).
     """
     import numpy as np
 
@@ -56,6 +59,12 @@ def training_frames(sources, *, max_frames_per_file=8, synthetic=0, seed=0):
             # spiral's arm gap at 1/20, where sparse samples alias the lattice
             spacing = float(np.exp(rng.uniform(np.log(6), np.log(45))))
             frames.append(atomic_lattice((size, size), spacing=spacing, seed=int(rng.integers(2**31))))
+    rng = np.random.default_rng([seed, 1])
+    lo, hi = lattice_spacing
+    for _ in range(lattices):
+        size = int(rng.choice([512, 768, 1024]))
+        spacing = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        frames.append(atomic_lattice((size, size), spacing=spacing, seed=int(rng.integers(2**31))))
     return frames
 
 
@@ -348,12 +357,15 @@ def _demo(a):
 
 def _training_data(a):
     """Training frames, validation frames and the data description of a training command."""
-    frames = training_frames(a.sources, max_frames_per_file=a.max_frames_per_file, synthetic=a.synthetic, seed=a.seed)
+    frames = training_frames(a.sources, max_frames_per_file=a.max_frames_per_file, synthetic=a.synthetic, seed=a.seed,
+                             lattices=a.lattices, lattice_spacing=tuple(a.lattice_spacing))
     if not frames:
         raise CLIError("no training frames (give sources and/or --synthetic N)")
     val = training_frames(a.val, max_frames_per_file=1) if a.val else None
     desc = {"sources": a.sources, "frames": len(frames), "synthetic": a.synthetic,
             "max_frames_per_file": a.max_frames_per_file, "val": a.val}
+    if a.lattices:
+        desc.update(lattices=a.lattices, lattice_spacing=list(a.lattice_spacing))
     return frames, val, desc
 
 

@@ -204,3 +204,28 @@ def test_bf16_runs_the_step_in_bfloat16_and_keeps_float32_weights():
     assert history[-1]["running_loss"] < history[0]["loss"]  # it learns
     fit_network(net, _batches, loss, iterations=1, show_progressbar=False)
     assert dtypes[-1] == torch.float32  # off by default
+
+
+def _lattice_period(img):
+    """The strongest spatial period of an image (px), from its power spectrum's radial peak."""
+    p = np.abs(np.fft.fftshift(np.fft.fft2(img - img.mean()))) ** 2
+    h, w = img.shape
+    yy, xx = np.mgrid[:h, :w]
+    r = np.hypot(yy - h // 2, xx - w // 2).astype(int)
+    radial = np.bincount(r.ravel(), p.ravel()) / np.maximum(np.bincount(r.ravel()), 1)
+    k = 4 + int(np.argmax(radial[4 : h // 2]))  # skip the support's low frequencies
+    return h / k
+
+
+def test_training_frames_add_lattices_of_the_asked_spacing_without_changing_the_rest():
+    from hyperspy_partialscan.cli import training_frames
+
+    plain = training_frames([], synthetic=2, seed=5)
+    more = training_frames([], synthetic=2, seed=5, lattices=3, lattice_spacing=(24, 30))
+    assert len(more) == 5
+    assert all(np.array_equal(a, b) for a, b in zip(plain, more))  # the synthetic draws are unchanged
+    periods = [_lattice_period(f) for f in more[2:]]
+    # the spectrum's peak is a lattice-plane spacing: the constant, or a 1/sqrt(3)-1/sqrt(2) shorter diagonal
+    assert all(24 / 2**0.5 * 0.9 <= p <= 30 * 1.1 for p in periods), periods
+    again = training_frames([], synthetic=2, seed=5, lattices=3, lattice_spacing=(24, 30))
+    assert np.array_equal(again[4], more[4])  # a seed fixes them
