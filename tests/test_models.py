@@ -271,6 +271,42 @@ def test_generator_attention_starts_as_identity_reaches_far_and_round_trips(tmp_
         torch.testing.assert_close(block(flat), pooled)
 
 
+def test_interpolate_weights_spans_start_to_end_grows_the_start_and_refuses_other_architectures():
+    """WiSE-FT: fraction 0 computes the start, 1 the fine-tune, between them each weight moves linearly. A
+    fine-tune that grew a non-local block and inner blocks interpolates with its start: the start is grown
+    as the identity, the block's output scaled by the fraction. Neither network is changed."""
+    from hyperspy_partialscan.models.networks import (
+        PartialScanGenerator,
+        add_attention,
+        deepen_inner,
+        interpolate_weights,
+    )
+
+    torch.manual_seed(1)
+    start = PartialScanGenerator(4, width=4, inner_blocks=1)
+    with torch.no_grad():
+        start.out[-1].weight.normal_()
+        end = add_attention(deepen_inner(start, 2), 2)
+        for p in end.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    before = {k: v.clone() for k, v in start.state_dict().items()}
+    x = torch.randn(1, 4, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(interpolate_weights(start, end, 0.0)(x), start(x))
+        torch.testing.assert_close(interpolate_weights(start, end, 1.0)(x), end(x))
+        half = interpolate_weights(start, end, 0.5)
+    assert half.config == end.config
+    torch.testing.assert_close(half.attention.proj.weight, end.attention.proj.weight / 2)  # grown as zero
+    torch.testing.assert_close(half.attention.qkv.weight, end.attention.qkv.weight)  # end's: start ignores it
+    torch.testing.assert_close(half.inner_blocks[1].conv2.weight, end.inner_blocks[1].conv2.weight / 2)
+    torch.testing.assert_close(half.inner_in[0].bias, (start.inner_in[0].bias + end.inner_in[0].bias) / 2)
+    assert all(torch.equal(v, before[k]) for k, v in start.state_dict().items())
+    with pytest.raises(ValueError, match="a network and its fine-tune"):
+        interpolate_weights(PartialScanGenerator(4, width=8, inner_blocks=1), end, 0.5)
+    with pytest.raises(ValueError, match=r"fraction must be in \[0, 1\], got 1.5"):
+        interpolate_weights(start, end, 1.5)
+
+
 def test_denoiser_attention_starts_as_identity_reaches_far_and_round_trips(tmp_path):
     from hyperspy_partialscan.models import load_model, save_model
     from hyperspy_partialscan.models.networks import DenoisingUNet, UncertaintyUNet, add_attention

@@ -26,7 +26,8 @@ from torch import nn
 from torch.nn import functional as F
 
 __all__ = ["PartialScanGenerator", "deepen_inner", "DenoisingUNet", "NonLocalBlock", "add_attention",
-           "deepen_bottleneck", "add_wiener", "UncertaintyUNet", "MultiScaleDiscriminator", "build_network"]
+           "deepen_bottleneck", "add_wiener", "UncertaintyUNet", "MultiScaleDiscriminator", "build_network",
+           "interpolate_weights"]
 
 
 def _act():
@@ -73,6 +74,49 @@ def _deepened(net, attribute, blocks):
             block.conv2.weight.zero_()
             block.conv2.bias.zero_()
     return deep
+
+
+def interpolate_weights(start, end, fraction):
+    """A copy of ``end`` whose weights lie ``fraction`` of the way from ``start``'s to ``end``'s.
+
+    With ``start`` a trained network and ``end`` its fine-tune, this is WiSE-FT
+    (Wortsman et al. 2022): fine-tuning moves the weights along a path that
+    gains on the new data and loses some of what ``start`` did well; a point
+    between them often keeps most of both. If ``end`` grew a non-local block
+    (:func:`add_attention`) or inner blocks (:func:`deepen_inner`), ``start``
+    is grown the same way, as the identity: the grown layers' zero output
+    weights stay zero and their other weights, which then do not change what
+    ``start`` computes, are ``end``'s, so the grown parts contribute ``end``'s
+    output scaled by ``fraction``. Neither network is changed.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from hyperspy_partialscan.models.networks import PartialScanGenerator, interpolate_weights
+    >>> a, b = PartialScanGenerator(width=4, inner_blocks=1), PartialScanGenerator(width=4, inner_blocks=1)
+    >>> mid = interpolate_weights(a, b, 0.25)
+    >>> bool(torch.allclose(mid.trainer.weight, 0.75 * a.trainer.weight + 0.25 * b.trainer.weight))
+    True
+    """
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    grown = start
+    if type(start) is PartialScanGenerator and type(end) is PartialScanGenerator:
+        if start.config["inner_blocks"] < end.config["inner_blocks"]:
+            grown = deepen_inner(grown, end.config["inner_blocks"])
+        if end.config.get("attention_heads") and not start.config.get("attention_heads"):
+            grown = add_attention(grown, end.config["attention_heads"])
+    if type(grown) is not type(end) or grown.config != end.config:
+        raise ValueError(f"interpolate_weights needs a network and its fine-tune (one architecture, or the fine-tune "
+                         f"grown from it), got {type(start).__name__} {start.config} and {type(end).__name__} "
+                         f"{end.config}")
+    own, a, b = start.state_dict(), grown.state_dict(), end.state_dict()
+    # grown layers: the output layers the growers zero (the identity) stay zero, the others take end's weights
+    identity = ("attention.proj.", ".conv2.")
+    a = {k: v if k in own or any(p in k for p in identity) else b[k] for k, v in a.items()}
+    mixed = type(end)(**end.config)
+    mixed.load_state_dict({k: torch.lerp(a[k], v, fraction) if v.is_floating_point() else v for k, v in b.items()})
+    return mixed
 
 
 def deepen_inner(net, inner_blocks):
