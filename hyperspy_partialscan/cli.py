@@ -29,43 +29,9 @@ from pathlib import Path
 from ._atomic import atomic_path, same_file
 from ._cli_args import CLIError, parse_args
 
-__all__ = ["main", "training_frames", "load_images"]
+__all__ = ["main", "load_images"]
 
 _log = logging.getLogger(__name__)
-
-
-def training_frames(sources, *, max_frames_per_file=8, synthetic=0, seed=0, lattices=0, lattice_spacing=(20, 35)):
-    """Frames for training: files/folders/globs plus ``synthetic`` generated specimens.
-
-    Stacks contribute at most ``max_frames_per_file`` frames (evenly spaced) so
-    that long tilt series or movies don't dominate. ``lattices`` more atomic
-    lattices have lattice constants log-uniform over ``lattice_spacing`` (px),
-    e.g. near a scan's line spacing, where sparse samples alias the lattice
-    (drawn after, and independently of, the ``synthetic`` specimens).
-    """
-    import numpy as np
-
-    from .io import read_frames
-    from .specimens import atomic_lattice, nanoparticle_field
-
-    frames = read_frames(sources, max_frames_per_file=max_frames_per_file) if sources else []
-    rng = np.random.default_rng(seed)
-    for i in range(synthetic):
-        size = int(rng.choice([512, 768, 1024]))
-        if i % 2:
-            frames.append(nanoparticle_field((size, size), seed=int(rng.integers(2**31))))
-        else:
-            # lattice constants log-uniform over 6-45 px: up to about twice the
-            # spiral's arm gap at 1/20, where sparse samples alias the lattice
-            spacing = float(np.exp(rng.uniform(np.log(6), np.log(45))))
-            frames.append(atomic_lattice((size, size), spacing=spacing, seed=int(rng.integers(2**31))))
-    rng = np.random.default_rng([seed, 1])
-    lo, hi = lattice_spacing
-    for _ in range(lattices):
-        size = int(rng.choice([512, 768, 1024]))
-        spacing = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-        frames.append(atomic_lattice((size, size), spacing=spacing, seed=int(rng.integers(2**31))))
-    return frames
 
 
 # --------------------------------------------------------------------------- file handling
@@ -357,6 +323,8 @@ def _demo(a):
 
 def _training_data(a):
     """Training frames, validation frames and the data description of a training command."""
+    from .training.frames import training_frames
+
     frames = training_frames(a.sources, max_frames_per_file=a.max_frames_per_file, synthetic=a.synthetic, seed=a.seed,
                              lattices=a.lattices, lattice_spacing=tuple(a.lattice_spacing))
     if not frames:

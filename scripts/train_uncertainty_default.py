@@ -15,10 +15,16 @@ fine-tuned on adaptive-style masks:
     python scripts/train_uncertainty_default.py --generator NEW_GENERATOR.safetensors --width 12 --context \
         --adaptive-fraction 0.35 --minutes 35 --out runs/uncertainty_s2
 
-Stage 3 (shipped) fine-tunes stage 2 at half resolution (the network on 2x2 block means):
+Stage 3 fine-tunes stage 2 at half resolution (the network on 2x2 block means):
 
     python scripts/train_uncertainty_default.py --init runs/uncertainty_s2/uncertainty_default.safetensors \
         --downscale 2 --width 12 --context --adaptive-fraction 0.35 --minutes 30 --lr 3e-4 --out runs/unc_ds2
+
+Stage 4 (shipped) fine-tunes stage 3 on the errors of generator v2 (scripts/train_completion_default.sh):
+
+    python scripts/train_uncertainty_default.py --init runs/unc_ds2/uncertainty_default.safetensors \
+        --generator runs/completion_default/s6/completion_default.safetensors --downscale 2 --width 12 \
+        --context --adaptive-fraction 0.35 --minutes 20 --lr 1.5e-4 --seed 4 --out runs/unc_v2
 
 The result is OUT/uncertainty_default.safetensors (+ .json), calibrated; to ship it, copy both files
 to hyperspy_partialscan/models/weights/.
@@ -32,9 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hyperspy_partialscan.cli import training_frames
 from hyperspy_partialscan.io import manifest_frames
-from hyperspy_partialscan.training import calibrate_uncertainty, train_uncertainty
+from hyperspy_partialscan.training import calibrate_uncertainty, train_uncertainty, training_frames
 
 
 def _held_out(label):

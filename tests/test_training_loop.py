@@ -218,7 +218,7 @@ def _lattice_period(img):
 
 
 def test_training_frames_add_lattices_of_the_asked_spacing_without_changing_the_rest():
-    from hyperspy_partialscan.cli import training_frames
+    from hyperspy_partialscan.training import training_frames
 
     plain = training_frames([], synthetic=2, seed=5)
     more = training_frames([], synthetic=2, seed=5, lattices=3, lattice_spacing=(24, 30))

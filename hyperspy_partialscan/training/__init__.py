@@ -32,6 +32,7 @@ from .completion import (
     validation_set,
 )
 from .denoising import NoisyCropSampler, denoising_validation_set, mse_per_item, train_denoiser
+from .frames import training_frames
 from .loop import ALRC, TrainingDiverged, fit_network, learning_rate, prepare_run, run_folder
 from .risk import pure_per_item, sure_per_item
 from .self_supervised import fit_self_supervised
@@ -60,4 +61,5 @@ __all__ = [
     "fit_self_supervised",
     "train_uncertainty",
     "calibrate_uncertainty",
+    "training_frames",
 ]
