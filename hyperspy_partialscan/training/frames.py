@@ -27,18 +27,23 @@ def training_frames(sources, *, max_frames_per_file=8, synthetic=0, seed=0, latt
     frames = read_frames(sources, max_frames_per_file=max_frames_per_file) if sources else []
     rng = np.random.default_rng(seed)
     for i in range(synthetic):
-        size = int(rng.choice([512, 768, 1024]))
+        size = int(rng.choice(_SIZES))
         if i % 2:
             frames.append(nanoparticle_field((size, size), seed=int(rng.integers(2**31))))
         else:
-            # lattice constants log-uniform over 6-45 px: up to about twice the
-            # spiral's arm gap at 1/20, where sparse samples alias the lattice
-            spacing = float(np.exp(rng.uniform(np.log(6), np.log(45))))
-            frames.append(atomic_lattice((size, size), spacing=spacing, seed=int(rng.integers(2**31))))
+            # lattice constants up to about twice the spiral's arm gap at 1/20, where sparse samples alias the lattice
+            frames.append(_lattice(rng, size, (6, 45)))
     rng = np.random.default_rng([seed, 1])
-    lo, hi = lattice_spacing
-    for _ in range(lattices):
-        size = int(rng.choice([512, 768, 1024]))
-        spacing = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-        frames.append(atomic_lattice((size, size), spacing=spacing, seed=int(rng.integers(2**31))))
+    frames += [_lattice(rng, int(rng.choice(_SIZES)), lattice_spacing) for _ in range(lattices)]
     return frames
+
+
+#: sides of the generated specimens (px)
+_SIZES = (512, 768, 1024)
+
+
+def _lattice(rng, size, spacing_range):
+    """A generated atomic lattice of ``size`` px, its lattice constant log-uniform over ``spacing_range``."""
+    lo, hi = spacing_range
+    spacing = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    return atomic_lattice((size, size), spacing=spacing, seed=int(rng.integers(2**31)))
