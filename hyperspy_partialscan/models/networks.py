@@ -108,9 +108,9 @@ def interpolate_weights(start, end, fraction):
                          f"grown from it), got {type(start).__name__} {start.config} and {type(end).__name__} "
                          f"{end.config}")
     own, a, b = start.state_dict(), grown.state_dict(), end.state_dict()
-    # grown layers: the output layers the growers zero (the identity) stay zero, the others take end's weights
-    identity = ("attention.proj.", ".conv2.")
-    a = {k: v if k in own or any(p in k for p in identity) else b[k] for k, v in a.items()}
+    # grown layers: those the growers zeroed (a zero weight: the identity) stay zero, the others take end's weights
+    zeroed = {k.rsplit(".", 1)[0] for k, v in a.items() if k not in own and k.endswith(".weight") and not v.any()}
+    a = {k: v if k in own or k.rsplit(".", 1)[0] in zeroed else b[k] for k, v in a.items()}
     mixed = type(end)(**end.config)
     mixed.load_state_dict({k: torch.lerp(a[k], v, fraction) if v.is_floating_point() else v for k, v in b.items()})
     return mixed
