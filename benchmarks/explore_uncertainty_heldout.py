@@ -5,7 +5,8 @@ for val. This script scores candidates the same way on the files that ``scripts/
 holds out of the network's training (every fifth `train` file; the calibration's files): one 256²
 crop per frame (a different seed from the calibration's crops), the five cases of ``eval_uncertainty.py``,
 noise-free and at ``--dose`` with the dose known. Reported per model and case: fractions of errors within
-sigma and 2 sigma, fraction of crops whose predicted RMSE is within ±25 % of the actual, block (32²)
+sigma and 2 sigma, fraction of crops whose predicted RMSE is within ±25 % of the actual and the median
+over crops of predicted / actual RMSE, block (32²)
 Spearman, and the training's own validation (Gaussian NLL and within-sigma on the held-out crops of
 ``train_uncertainty``). ``--ensemble N`` averages log sigma over N dihedral transforms of the network's
 input (identity, transpose, left-right and up-down flips), an experiment not offered by the package.
@@ -87,6 +88,7 @@ def main(argv=None):
                              "within_sigma": float(np.average([r["within_1"] for r in sel], weights=n)),
                              "within_2sigma": float(np.average([r["within_2"] for r in sel], weights=n)),
                              "crops_rmse_within_25pct": float(np.mean(np.abs(ratio - 1) <= 0.25)),
+                             "rmse_ratio_median": float(np.median(ratio)),
                              "spearman_blocks": float(np.nanmean([r["spearman_blocks"] for r in sel]))})
         mine = [r for r in rows if r["model"] == model]
         print(f"{model}: mean block Spearman {np.mean([r['spearman_blocks'] for r in mine]):.3f}, crops within "

@@ -36,7 +36,8 @@ __all__ = ["UncertaintySpec", "plan_uncertainty", "calibration_scale", "structur
 MEANING = ("predicted standard deviation of the completion's error at each pixel, in data units, with respect to "
            "the Gaussian-blurred truth (5x5 kernel, sigma 2.5 px), the generator's training target; calibrated on "
            "held-out images so that at least 68 % of the errors at unsampled pixels lie within sigma and 93 % within "
-           "2 sigma (the errors are heavier-tailed than a Gaussian)")
+           "2 sigma (the errors are heavier-tailed than a Gaussian), raised towards the typical frame's actual RMSE "
+           "while at most 72 % lie within sigma and 96 % within 2 sigma")
 
 
 def calibration_scale(calibration, path, coverage):

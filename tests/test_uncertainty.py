@@ -242,6 +242,28 @@ def test_detail_energy_follows_the_unresolved_variation():
     assert np.isnan(detail_energy(np.full((8, 8), np.nan)))
 
 
+@pytest.mark.parametrize(("median", "bound"), [(0.5, "low"), (1.08, None), (3.0, "high")])
+def test_calibration_centres_the_crops_within_the_bands(median, bound):
+    from hyperspy_partialscan.training.uncertainty import (
+        ONE_SIGMA_FRACTION,
+        TWO_SIGMA_FRACTION,
+        UPPER_FRACTIONS,
+        centred_scale,
+        two_quantile_scale,
+    )
+
+    rng = np.random.default_rng(1)
+    z = np.abs(rng.standard_normal(100_000)) * np.exp(0.4 * rng.standard_normal(100_000))  # heavy-tailed
+    s = centred_scale(z, [median * 0.9, median, median * 1.01])
+    within = np.mean(z <= s), np.mean(z <= 2 * s)
+    assert within[0] >= ONE_SIGMA_FRACTION - 1e-3 and within[1] >= TWO_SIGMA_FRACTION - 1e-3  # never lowered
+    assert within[0] <= UPPER_FRACTIONS[0] + 1e-3 or s == two_quantile_scale(z)  # never raised past the caps
+    assert within[1] <= UPPER_FRACTIONS[1] + 1e-3 or s == two_quantile_scale(z)
+    low, high = two_quantile_scale(z), min(np.quantile(z, UPPER_FRACTIONS[0]), np.quantile(z, UPPER_FRACTIONS[1]) / 2)
+    assert low < high  # this distribution leaves room between the bands' two ends
+    assert s == pytest.approx({"low": low, "high": high, None: median}[bound])  # the median crop, where allowed
+
+
 def test_map_frames_with_channels():
     from hyperspy_partialscan.engine import map_frames
 
