@@ -77,6 +77,9 @@ def main(argv=None):
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--synthetic", type=int, default=32)
+    ap.add_argument("--lattices", type=int, default=0, help="more generated atomic lattices (the generator's option)")
+    ap.add_argument("--lattice-spacing", type=float, nargs=2, default=(20.0, 35.0), metavar=("LOW", "HIGH"),
+                    help="their lattice constants, log-uniform (px)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--init", default=None, help="fine-tune this uncertainty model")
@@ -90,18 +93,22 @@ def main(argv=None):
     ap.add_argument("--calibrate-only", action="store_true", help="recalibrate OUT/uncertainty_default (no training)")
     a = ap.parse_args(argv)
     fit, calib = split_frames(a.data)
-    fit += training_frames([], synthetic=a.synthetic, seed=7)
-    print(f"{len(fit)} training frames ({a.synthetic} synthetic), {len(calib)} calibration frames")
+    fit += training_frames([], synthetic=a.synthetic, seed=7, lattices=a.lattices,
+                           lattice_spacing=tuple(a.lattice_spacing))
+    generated = a.synthetic + a.lattices
+    print(f"{len(fit)} training frames ({generated} generated), {len(calib)} calibration frames")
     out = Path(a.out)
     path = out / "uncertainty_default.safetensors"
+    description = {"train_split_frames_minus_held_out": len(fit) - generated, "synthetic": a.synthetic, "crop": a.crop}
+    if a.lattices:
+        description |= {"lattices": a.lattices, "lattice_spacing": list(a.lattice_spacing)}
     if not a.calibrate_only:
         path = train_uncertainty(fit, out, iterations=a.iterations, batch_size=a.batch_size, crop=a.crop, width=a.width,
                                  init=a.init, generator=a.generator, adaptive_fraction=a.adaptive_fraction, lr=a.lr,
                                  context=a.context, downscale=a.downscale, seed=a.seed,
                                  threads=a.threads, val_frames=calib[:8], resume=a.resume, overwrite=a.overwrite,
                                  max_seconds=a.minutes * 60, name="uncertainty_default", show_progressbar=False,
-                                 data_description={"train_split_frames_minus_held_out": len(fit) - a.synthetic,
-                                                   "synthetic": a.synthetic, "crop": a.crop})
+                                 data_description=description)
         print("trained:", path)
     path = calibrate_uncertainty(path, calib, generator=a.generator,
                                  data_description={"train_split_held_out_frames": len(calib)})
