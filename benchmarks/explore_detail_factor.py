@@ -32,39 +32,24 @@ def _records(model, frames, alpha):
     from hyperspy_partialscan.metrics import blur_target
     from hyperspy_partialscan.models import load_model
     from hyperspy_partialscan.models.features import completion_inputs, sampled_noise_sd
-    from hyperspy_partialscan.paths import generate_path
-    from hyperspy_partialscan.simulate import NoiseModel, sample_frame
     from hyperspy_partialscan.training import uncertainty as T
     from hyperspy_partialscan.uncertainty import detail_energy, mean_gap
 
     unc = load_model(model, task="uncertainty")
     gen = load_model(unc.config["generator"]["name"], task="completion")
     gen_net, unc_net = gen.on(torch.device("cpu")), unc.on(torch.device("cpu"))
-    crops = T.calibration_crops(frames)
-    rng, noise_rng, doses, rows = np.random.default_rng(2468), np.random.default_rng(5), (None, 100.0), []
-    for path in T.CALIBRATION_PATHS:  # the loop of calibrate_uncertainty, same draws
-        for coverage in T.CALIBRATION_COVERAGES:
-            for k, x in enumerate(crops):
-                dose = doses[k % len(doses)]
-                noise = NoiseModel(dose=dose) if dose is not None else None
-                try:
-                    scan = generate_path(path, x.shape, coverage, rng)
-                except ValueError:
-                    continue
-                partial = sample_frame(x, scan, noise, rng)
-                if np.isfinite(partial).sum() < 4:
-                    continue
-                known = bool((k // len(doses)) % 2)
-                r = T._predict(gen_net, unc_net, partial, noise, known)
-                m = r["unsampled"]
-                base = r["sigma"] * np.exp(alpha * r["contrast"])
-                inputs, ((_, scale),) = completion_inputs(partial[None])
-                vm = T.noise_variance_model(noise) if known else T.blind_variance_model(partial)
-                sd = sampled_noise_sd(r["completion"], scale, vm) * scale
-                noise_only = np.where(np.isfinite(partial), sd * noise_rng.standard_normal(sd.shape), np.nan)
-                rows.append({"case": (path, coverage), "s2": float(np.mean(base[m].astype(np.float64) ** 2)),
-                             "e2": float(np.mean((r["completion"] - blur_target(x))[m].astype(np.float64) ** 2)),
-                             "energy": r["energy"], "noise_energy": detail_energy(noise_only, gap=mean_gap(inputs[0]))})
+    noise_rng, rows = np.random.default_rng(5), []
+    for path, coverage, x, partial, noise, known in T.calibration_scans(T.calibration_crops(frames)):
+        r = T._predict(gen_net, unc_net, partial, noise, known)
+        m = r["unsampled"]
+        base = r["sigma"] * np.exp(alpha * r["contrast"])
+        inputs, ((_, scale),) = completion_inputs(partial[None])
+        vm = T.noise_variance_model(noise) if known else T.blind_variance_model(partial)
+        sd = sampled_noise_sd(r["completion"], scale, vm) * scale
+        noise_only = np.where(np.isfinite(partial), sd * noise_rng.standard_normal(sd.shape), np.nan)
+        rows.append({"case": (path, coverage), "s2": float(np.mean(base[m].astype(np.float64) ** 2)),
+                     "e2": float(np.mean((r["completion"] - blur_target(x))[m].astype(np.float64) ** 2)),
+                     "energy": r["energy"], "noise_energy": detail_energy(noise_only, gap=mean_gap(inputs[0]))})
     return rows
 
 

@@ -307,6 +307,34 @@ def calibration_crops(frames, *, crop=256, per_frame=2, seed=2468):
     return list(normalised_crops(frames, crop, per_frame, np.random.default_rng(seed)))
 
 
+def calibration_scans(crops, *, doses=(None, 100.0), seed=2468):
+    """The calibration's partial scans of ``crops``: every path family and coverage, the noise cycling over ``doses``.
+
+    Yields
+    ------
+    path, coverage, crop, partial, noise, known
+        The path family, the coverage, the crop, its partial scan, the :class:`~hyperspy_partialscan.NoiseModel`
+        (None: noise-free) and whether the noise level is given (every second round of ``doses``; else it is
+        estimated blindly, as at inference without a known dose). Paths a crop cannot hold are skipped.
+    """
+    from ..paths import generate_path
+    from ..simulate import NoiseModel, sample_frame
+
+    rng = np.random.default_rng(seed)
+    for path in CALIBRATION_PATHS:
+        for coverage in CALIBRATION_COVERAGES:
+            for k, x in enumerate(crops):
+                dose = doses[k % len(doses)]
+                noise = NoiseModel(dose=dose) if dose is not None else None
+                try:
+                    scan = generate_path(path, x.shape, coverage, rng)
+                except ValueError:
+                    continue
+                partial = sample_frame(x, scan, noise, rng)
+                if np.isfinite(partial).sum() >= 4:
+                    yield path, coverage, x, partial, noise, bool((k // len(doses)) % 2)
+
+
 def calibrate_uncertainty(model, frames, *, generator=None, output=None, crop=256, per_frame=2, doses=(None, 100.0),
                           seed=2468, data_description=None):
     """Calibrate an uncertainty model on frames not used for training, and store the scales in its JSON.
@@ -339,9 +367,6 @@ def calibrate_uncertainty(model, frames, *, generator=None, output=None, crop=25
     pathlib.Path
         The calibrated model's ``.safetensors``.
     """
-    from ..paths import generate_path
-    from ..simulate import NoiseModel, sample_frame
-
     unc = load_model(model, task="uncertainty")
     gen = load_model(generator if generator is not None else unc.config["generator"]["name"], task="completion")
     if gen.sha256 != unc.config["generator"]["sha256"]:
@@ -352,27 +377,11 @@ def calibrate_uncertainty(model, frames, *, generator=None, output=None, crop=25
     if not crops:
         raise ValueError(f"no calibration frame is at least {crop}x{crop} pixels")
     gen_net, unc_net = gen.on(torch.device("cpu")), unc.on(torch.device("cpu"))
-    rng = np.random.default_rng(seed)
     cases = {}
-    for path in CALIBRATION_PATHS:
-        for coverage in CALIBRATION_COVERAGES:
-            z = []
-            for k, x in enumerate(crops):
-                dose = doses[k % len(doses)]
-                noise = NoiseModel(dose=dose) if dose is not None else None
-                try:
-                    scan = generate_path(path, x.shape, coverage, rng)
-                except ValueError:
-                    continue
-                partial = sample_frame(x, scan, noise, rng)
-                if np.isfinite(partial).sum() < 4:
-                    continue
-                # every second round of doses the noise level is known, else estimated blindly
-                record = _predict(gen_net, unc_net, partial, noise, known=bool((k // len(doses)) % 2))
-                record["error"] = np.abs(record.pop("completion") - blur_target(x)).astype(np.float32)
-                z.append(record)
-            if z:
-                cases[(path, coverage)] = z
+    for path, coverage, x, partial, noise, known in calibration_scans(crops, doses=doses, seed=seed):
+        record = _predict(gen_net, unc_net, partial, noise, known=known)
+        record["error"] = np.abs(record.pop("completion") - blur_target(x)).astype(np.float32)
+        cases.setdefault((path, coverage), []).append(record)
     if not cases:
         raise ValueError(f"no calibration crop could be scanned: {len(crops)} crops of {crop} px, paths "
                          f"{', '.join(CALIBRATION_PATHS)}")
