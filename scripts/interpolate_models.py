@@ -4,7 +4,7 @@
 
 ``END`` must descend from ``START`` by fine-tuning (its training record names START's SHA-256 somewhere
 in its chain of inits); a non-local block or inner blocks that END grew are grown onto START as the
-identity first (`hyperspy_partialscan.models.networks.interpolate_weights`). The output's JSON keeps
+identity first (`hyperspy_partialscan.models.growth.interpolate_weights`). The output's JSON keeps
 END's training record and adds ``interpolated``: START's name and SHA-256 and the fraction (0: START,
 1: END).
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from hyperspy_partialscan.models import load_model, save_model
-from hyperspy_partialscan.models.networks import interpolate_weights
+from hyperspy_partialscan.models.growth import interpolate_weights
 
 
 def _ancestors(training):

@@ -239,7 +239,8 @@ def test_generator_attention_starts_as_identity_reaches_far_and_round_trips(tmp_
     """The generator's non-local block (keys and values from 2x2 means) grows as the identity, carries
     information across the frame beyond the convolutions' reach, and survives a save/load round trip."""
     from hyperspy_partialscan.models import load_model, save_model
-    from hyperspy_partialscan.models.networks import NonLocalBlock, PartialScanGenerator, add_attention
+    from hyperspy_partialscan.models.growth import add_attention
+    from hyperspy_partialscan.models.networks import NonLocalBlock, PartialScanGenerator
 
     torch.manual_seed(0)
     net = PartialScanGenerator(4, width=4, inner_blocks=1)
@@ -275,12 +276,8 @@ def test_interpolate_weights_spans_start_to_end_grows_the_start_and_refuses_othe
     """WiSE-FT: fraction 0 computes the start, 1 the fine-tune, between them each weight moves linearly. A
     fine-tune that grew a non-local block and inner blocks interpolates with its start: the start is grown
     as the identity, the block's output scaled by the fraction. Neither network is changed."""
-    from hyperspy_partialscan.models.networks import (
-        PartialScanGenerator,
-        add_attention,
-        deepen_inner,
-        interpolate_weights,
-    )
+    from hyperspy_partialscan.models.growth import add_attention, deepen_inner, interpolate_weights
+    from hyperspy_partialscan.models.networks import PartialScanGenerator
 
     torch.manual_seed(1)
     start = PartialScanGenerator(4, width=4, inner_blocks=1)
@@ -309,7 +306,8 @@ def test_interpolate_weights_spans_start_to_end_grows_the_start_and_refuses_othe
 
 def test_denoiser_attention_starts_as_identity_reaches_far_and_round_trips(tmp_path):
     from hyperspy_partialscan.models import load_model, save_model
-    from hyperspy_partialscan.models.networks import DenoisingUNet, UncertaintyUNet, add_attention
+    from hyperspy_partialscan.models.growth import add_attention
+    from hyperspy_partialscan.models.networks import DenoisingUNet, UncertaintyUNet
 
     torch.manual_seed(0)
     net = DenoisingUNet(width=4)
@@ -340,7 +338,8 @@ def test_denoiser_attention_starts_as_identity_reaches_far_and_round_trips(tmp_p
 
 def test_denoiser_bottleneck_blocks_start_as_identity_learn_and_round_trip(tmp_path):
     from hyperspy_partialscan.models import load_model, save_model
-    from hyperspy_partialscan.models.networks import DenoisingUNet, UncertaintyUNet, add_attention, deepen_bottleneck
+    from hyperspy_partialscan.models.growth import add_attention, deepen_bottleneck
+    from hyperspy_partialscan.models.networks import DenoisingUNet, UncertaintyUNet
 
     torch.manual_seed(0)
     net = add_attention(DenoisingUNet(width=4), 1)
@@ -399,7 +398,8 @@ def test_sliding_wiener_keeps_a_lattice_removes_noise_and_follows_the_noise_leve
 
 def test_denoiser_wiener_channel_starts_unused_learns_and_round_trips(tmp_path):
     from hyperspy_partialscan.models import load_model, save_model
-    from hyperspy_partialscan.models.networks import DenoisingUNet, UncertaintyUNet, add_attention, add_wiener
+    from hyperspy_partialscan.models.growth import add_attention, add_wiener
+    from hyperspy_partialscan.models.networks import DenoisingUNet, UncertaintyUNet
 
     torch.manual_seed(0)
     net = add_attention(DenoisingUNet(width=4), 1)

@@ -71,7 +71,7 @@ def test_fine_tune_from_init(small_model, tmp_path):
 def test_fine_tune_can_deepen_the_inner_generator(small_model, tmp_path):
     """grow_inner_blocks appends identity blocks and attention_heads a non-local block: the grown model starts
     from the init's function."""
-    from hyperspy_partialscan.models.networks import deepen_inner
+    from hyperspy_partialscan.models.growth import deepen_inner
     from hyperspy_partialscan.training import TrainConfig, train_completion
 
     init = load_model(small_model)

@@ -34,7 +34,8 @@ from .._version import __version__
 from ..metrics import blur_target, rmse_percent
 from ..models import save_model
 from ..models.features import completion_inputs, frame_scale
-from ..models.networks import MultiScaleDiscriminator, PartialScanGenerator, add_attention, deepen_inner
+from ..models.growth import add_attention, deepen_inner
+from ..models.networks import MultiScaleDiscriminator, PartialScanGenerator
 from ..paths import PATHS, generate_path
 from ..simulate import NoiseModel, sample_frame
 from .adaptive_masks import adaptive_style_path

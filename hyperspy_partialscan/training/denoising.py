@@ -157,13 +157,13 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
     bottleneck_blocks : int
         Residual blocks at the U-Net's 1/8 scale: in a fresh network, or the
         ``init`` model deepened to this many (the new ones starting as the
-        identity, :func:`~hyperspy_partialscan.models.networks.deepen_bottleneck`).
+        identity, :func:`~hyperspy_partialscan.models.growth.deepen_bottleneck`).
         0: none (an ``init`` model keeps its own).
     wiener : (int, int), optional
         ``(window, hop)`` of a sliding-window Wiener input channel
         (:class:`~hyperspy_partialscan.models.networks.DenoisingUNet`): in a
         fresh network, or added to the ``init`` model with zero weights
-        (:func:`~hyperspy_partialscan.models.networks.add_wiener`). None:
+        (:func:`~hyperspy_partialscan.models.growth.add_wiener`). None:
         none (an ``init`` model keeps its own).
 
     Other parameters as :func:`train_completion`.
@@ -173,7 +173,8 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
     pathlib.Path
         Path of the exported ``.safetensors`` model.
     """
-    from ..models.networks import DenoisingUNet, add_attention, add_wiener, deepen_bottleneck
+    from ..models.growth import add_attention, add_wiener, deepen_bottleneck
+    from ..models.networks import DenoisingUNet
 
     if threads:
         torch.set_num_threads(threads)
