@@ -17,15 +17,6 @@ from hyperspy_partialscan.models import load_model, save_model
 from hyperspy_partialscan.models.growth import interpolate_weights
 
 
-def _ancestors(training):
-    """SHA-256 of every model in a training record's chain of inits."""
-    out = []
-    while training:
-        out.append((training.get("init") or {}).get("sha256"))
-        training = training.get("init_training")
-    return [s for s in out if s]
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("start")
@@ -34,7 +25,7 @@ def main(argv=None):
     ap.add_argument("out")
     a = ap.parse_args(argv)
     start, end = load_model(a.start, task="completion"), load_model(a.end, task="completion")
-    if start.sha256 not in _ancestors(end.config.get("training")):
+    if start.sha256 not in [(record.get("init") or {}).get("sha256") for record in end.lineage]:
         raise SystemExit(f"error: {a.end} was not fine-tuned from {a.start} (sha256 {start.sha256[:12]}...)")
     mixed = interpolate_weights(start.network, end.network, a.fraction)
     extra = {k: v for k, v in end.config.items() if k in ("package_version", "inputs", "training", "validation")}

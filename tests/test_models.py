@@ -434,3 +434,17 @@ def test_denoiser_wiener_channel_starts_unused_learns_and_round_trips(tmp_path):
     back = load_model(path, task="denoising")
     assert back.config["network"]["wiener"] == [16, 8]
     torch.testing.assert_close(back.on(torch.device("cpu"))(x), guided(x))
+
+
+@pytest.mark.parametrize("task", ["completion", "denoising", "uncertainty"])
+def test_shipped_models_record_every_training_stage(task):
+    """Each shipped model's provenance chains back to its first run: every fine-tuning stage names the model it
+    started from by SHA-256 and carries that model's training record, so the iterations add up."""
+    from hyperspy_partialscan.models import list_models
+
+    for name in list_models(task):
+        lineage = load_model(name).lineage
+        assert lineage and all(isinstance(r.get("iterations"), int) for r in lineage), name
+        for record, earlier in zip(lineage, lineage[1:]):
+            assert len(record["init"]["sha256"]) == 64 and record["init_training"] is earlier, name
+        assert lineage[-1].get("init") is None and not lineage[-1].get("init_training"), name  # the first: from scratch

@@ -65,6 +65,7 @@ def test_fine_tune_from_init(small_model, tmp_path):
     assert stage2["init"] == {"name": "ft", "sha256": m.sha256}
     assert stage2["init_training"]["iterations"] == m.config["training"]["iterations"] == 3
     assert m.training_iterations == 3 and load_model(path2).training_iterations == 6  # counted over the chain
+    assert [r["init"]["sha256"] for r in load_model(path2).lineage] == [m.sha256, load_model(small_model).sha256]
     assert load_model(small_model).training_iterations is None  # no training record
 
 

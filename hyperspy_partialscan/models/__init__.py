@@ -53,6 +53,22 @@ class Model:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
+    def lineage(self):
+        """The training records of this model's run and of the runs it was fine-tuned from, newest first.
+
+        Returns
+        -------
+        list of dict
+            Empty when the provenance records no training. Each record's ``init``
+            (name and SHA-256) is the model that run started from.
+        """
+        records, training = [], self.config.get("training")
+        while training:
+            records.append(training)
+            training = training.get("init_training")
+        return records
+
+    @property
     def training_iterations(self):
         """Training iterations in total: this model's run plus those of the models it was fine-tuned from.
 
@@ -61,15 +77,8 @@ class Model:
         int or None
             None when the provenance does not record iterations.
         """
-        total, training = 0, self.config.get("training")
-        if not training:
-            return None
-        while training:
-            if training.get("iterations") is None:
-                return None
-            total += int(training["iterations"])
-            training = training.get("init_training")
-        return total
+        counts = [record.get("iterations") for record in self.lineage]
+        return sum(int(n) for n in counts) if counts and None not in counts else None
 
     def on(self, device):
         """The network on ``device``, ready for inference (a cached copy per device; thread-safe).
