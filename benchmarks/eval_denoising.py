@@ -84,8 +84,9 @@ SIGMAS = tuple(np.round(np.geomspace(0.3, 8.0, 30), 4))
 def parse_args(argv=None):
     p = C.base_parser(__doc__.split("\n\n")[0], model_task="denoising", threads=2)
     p.add_argument("--max-images", type=int, default=None, help="use at most this many val images")
-    p.add_argument("--split", choices=["val", "train"], default="val",
-                   help="images to evaluate on (train: for choosing settings without looking at val)")
+    p.add_argument("--split", choices=["val", "train", "synthetic"], default="val",
+                   help="images to evaluate on (train: for choosing settings without looking at val; synthetic: "
+                        "the package's lattices and particle fields, references without noise of their own)")
     p.add_argument("--per-image", type=int, default=2, help="crops per image")
     p.add_argument("--size", type=int, default=512, help="crop side (after binning)")
     p.add_argument("--bin", type=int, choices=[1, 2], default=1,
@@ -156,10 +157,31 @@ def binned(x, b):
     return ((y - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
 
 
+#: lattice constants (px) of the synthetic references (``--split synthetic``), one lattice and one particle field each
+SYNTHETIC_SPACINGS = (6.0, 9.0, 12.0, 18.0, 24.0, 32.0)
+
+
+def synthetic_crops(args):
+    """Noise-free references: the package's atomic lattices and nanoparticle fields (seeds apart from training's)."""
+    from hyperspy_partialscan.specimens import atomic_lattice, nanoparticle_field
+
+    side, out = args.size * args.bin, []
+    for k, spacing in enumerate(SYNTHETIC_SPACINGS[:args.max_images]):
+        seed = 10_000 + 100 * args.seed + k
+        for label, f in ((f"lattice_{spacing:g}px#{seed}", atomic_lattice((side, side), spacing=spacing, seed=seed)),
+                         (f"particles#{seed}", nanoparticle_field((side, side), seed=seed))):
+            lo, hi = float(f.min()), float(f.max())
+            out.append((label, ((f - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)))
+    return out, []
+
+
 def reference_crops(args):
     """The (binned) crops of ``--size`` of the ``--split`` images, and the images skipped."""
-    crops, skipped = C.val_crops(max_images=args.max_images, per_image=args.per_image, size=args.size * args.bin,
-                                 seed=args.seed, split=args.split)
+    if args.split == "synthetic":
+        crops, skipped = synthetic_crops(args)
+    else:
+        crops, skipped = C.val_crops(max_images=args.max_images, per_image=args.per_image, size=args.size * args.bin,
+                                     seed=args.seed, split=args.split)
     if args.bin > 1:
         crops = [(lab, binned(x, args.bin)) for lab, x in crops]
     return crops, skipped
@@ -419,7 +441,8 @@ def main(argv=None):
     labels = [lab for lab, _ in crops]
     clean = np.stack([x for _, x in crops])
     print(f"{len(crops)} crops of {args.size}² (bin {args.bin}) from {len({lab.split('#')[0] for lab in labels})} "
-          f"val images; skipped: {', '.join(f'{lab} {shape}' for lab, shape in skipped) or 'none'}", flush=True)
+          f"{args.split} images; skipped: {', '.join(f'{lab} {shape}' for lab, shape in skipped) or 'none'}",
+          flush=True)
     print(f"denoiser: {info['name']} (sha256 {info['sha256']}…, iterations {info['iterations']})", flush=True)
 
     rows, example, seconds, ft_info = [], {}, {}, {}
@@ -525,7 +548,10 @@ def write_outputs(args, rows, summary, bars, table, methods, ft_info, example, s
         plot_example(panels, out / "eval_denoising_example.png",
                      f"dose {example['dose']:g} e-/px at full scale, {example['crop']} (top-left 256² of the "
                      f"{args.size}² crop; PSNR against the clean crop)")
-    notes = [f"{n_crops} crops ({args.per_image} per image max) of {args.size}², references binned {args.bin}x"
+    source = ("synthetic references (the package's lattices and particle fields, no noise of their own)"
+              if args.split == "synthetic" else f"the `{args.split}` split")
+    notes = [f"Data: {source}. {n_crops} crops ({args.per_image} per image max) of {args.size}², references "
+             f"binned {args.bin}x"
              f"{args.bin}, seed {args.seed}; denoiser `{info['name']}` (sha256 {info['sha256']}…, "
              f"{info['iterations']} iterations); noise level input: {args.noise_level}; fine-tuning: "
              + (f"{args.finetune_epochs} epochs `{args.finetune_method}` per "
@@ -551,7 +577,8 @@ def write_outputs(args, rows, summary, bars, table, methods, ft_info, example, s
         sections.append(("Example", "![example](eval_denoising_example.png)"))
     env = C.environment(args)
     env["model"] = info
-    C.write_report(out / "eval_denoising.md", "Denoising quality on the validation split", sections, env)
+    title = {"val": "the validation split", "train": "the train split", "synthetic": "synthetic references"}
+    C.write_report(out / "eval_denoising.md", f"Denoising quality on {title[args.split]}", sections, env)
     for title, text in (("methods", t_methods), ("per dose", t_dose), ("fine-tuning", t_ft), ("bars", t_bars)):
         if text:
             C.banner(title)
