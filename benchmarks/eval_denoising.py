@@ -7,7 +7,9 @@ Protocol
   normalised to [0, 1]. With ``--bin 2`` the crops are 2x2-binned references:
   crops of twice the side averaged over 2x2 pixel blocks (halving the
   reference's own white noise) and then normalised; images smaller than
-  ``bin * size`` are skipped.
+  ``bin * size`` are skipped. ``--split synthetic`` evaluates instead on
+  references without noise of their own: the package's atomic lattices
+  (:data:`SYNTHETIC_SPACINGS`) and nanoparticle fields.
 * Noise: Poisson shot noise, ``degrade(crop, FrameNoise(dose=d))`` with d = 10,
   50 and 200 electrons per pixel at full scale (a seeded draw per crop and
   dose), on the (binned) reference.
