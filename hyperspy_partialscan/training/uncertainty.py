@@ -386,10 +386,11 @@ def calibrate_uncertainty(model, frames, *, generator=None, output=None, crop=25
         raise ValueError(f"no calibration crop could be scanned: {len(crops)} crops of {crop} px, paths "
                          f"{', '.join(CALIBRATION_PATHS)}")
     structure, detail = fit_sigma_factors(list(cases.values()))
-    ratios = {key: np.concatenate([r["error"][r["unsampled"]] / _factored_sigma(r, structure["alpha"],
-                                                                                detail["gamma"])[r["unsampled"]]
-                                   for r in records]) for key, records in cases.items()}
-    crop_ratios = {key: [_rmse_ratio(r, structure["alpha"], detail["gamma"]) for r in records]
+    sigmas = {key: [_factored_sigma(r, structure["alpha"], detail["gamma"]) for r in records]
+              for key, records in cases.items()}
+    ratios = {key: np.concatenate([r["error"][r["unsampled"]] / sigma[r["unsampled"]]
+                                   for r, sigma in zip(records, sigmas[key])]) for key, records in cases.items()}
+    crop_ratios = {key: [_rmse_ratio(r, sigma) for r, sigma in zip(records, sigmas[key])]
                    for key, records in cases.items()}
     scales = {path: {coverage_key(c): centred_scale(ratios[(path, c)], crop_ratios[(path, c)])
                      for c in CALIBRATION_COVERAGES if (path, c) in ratios} for path in CALIBRATION_PATHS}
@@ -432,11 +433,11 @@ def _factored_sigma(record, alpha, gamma):
     return sigma
 
 
-def _rmse_ratio(record, alpha, gamma):
-    """A calibration record's actual RMSE over its predicted RMSE (root mean sigma²), at its unsampled pixels."""
+def _rmse_ratio(record, sigma):
+    """A calibration record's actual RMSE over its predicted RMSE (root mean ``sigma``²), at its unsampled pixels."""
     m = record["unsampled"]
-    sigma = _factored_sigma(record, alpha, gamma)[m]
-    return float(np.sqrt(np.mean(record["error"][m].astype(np.float64) ** 2) / np.mean(sigma.astype(np.float64) ** 2)))
+    return float(np.sqrt(np.mean(record["error"][m].astype(np.float64) ** 2)
+                         / np.mean(sigma[m].astype(np.float64) ** 2)))
 
 
 def fit_sigma_factors(cases, alphas=FACTOR_EXPONENTS, gammas=FACTOR_EXPONENTS):
