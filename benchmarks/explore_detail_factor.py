@@ -55,12 +55,11 @@ def _records(model, frames, alpha):
 
 def _log_ratios(rows, gamma, kappa):
     """log(predicted / actual RMSE) per crop with the detail factor of exponent ``gamma``, noise share ``kappa``."""
-    from hyperspy_partialscan.uncertainty import DETAIL_BOUNDS
+    from hyperspy_partialscan.uncertainty import detail_log_ratio
 
-    out = []
-    for r in rows:
-        energy = r["energy"] - kappa * r["noise_energy"]
-        ratio = 0.5 * np.log(np.clip(max(energy, 1e-30) / r["s2"], *DETAIL_BOUNDS)) if np.isfinite(energy) else 0.0
+    out, one = [], np.ones(1, bool)
+    for r in rows:  # the package's detail factor, on the crop's rms sigma
+        ratio = detail_log_ratio(r["energy"] - kappa * r["noise_energy"], np.sqrt([r["s2"]]), one)
         out.append(0.5 * np.log(r["s2"]) + gamma * ratio - 0.5 * np.log(r["e2"]))
     return np.array(out)
 
