@@ -286,11 +286,11 @@ def val_crops(*, max_images=None, per_image=2, size=512, seed=0, data_dir=None, 
     return crops, skipped
 
 
-def specimen(kind, seed, shape=(512, 512)):
-    """A built-in synthetic specimen, min/max normalised to [0, 1]."""
+def specimen(kind, seed, shape=(512, 512), **options):
+    """A built-in synthetic specimen, min/max normalised to [0, 1] (``options``: the generator's, e.g. ``spacing``)."""
     from hyperspy_partialscan.specimens import atomic_lattice, nanoparticle_field
 
-    f = (atomic_lattice if kind == "lattice" else nanoparticle_field)(shape, seed=seed)
+    f = (atomic_lattice if kind == "lattice" else nanoparticle_field)(shape, seed=seed, **options)
     lo, hi = float(f.min()), float(f.max())
     return ((f - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
 

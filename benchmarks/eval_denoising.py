@@ -165,15 +165,11 @@ SYNTHETIC_SPACINGS = (6.0, 9.0, 12.0, 18.0, 24.0, 32.0)
 
 def synthetic_crops(args):
     """Noise-free references: the package's atomic lattices and nanoparticle fields (seeds apart from training's)."""
-    from hyperspy_partialscan.specimens import atomic_lattice, nanoparticle_field
-
-    side, out = args.size * args.bin, []
+    shape, out = (args.size * args.bin,) * 2, []
     for k, spacing in enumerate(SYNTHETIC_SPACINGS[:args.max_images]):
         seed = 10_000 + 100 * args.seed + k
-        for label, f in ((f"lattice_{spacing:g}px#{seed}", atomic_lattice((side, side), spacing=spacing, seed=seed)),
-                         (f"particles#{seed}", nanoparticle_field((side, side), seed=seed))):
-            lo, hi = float(f.min()), float(f.max())
-            out.append((label, ((f - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)))
+        out += [(f"lattice_{spacing:g}px#{seed}", C.specimen("lattice", seed, shape, spacing=spacing)),
+                (f"particles#{seed}", C.specimen("particles", seed, shape))]
     return out, []
 
 
