@@ -5,11 +5,11 @@ for val. This script scores candidates the same way on the files that ``scripts/
 holds out of the network's training (every fifth `train` file; the calibration's files): one 256²
 crop per frame (a different seed from the calibration's crops), the five cases of ``eval_uncertainty.py``,
 noise-free and at ``--dose`` with the dose known. Reported per model and case: fractions of errors within
-sigma and 2 sigma, fraction of crops whose predicted RMSE is within ±25 % of the actual and the median
-over crops of predicted / actual RMSE, block (32²)
-Spearman, and the training's own validation (Gaussian NLL and within-sigma on the held-out crops of
-``train_uncertainty``). ``--ensemble N`` averages log sigma over N dihedral transforms of the network's
-input (identity, transpose, left-right and up-down flips), an experiment not offered by the package.
+sigma and 2 sigma, fraction of crops whose predicted RMSE is within ±25 % of the actual, the median over
+crops of predicted / actual RMSE, block (32²) Spearman, and the training's own validation (Gaussian NLL
+and within-sigma on the held-out crops of ``train_uncertainty``). ``--ensemble N`` averages log sigma over
+N dihedral transforms of the network's input (identity, transpose, left-right and up-down flips), an
+experiment not offered by the package.
 
     python benchmarks/explore_uncertainty_heldout.py MODEL [MODEL ...] [--ensemble 1] [--dose 100]
 """
