@@ -33,14 +33,15 @@ def _with_ensemble(n):
     UncertaintyUNet.forward = lambda self, x: sum(t(single(self, t(x))) for t in _TRANSFORMS[:n]) / n
 
 
-def _held_out_frames(data_dir):
+def _held_out_frames(data_dir, labelled=False):
+    """The calibration's frames (held-out `train` files); ``labelled``: (label, frame) pairs."""
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
     from train_uncertainty_default import split_frames
 
-    return split_frames(data_dir)[1]
+    return split_frames(data_dir, labelled)[1]
 
 
 def _training_validation(model, frames):

@@ -60,11 +60,12 @@ def _at_most_per_file(rows, n):
     return out
 
 
-def split_frames(data):
+def split_frames(data, labelled=False):
     """(training frames, calibration frames) of the `train` split: at most 8 frames per file, the held-out files
-    calibrate."""
+    calibrate. ``labelled``: (label, frame) pairs instead of frames."""
     rows = _at_most_per_file(manifest_frames(data, "train"), 8)
-    return [f for label, f in rows if not _held_out(label)], [f for label, f in rows if _held_out(label)]
+    split = [row for row in rows if not _held_out(row[0])], [row for row in rows if _held_out(row[0])]
+    return split if labelled else tuple([f for _, f in part] for part in split)
 
 
 def main(argv=None):
