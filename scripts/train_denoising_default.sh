@@ -44,3 +44,7 @@ echo "model: $runs/s7/denoising_default.safetensors"
 #       --init "$runs/s4/denoising_default.safetensors" --out "$runs/s5"
 #   hyperspy-partialscan "${common[@]}" --synthetic 96 --max-minutes 95 --lr 2e-4 --invert 0.25 --context 4 --seed 8 \
 #       --bf16 --bin-fraction 0.5 --crop 256 --batch-size 4 --init "$runs/s4/denoising_default.safetensors" --out "$runs/s6"
+# stage 8 (not shipped: level with stage 7 overall; docs/model.md), 48 more lattices of 6-24 px on the shipped model:
+#   hyperspy-partialscan "${common[@]}" --lattices 48 --lattice-spacing 6 24 --max-minutes 90 --lr 1e-4 --invert 0.25 \
+#       --context 4 --seed 13 --bf16 --bin-fraction 0.5 --crop 256 --batch-size 4 --init "$runs/s7/denoising_default.safetensors" \
+#       --out "$runs/s8"
