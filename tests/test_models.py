@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import hyperspy_partialscan as ps
-from hyperspy_partialscan.models import list_models, load_model
+from hyperspy_partialscan.models import list_models, load_model, save_model
 from hyperspy_partialscan.specimens import nanoparticle_field
 
 
@@ -448,3 +448,28 @@ def test_shipped_models_record_every_training_stage(task):
         for record, earlier in zip(lineage, lineage[1:]):
             assert len(record["init"]["sha256"]) == 64 and record["init_training"] is earlier, name
         assert lineage[-1].get("init") is None and not lineage[-1].get("init_training"), name  # the first: from scratch
+
+
+def test_interpolate_models_script_mixes_any_task(tmp_path):
+    """scripts/interpolate_models.py: half-way between a denoiser and its fine-tune, saved as a denoising model."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from interpolate_models import main
+
+    from hyperspy_partialscan.models.networks import DenoisingUNet
+
+    torch.manual_seed(0)
+    a, b = DenoisingUNet(width=4), DenoisingUNet(width=4)
+    start = save_model(a, tmp_path / "start.safetensors", task="denoising", architecture="DenoisingUNet")
+    record = {"iterations": 1, "init": {"name": "start", "sha256": load_model(start).sha256}}
+    end = save_model(b, tmp_path / "end.safetensors", task="denoising", architecture="DenoisingUNet",
+                     extra={"training": record})
+    main([str(start), str(end), "0.5", str(tmp_path / "mid.safetensors")])
+    mid = load_model(tmp_path / "mid.safetensors")
+    assert mid.task == "denoising" and mid.config["interpolated"]["fraction"] == 0.5
+    for key, value in mid.network.state_dict().items():
+        assert torch.allclose(value, 0.5 * (a.state_dict()[key] + b.state_dict()[key]))
+    with pytest.raises(SystemExit, match="was not fine-tuned from"):
+        main([str(end), str(start), "0.5", str(tmp_path / "reverse.safetensors")])
