@@ -156,7 +156,8 @@ def main(argv=None):
     from hyperspy_partialscan.models import load_model
     from hyperspy_partialscan.uncertainty import detail_gamma
 
-    alpha = float(load_model(args.model, task="uncertainty").config["calibration"]["structure"]["alpha"])
+    calibration = load_model(args.model, task="uncertainty").config["calibration"]
+    alpha = float(calibration["structure"]["alpha"])
     rows = [r for r in _records(args.model, _held_out_frames(args.data or default_data_dir(), labelled=True), alpha)
             if r["e2"] > 0 and np.isfinite(r["energy"])]
     cases = {}
@@ -171,7 +172,7 @@ def main(argv=None):
             table.append({"kappa": kappa, "rule": rule, "spread": spread, "crops_within_25pct": within,
                           "gammas": f"{best:g}" if rule == "one gamma" else json.dumps(
                               {f"{k[0]} 1/{round(1 / k[1])}": float(v) for k, v in per_case.items()})})
-    gamma = detail_gamma(load_model(args.model, task="uncertainty").config["calibration"])
+    gamma = detail_gamma(calibration)
     spread, within = _variogram_score(cases, gamma)
     table.append({"kappa": 0.0, "rule": "shipped gamma + variogram (file left out)", "spread": spread,
                   "crops_within_25pct": within, "gammas": f"{gamma:g}"})
