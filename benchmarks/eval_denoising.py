@@ -159,6 +159,11 @@ def binned(x, b):
     return ((y - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
 
 
+#: how the report names each ``--split``: in its title, and as the source of its data
+SPLIT_TITLES = {"val": "the validation split", "train": "the train split", "synthetic": "synthetic references"}
+SPLIT_SOURCES = {"val": "the `val` split", "train": "the `train` split", "synthetic": "synthetic references (the "
+                 "package's lattices and particle fields, no noise of their own)"}
+
 #: lattice constants (px) of the synthetic references (``--split synthetic``), one lattice and one particle field each
 SYNTHETIC_SPACINGS = (6.0, 9.0, 12.0, 18.0, 24.0, 32.0)
 
@@ -546,8 +551,7 @@ def write_outputs(args, rows, summary, bars, table, methods, ft_info, example, s
         plot_example(panels, out / "eval_denoising_example.png",
                      f"dose {example['dose']:g} e-/px at full scale, {example['crop']} (top-left 256² of the "
                      f"{args.size}² crop; PSNR against the clean crop)")
-    source = ("synthetic references (the package's lattices and particle fields, no noise of their own)"
-              if args.split == "synthetic" else f"the `{args.split}` split")
+    source = SPLIT_SOURCES[args.split]
     notes = [f"Data: {source}. {n_crops} crops ({args.per_image} per image max) of {args.size}², references "
              f"binned {args.bin}x"
              f"{args.bin}, seed {args.seed}; denoiser `{info['name']}` (sha256 {info['sha256']}…, "
@@ -575,8 +579,7 @@ def write_outputs(args, rows, summary, bars, table, methods, ft_info, example, s
         sections.append(("Example", "![example](eval_denoising_example.png)"))
     env = C.environment(args)
     env["model"] = info
-    title = {"val": "the validation split", "train": "the train split", "synthetic": "synthetic references"}
-    C.write_report(out / "eval_denoising.md", f"Denoising quality on {title[args.split]}", sections, env)
+    C.write_report(out / "eval_denoising.md", f"Denoising quality on {SPLIT_TITLES[args.split]}", sections, env)
     for title, text in (("methods", t_methods), ("per dose", t_dose), ("fine-tuning", t_ft), ("bars", t_bars)):
         if text:
             C.banner(title)
