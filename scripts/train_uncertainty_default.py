@@ -90,6 +90,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0, help="training crops and noise (change it when fine-tuning again)")
     ap.add_argument("--context", action="store_true", help="a fresh network gets the global-context branch")
     ap.add_argument("--downscale", type=int, default=1, help="the network runs on NxN block means of its inputs")
+    ap.add_argument("--crop-level-weight", type=float, default=0.0,
+                    help="weight of the loss's crop-level term (each crop's predicted vs actual mean squared error)")
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--calibrate-only", action="store_true", help="recalibrate OUT/uncertainty_default (no training)")
     a = ap.parse_args(argv)
@@ -107,6 +109,7 @@ def main(argv=None):
         path = train_uncertainty(fit, out, iterations=a.iterations, batch_size=a.batch_size, crop=a.crop, width=a.width,
                                  init=a.init, generator=a.generator, adaptive_fraction=a.adaptive_fraction, lr=a.lr,
                                  context=a.context, downscale=a.downscale, seed=a.seed,
+                                 crop_level_weight=a.crop_level_weight,
                                  threads=a.threads, val_frames=calib[:8], resume=a.resume, overwrite=a.overwrite,
                                  max_seconds=a.minutes * 60, name="uncertainty_default", show_progressbar=False,
                                  data_description=description)

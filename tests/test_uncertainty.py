@@ -58,6 +58,16 @@ def test_fine_tuning_at_another_resolution_keeps_the_weights(generator, frames, 
         torch.testing.assert_close(half.network.state_dict()[key], value, atol=1e-6, rtol=0)
 
 
+def test_crop_level_term_is_recorded_with_the_model(generator, frames, tmp_path):
+    from hyperspy_partialscan.models import load_model
+    from hyperspy_partialscan.training import train_uncertainty
+
+    path = train_uncertainty(frames, tmp_path / "level", generator=generator, iterations=2, batch_size=2, crop=64,
+                             width=4, crop_level_weight=0.5, show_progressbar=False)
+    record = load_model(path, task="uncertainty").config["training"]
+    assert "plus 0.5 x the squared log ratio of each crop's predicted to actual mean squared error" in record["loss"]
+
+
 def _partial(lazy=False, noise=None):
     s = make_signal((3,), lazy, 64)
     return hp.to_partial_scan(s, "spiral", 0.1, seed=0, noise=noise, show_progressbar=False)

@@ -25,6 +25,7 @@ and stores them and their provenance in the model's JSON.
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -134,11 +135,30 @@ class UncertaintySampler:
         return torch.from_numpy(x), torch.from_numpy((pred - targets)[:, None].astype(np.float32))
 
 
-def gaussian_nll_per_item(net, batch):
-    """Per-item Gaussian negative log-likelihood of the errors under the predicted sigma (constant dropped)."""
+def gaussian_nll_per_item(net, batch, crop_level_weight=0.0):
+    """Per-item Gaussian negative log-likelihood of the errors under the predicted sigma (constant dropped).
+
+    With ``crop_level_weight`` w > 0, each item adds ``w * log(mean sigma² / mean error²)²``: the squared log
+    ratio of the crop's predicted to actual mean squared error, so that each crop's error level, not only
+    each pixel's, is learnt (issue 12's per-crop bar).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from hyperspy_partialscan.training.uncertainty import gaussian_nll_per_item
+    >>> net = lambda x: torch.zeros_like(x)  # sigma 1 everywhere
+    >>> err = torch.full((1, 1, 4, 4), 2.0)  # errors twice sigma: the crop's level is off by log 4
+    >>> nll, with_level = gaussian_nll_per_item(net, (err, err)), gaussian_nll_per_item(net, (err, err), 1.0)
+    >>> float(nll[0]), round(float(with_level[0]), 3)
+    (2.0, 3.922)
+    """
     x, err = batch
     log_sigma = net(x)
-    return (log_sigma + 0.5 * err**2 * torch.exp(-2 * log_sigma)).mean(dim=(1, 2, 3))
+    loss = (log_sigma + 0.5 * err**2 * torch.exp(-2 * log_sigma)).mean(dim=(1, 2, 3))
+    if crop_level_weight:
+        predicted, actual = torch.exp(2 * log_sigma).mean(dim=(1, 2, 3)), (err**2).mean(dim=(1, 2, 3))
+        loss = loss + crop_level_weight * (torch.log(predicted) - torch.log(actual + 1e-12)) ** 2
+    return loss
 
 
 
@@ -162,7 +182,7 @@ def _validation(net, batches):
 def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch_size=8, crop=128, width=8, lr=1e-3,
                       seed=0, threads=None, val_frames=None, resume=False, overwrite=False, max_seconds=None,
                       name="uncertainty_model", init=None, data_description=None, show_progressbar=True,
-                      adaptive_fraction=0.0, context=False, downscale=1):
+                      adaptive_fraction=0.0, context=False, downscale=1, crop_level_weight=0.0):
     """Train the per-pixel uncertainty network of a completion generator.
 
     Parameters
@@ -196,6 +216,8 @@ def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch
     downscale : int
         The network runs on ``downscale`` x ``downscale`` block means (:class:`UncertaintyUNet`); an ``init``
         model of another resolution is fine-tuned at this one.
+    crop_level_weight : float
+        Weight of the crop-level term of the loss (:func:`gaussian_nll_per_item`; 0: the pixels' likelihood only).
 
     Returns
     -------
@@ -228,7 +250,8 @@ def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch
 
     t0 = time.time()
     with run_folder(out_dir, name, resume=resume, overwrite=overwrite):
-        history = fit_network(net, lambda it: sampler.batch(batch_size), gaussian_nll_per_item, iterations=iterations,
+        loss = functools.partial(gaussian_nll_per_item, crop_level_weight=crop_level_weight)
+        history = fit_network(net, lambda it: sampler.batch(batch_size), loss, iterations=iterations,
                               lr=lr, out_dir=out_dir, resume=resume, max_seconds=max_seconds,
                               evaluate=evaluate, val_every=250, show_progressbar=show_progressbar, desc="uncertainty")
         extra = {
@@ -239,7 +262,9 @@ def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch
             "training": {"iterations": history[-1]["iteration"] if history else start, "batch_size": batch_size,
                          "crop": crop, "lr": lr, "seed": seed, "noise_fraction": NOISE_FRACTION,
                          "adaptive_fraction": adaptive_fraction,
-                         "loss": "Gaussian negative log-likelihood with ALRC", "data": data_description,
+                         "loss": "Gaussian negative log-likelihood with ALRC" + (
+                             f", plus {crop_level_weight:g} x the squared log ratio of each crop's predicted to actual "
+                             "mean squared error" if crop_level_weight else ""), "data": data_description,
                          "seconds_this_run": round(time.time() - t0, 1), **init_record},
             "validation": last_validation(history, out_dir),
             "calibration": None,
