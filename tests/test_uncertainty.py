@@ -66,6 +66,9 @@ def test_crop_level_term_is_recorded_with_the_model(generator, frames, tmp_path)
                              width=4, crop_level_weight=0.5, show_progressbar=False)
     record = load_model(path, task="uncertainty").config["training"]
     assert "plus 0.5 x the squared log ratio of each crop's predicted to actual mean squared error" in record["loss"]
+    with pytest.raises(ValueError, match="crop_level_weight"):
+        train_uncertainty(frames, tmp_path / "negative", generator=generator, iterations=1, crop_level_weight=-1.0,
+                          show_progressbar=False)
 
 
 def _partial(lazy=False, noise=None):

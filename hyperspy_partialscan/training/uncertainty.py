@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._validation import check_number
 from .._version import __version__
 from ..metrics import blur_target
 from ..models import load_model, save_model
@@ -223,7 +224,13 @@ def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch
     -------
     pathlib.Path
         The exported ``.safetensors`` (uncalibrated: run :func:`calibrate_uncertainty`).
+
+    Raises
+    ------
+    ValueError
+        ``crop_level_weight`` negative or not finite.
     """
+    crop_level_weight = check_number("crop_level_weight", crop_level_weight, low=0)
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
