@@ -58,19 +58,19 @@ def variogram(partial, lags=LAGS):
     return np.array(out)
 
 
-def _labelled_crops(rows):
+def _labelled_crops(labelled):
     """The calibration crops (:func:`~hyperspy_partialscan.training.uncertainty.calibration_crops`), their files."""
     from hyperspy_partialscan.training.crops import normalised_crops
 
     rng, crops, files = np.random.default_rng(2468), [], []
-    for label, frame in rows:  # crop by crop from one generator: the calibration's crops, in order
+    for label, frame in labelled:  # crop by crop from one generator: the calibration's crops, in order
         for x in normalised_crops([frame], 256, 2, rng):
             crops.append(x)
             files.append(label.split("[")[0])
     return crops, files
 
 
-def _records(model, rows, alpha):
+def _records(model, labelled, alpha):
     """Per crop and case of the calibration: mean sigma² (structure factor applied), MSE, detail energies,
     semivariogram and file."""
     import torch
@@ -84,7 +84,7 @@ def _records(model, rows, alpha):
     unc = load_model(model, task="uncertainty")
     gen = load_model(unc.config["generator"]["name"], task="completion")
     gen_net, unc_net = gen.on(torch.device("cpu")), unc.on(torch.device("cpu"))
-    crops, files = _labelled_crops(rows)
+    crops, files = _labelled_crops(labelled)
     file_of = {id(x): f for x, f in zip(crops, files)}
     noise_rng, rows = np.random.default_rng(5), []
     for path, coverage, x, partial, noise, known in T.calibration_scans(crops):
