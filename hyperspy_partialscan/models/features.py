@@ -32,31 +32,29 @@ def frame_scale(frame):
     return float(lo), float(scale)
 
 
-def completion_inputs(frames, scales=None):
+def completion_inputs(frames):
     """Build the generator's input channels for a batch of partial scans.
 
     Parameters
     ----------
     frames : numpy.ndarray
         (N, H, W) partial scans, non-finite = unsampled.
-    scales : sequence of (offset, scale), optional
-        Normalisation per frame; computed with :func:`frame_scale` if omitted.
 
     Returns
     -------
     inputs : numpy.ndarray
         (N, 4, H, W) float32.
     scales : list of (offset, scale)
+        Each frame's normalisation, from :func:`frame_scale`.
     """
     frames = np.asarray(frames, dtype=np.float32)
     n = frames.shape[0]
     out = np.empty((n, len(INPUT_CHANNELS)) + frames.shape[1:], np.float32)
-    scales = list(scales) if scales is not None else [None] * n
+    scales = []
     for i, f in enumerate(frames):
         check_frame(f, i)
         f = np.where(np.isfinite(f), f, np.nan).astype(np.float32)
-        if scales[i] is None:
-            scales[i] = frame_scale(f)
+        scales.append(frame_scale(f))
         lo, s = scales[i]
         near, dist = nearest_fill(f, return_distance=True)
         out[i, 0] = (near - lo) / s

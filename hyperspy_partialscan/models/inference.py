@@ -7,9 +7,8 @@ import torch
 from torch.nn import functional as F
 
 from ..device import autocast, select_device, to_device
-from .features import completion_inputs
 
-__all__ = ["complete_batch", "denoise_batch", "run_network", "to_intensity_scale"]
+__all__ = ["denoise_batch", "run_network", "to_intensity_scale"]
 
 
 def _pad_to(t, multiple):
@@ -40,17 +39,6 @@ def to_intensity_scale(y, scales):
     lo = np.array([s[0] for s in scales], np.float32)[:, None, None]
     sc = np.array([s[1] for s in scales], np.float32)[:, None, None]
     return y * sc + lo
-
-
-def complete_batch(network, frames, device=None, precision=None, scales=None):
-    """Complete a batch of partial scans (N, H, W) with a generator network.
-
-    Inputs are normalised per frame from the sampled values (or with the given
-    per-frame ``(offset, scale)``, e.g. the parent frame's for tiles) and the
-    output is mapped back to that intensity scale.
-    """
-    inputs, scales = completion_inputs(frames, scales)
-    return to_intensity_scale(run_network(network, inputs, device, precision), scales)
 
 
 def denoise_batch(network, frames, device=None, precision=None, variance_model=None, sigma=None):
