@@ -11,8 +11,8 @@ import math
 import numbers
 from collections.abc import Iterable
 
-__all__ = ["check_number", "check_seed", "seed_or_fresh", "check_choice", "check_shape", "check_path_size",
-           "validate_coverage"]
+__all__ = ["check_number", "check_seed", "seed_or_fresh", "check_choice", "check_method_arguments", "check_shape",
+           "check_path_size", "validate_coverage"]
 
 
 def _show(value: object) -> str:
@@ -251,6 +251,37 @@ def check_choice(name: str, value: object, choices: Iterable[str]) -> object:
         listed = f"{listed} or {choices[-1]!r}" if listed else repr(choices[-1])
         raise ValueError(f"{name} must be {listed}, not {_show(value)}")
     return value
+
+
+def check_method_arguments(method: str, **owners: dict[str, object]) -> None:
+    """Refuse arguments that only another method uses, rather than ignore them.
+
+    Parameters
+    ----------
+    method : str
+        The method chosen.
+    **owners : dict
+        For each method with arguments of its own, ``{name: value}`` of those
+        arguments; a value of None counts as not given.
+
+    Raises
+    ------
+    ValueError
+        One line naming the arguments given and the method that uses them.
+
+    Examples
+    --------
+    >>> check_method_arguments("linear", generator={"model": None, "network_batch_size": None})
+    >>> check_method_arguments("linear", generator={"model": "default", "network_batch_size": 2})
+    Traceback (most recent call last):
+    ...
+    ValueError: model= and network_batch_size= are only used by method='generator', not 'linear'
+    """
+    for owner, arguments in owners.items():
+        given = [name for name, value in arguments.items() if value is not None]
+        if given and method != owner:
+            verb = "is" if len(given) == 1 else "are"
+            raise ValueError(f"{'= and '.join(given)}= {verb} only used by method={owner!r}, not {method!r}")
 
 
 def check_shape(shape: Iterable) -> tuple[int, int]:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ._docstrings import fill_doc
 from ._signal_tools import LAZY_NOTE, check_laziness, deliver, signal_like, validate_signal2d, variance_model
-from ._validation import check_number
+from ._validation import check_method_arguments, check_number
 from ._version import __version__
 from .conversion import check_not_empty, warn_float32_precision
 from .engine import FrameFunction, FrameNetwork, compute, map_frames, plan_network
@@ -287,8 +287,7 @@ def complete_partial_scan(
             f"biharmonic inpainting is limited to {BIHARMONIC_MAX_PIXELS} pixels per frame; these frames are "
             f"{frame_shape[0]}x{frame_shape[1]}. Use method='linear' or 'generator'."
         )
-    if method != "generator" and (model is not None or network_batch_size is not None):
-        raise ValueError(f"model= and network_batch_size= are only used by method='generator', not {method!r}")
+    check_method_arguments(method, generator={"model": model, "network_batch_size": network_batch_size})
     if uncertainty and method != "generator":
         raise ValueError(f"uncertainty=True needs method='generator': the {method!r} interpolation has no calibrated "
                          "error estimate (the trained uncertainty network predicts the generator's error)")

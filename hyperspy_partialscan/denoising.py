@@ -18,7 +18,7 @@ import numpy as np
 
 from ._docstrings import fill_doc
 from ._signal_tools import check_laziness, deliver, noise_source, validate_signal2d
-from ._validation import check_choice, check_number
+from ._validation import check_choice, check_method_arguments, check_number
 from ._version import __version__
 from .conversion import check_not_empty, warn_float32_precision
 from .engine import FrameFunction, FrameNetwork, check_finite_output, map_frames, plan_network, progressbar_wanted
@@ -221,10 +221,12 @@ def denoise(
     ------
     ValueError
         Unknown method; no frames (navigation size 0); a frame with NaN or
-        inf (checked up front for in-memory input); ``model`` or
-        ``network_batch_size`` with a classical method; a non-positive
-        ``sigma``; ``"pca"`` on a single frame; or ``inplace`` with a change
-        of laziness.
+        inf (checked up front for in-memory input); an argument the method
+        does not use (``model``, ``network_batch_size``, ``sigma`` or
+        ``noise_estimate`` without the generator, ``n_components`` without
+        ``"pca"``, ``method_params`` with the generator or ``"pca"``); a
+        non-positive ``sigma``; ``"pca"`` on a single frame; or ``inplace``
+        with a change of laziness.
     FloatingPointError
         The method produced non-finite values; nothing is returned.
 
@@ -267,8 +269,13 @@ def denoise(
     if method not in DENOISING_METHODS:
         raise ValueError(f"unknown denoising method {method!r}; choose one of {', '.join(DENOISING_METHODS)}")
     lazy_output = check_laziness(signal, inplace, lazy_output)
-    if method != "generator" and (model is not None or network_batch_size is not None):
-        raise ValueError(f"model= and network_batch_size= are only used by method='generator', not {method!r}")
+    check_method_arguments(method, pca={"n_components": n_components}, generator={
+        "model": model, "network_batch_size": network_batch_size, "sigma": sigma,
+        "noise_estimate": None if noise_estimate == "frame" else noise_estimate})
+    if method_params and method in ("generator", "pca"):
+        what = "is a parameter" if len(method_params) == 1 else "are parameters"
+        raise ValueError(f"{'= and '.join(sorted(method_params))}= {what} of the classical filters, "
+                         f"not used by method={method!r}")
     if sigma is not None:
         check_number("sigma", sigma, low=0, low_inclusive=False)
     check_choice("noise_estimate", noise_estimate, NOISE_ESTIMATES)

@@ -1,5 +1,7 @@
 """Denoising: noise model, classical filters, network, self-supervised fine-tuning."""
 
+import re
+
 import hyperspy.api as hs
 import numpy as np
 import pytest
@@ -162,6 +164,22 @@ def test_bad_inputs_fail_clearly(noisy_signal, small_denoiser, tmp_path):
         denoise(hs.signals.Signal1D(np.zeros((3, 10))))
     with pytest.raises(ValueError, match="stack"):
         denoise(noisy_signal.inav[0], "pca")
+    np.testing.assert_array_equal(noisy_signal.data, before)
+
+
+@pytest.mark.parametrize("method, kwargs, fragment", [
+    ("gaussian", {"sigma": 2.0}, "sigma= is only used by method='generator', not 'gaussian'"),
+    ("wiener", {"noise_estimate": "stack"}, "noise_estimate= is only used by method='generator'"),
+    ("tv", {"model": "default", "network_batch_size": 2}, "model= and network_batch_size= are only used"),
+    ("gaussian", {"n_components": 2}, "n_components= is only used by method='pca'"),
+    ("generator", {"h": 0.3}, "h= is a parameter of the classical filters, not used by method='generator'"),
+    ("pca", {"filter_sigma": 1.0, "weight": 2}, "filter_sigma= and weight= are parameters of the classical"),
+])
+def test_arguments_of_another_method_are_refused(noisy_signal, method, kwargs, fragment):
+    """An argument the chosen method would ignore is an error, not silently dropped."""
+    before = noisy_signal.data.copy()
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        denoise(noisy_signal, method, **kwargs)
     np.testing.assert_array_equal(noisy_signal.data, before)
 
 
