@@ -93,7 +93,8 @@ def _build_parser():
                    help="electrons per probe position at full scale (Poisson noise)")
     p.add_argument("--vary-per-frame", action="store_true", help="a different path for every frame of a stack")
     p.add_argument("--lazy", action="store_true", help="load and process lazily (dask), for data larger than memory")
-    p.add_argument("--navigation-chunks", type=int, default=None, help="frames per dask block (default 16)")
+    p.add_argument("--navigation-chunks", type=int, default=None,
+                   help="frames per dask block, the unit of work (default: automatic)")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.add_argument("--no-progressbar", action="store_true", help="hide the progress bar")
     _add_complete(sub)

@@ -22,8 +22,8 @@ SNIPPETS = {
     "navigation_chunks": """navigation_chunks : int, optional
         Frames per dask block (HyperSpy's navigation chunks): the unit of work
         of a worker and of the progress bar. Default for networks: about 8
-        frames of 512x512 (at least one network batch); otherwise 16 frames
-        (fewer for frames larger than 512x512).""",
+        frames of 512x512 (at most 16, at least one network batch); otherwise
+        about 16 frames of 512x512 (at most 32; one frame at least).""",
     "network_batch_size": """network_batch_size : int, optional
         Frames (or tiles) per network call: 2 (completion) or 4 (denoising) on
         the CPU, 16 on a GPU. Bounds the network's memory whatever the block.""",

@@ -222,7 +222,7 @@ def _simulate(a):
     for i, (s, out) in enumerate(zip(images, outputs, strict=True)):
         seed = a.seed + i if a.seed is not None else None
         ps = to_partial_scan(s, a.path, coverage, seed=seed, noise=noise, vary_per_frame=a.vary_per_frame,
-                             navigation_chunks=a.navigation_chunks or 16, show_progressbar=show)
+                             navigation_chunks=a.navigation_chunks, show_progressbar=show)
         _save(ps, out, a.overwrite, show)
         md = ps.metadata.Signal.Partial_scan
         shape = "x".join(str(n) for n in ps.data.shape)

@@ -12,7 +12,7 @@ from ._signal_tools import LAZY_NOTE, check_laziness, deliver, signal_like, vali
 from ._validation import check_method_arguments, check_number
 from ._version import __version__
 from .conversion import check_not_empty, warn_float32_precision
-from .engine import FrameFunction, FrameNetwork, compute, map_frames, plan_network
+from .engine import FrameFunction, FrameNetwork, compute, default_navigation_chunks, map_frames, plan_network
 from .inpainting import BIHARMONIC_MAX_PIXELS, CLASSICAL_METHODS, check_frame, complete_frame
 from .uncertainty import MEANING
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from hyperspy.signals import BaseSignal
 
 __all__ = ["complete_partial_scan", "COMPLETION_METHODS", "GeneratorCompleter",
-           "check_partial_frames", "default_navigation_chunks", "measured_deviation"]
+           "check_partial_frames", "measured_deviation"]
 
 COMPLETION_METHODS = ("generator",) + tuple(CLASSICAL_METHODS)
 
@@ -80,21 +80,6 @@ class GeneratorCompleter(FrameNetwork):
         if self.keep_measured:
             _keep(frames, out if out.ndim == 3 else out[:, 0])
         return out
-
-
-def default_navigation_chunks(method, frame_shape, network_batch_size=1):
-    """Frames per dask block: about 8 (generator) or 16 (classical) frames of 512x512, at least one network batch.
-
-    Examples
-    --------
-    >>> from hyperspy_partialscan.completion import default_navigation_chunks
-    >>> default_navigation_chunks("generator", (512, 512)), default_navigation_chunks("linear", (2048, 2048))
-    (8, 1)
-    """
-    pixels = frame_shape[0] * frame_shape[1]
-    if method == "generator":
-        return max(1, network_batch_size, min(16, (8 * 512 * 512) // pixels))
-    return max(1, min(32, (16 * 512 * 512) // pixels))
 
 
 def check_partial_frames(data):
@@ -288,6 +273,7 @@ def complete_partial_scan(
             f"{frame_shape[0]}x{frame_shape[1]}. Use method='linear' or 'generator'."
         )
     check_method_arguments(method, generator={"model": model, "network_batch_size": network_batch_size})
+    check_number("navigation_chunks", navigation_chunks, low=1, integer=True, allow_none=True)
     if uncertainty and method != "generator":
         raise ValueError(f"uncertainty=True needs method='generator': the {method!r} interpolation has no calibrated "
                          "error estimate (the trained uncertainty network predicts the generator's error)")
@@ -310,12 +296,13 @@ def complete_partial_scan(
         if unc is not None:
             provenance["uncertainty"] = _uncertainty_record(unc)
         token = (method, plan, keep_measured, tile_size, unc)
+        batch = plan.batch_size
     else:
         func = FrameFunction(functools.partial(complete_frame, method=method), check_frame, f"{method} completion",
                              _keep if keep_measured else None)
         token = (method, keep_measured)
-    chunks = navigation_chunks or default_navigation_chunks(method, frame_shape, getattr(func, "plan", None) and
-                                                            func.plan.batch_size or 1)
+        batch = None
+    chunks = navigation_chunks or default_navigation_chunks(frame_shape, batch)
     if data.dtype.kind != "f":
         data = data.astype(np.float32)
     result = map_frames(data, func, batch_size=chunks, name=f"complete-{method}", token=token, with_indices=True,

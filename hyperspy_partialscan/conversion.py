@@ -9,9 +9,9 @@ import numpy as np
 
 from ._docstrings import fill_doc
 from ._signal_tools import signal_like, validate_signal2d
-from ._validation import seed_or_fresh
+from ._validation import check_number, seed_or_fresh
 from ._version import __version__
-from .engine import compute, map_frames
+from .engine import compute, default_navigation_chunks, map_frames
 from .paths import PATHS, generate_path, validate_coverage
 from .simulate import NoiseModel, frame_rng, path_rng, sample_frame
 
@@ -128,7 +128,7 @@ def to_partial_scan(
     seed: int | None = None,
     noise: NoiseModel | dict | None = None,
     vary_per_frame: bool = False,
-    navigation_chunks: int = 16,
+    navigation_chunks: int | None = None,
     lazy_output: bool | None = None,
     show_progressbar: bool | None = None,
     **path_options: Any,
@@ -234,6 +234,7 @@ def to_partial_scan(
     coverage = validate_coverage(coverage)
     noise = NoiseModel.coerce(noise)
     seed = seed_or_fresh(seed)
+    check_number("navigation_chunks", navigation_chunks, low=1, integer=True, allow_none=True)
     shape = signal.axes_manager.signal_shape[::-1]
     # generate once eagerly: validates the options and gives the path's coverage
     first = generate_path(path, shape, coverage, path_rng(seed, 0, vary_per_frame), **path_options)
@@ -256,7 +257,7 @@ def to_partial_scan(
     result = map_frames(
         data,
         sim,
-        batch_size=navigation_chunks,
+        batch_size=navigation_chunks or default_navigation_chunks(shape),
         name="to-partial-scan",
         token=(path, coverage, seed, sorted(path_options.items()), noise.as_dict(), vary_per_frame),
         with_indices=True,

@@ -21,7 +21,15 @@ from ._signal_tools import check_laziness, deliver, noise_source, validate_signa
 from ._validation import check_choice, check_method_arguments, check_number
 from ._version import __version__
 from .conversion import check_not_empty, warn_float32_precision
-from .engine import FrameFunction, FrameNetwork, check_finite_output, map_frames, plan_network, progressbar_wanted
+from .engine import (
+    FrameFunction,
+    FrameNetwork,
+    check_finite_output,
+    default_navigation_chunks,
+    map_frames,
+    plan_network,
+    progressbar_wanted,
+)
 from .filters import CLASSICAL_DENOISERS, denoise_frame
 
 if TYPE_CHECKING:
@@ -278,6 +286,7 @@ def denoise(
                          f"not used by method={method!r}")
     if sigma is not None:
         check_number("sigma", sigma, low=0, low_inclusive=False)
+    check_number("navigation_chunks", navigation_chunks, low=1, integer=True, allow_none=True)
     check_choice("noise_estimate", noise_estimate, NOISE_ESTIMATES)
     data = signal.data
     frame_shape = signal.axes_manager.signal_shape[::-1]
@@ -299,16 +308,17 @@ def denoise(
             func = DenoiserNetwork(plan, noise)
             record.update(plan.provenance(), **noise_record)
             token = (method, plan, noise.kind, noise.params, noise.models)
-            default_batch = max(1, plan.batch_size, (8 * 512 * 512) // (frame_shape[0] * frame_shape[1]))
+            batch = plan.batch_size
         else:
             func = FrameFunction(functools.partial(denoise_frame, method=method, **method_params), _check_finite,
                                  f"{method} denoising")
             record["parameters"] = dict(method_params) or "estimated from the data"
             token = (method, sorted(method_params.items()))
-            default_batch = 16
+            batch = None
         if data.dtype.kind != "f":
             data = data.astype(np.float32)
-        result = map_frames(data, func, batch_size=navigation_chunks or default_batch, name=f"denoise-{method}",
+        chunks = navigation_chunks or default_navigation_chunks(frame_shape, batch)
+        result = map_frames(data, func, batch_size=chunks, name=f"denoise-{method}",
                             token=token, with_indices=True)
     return deliver(
         signal, result, lazy_output=lazy_output, show_progressbar=show_progressbar, inplace=inplace,

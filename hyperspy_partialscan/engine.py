@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["map_frames", "navigation_chunks", "Tiler", "compute", "progressbar_wanted", "FrameFunction", "NetworkPlan",
-           "plan_network", "worker_network", "FrameNetwork", "check_finite_output"]
+__all__ = ["map_frames", "navigation_chunks", "default_navigation_chunks", "Tiler", "compute", "progressbar_wanted",
+           "FrameFunction", "NetworkPlan", "plan_network", "worker_network", "FrameNetwork", "check_finite_output"]
 
 
 def navigation_chunks(shape, batch_size):
@@ -51,6 +51,34 @@ def navigation_chunks(shape, batch_size):
         chunks.append(c)
         remaining = max(1, remaining // n) if c == n else 1
     return tuple(reversed(chunks)) + (shape[-2], shape[-1])
+
+
+def default_navigation_chunks(frame_shape, network_batch_size=None):
+    """Frames per dask block when the user gives none: the package's one rule.
+
+    About 8 frames of 512x512 for a network (at most 16, at least one network
+    batch), about 16 frames of 512x512 otherwise (at most 32); one frame at
+    least.
+
+    Parameters
+    ----------
+    frame_shape : tuple of int
+        (H, W) of a frame.
+    network_batch_size : int, optional
+        Frames per network call, for a network; None for a classical method.
+
+    Examples
+    --------
+    >>> from hyperspy_partialscan.engine import default_navigation_chunks
+    >>> default_navigation_chunks((512, 512), 2), default_navigation_chunks((2048, 2048))
+    (8, 1)
+    >>> default_navigation_chunks((64, 64), 4), default_navigation_chunks((256, 256))
+    (16, 32)
+    """
+    pixels = frame_shape[0] * frame_shape[1]
+    if network_batch_size is not None:
+        return max(1, network_batch_size, min(16, (8 * 512 * 512) // pixels))
+    return max(1, min(32, (16 * 512 * 512) // pixels))
 
 
 def _block_indices(block_info, nav_shape):

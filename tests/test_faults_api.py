@@ -118,6 +118,36 @@ def test_network_options_are_checked_before_a_lazy_result_is_returned(kwargs, me
     assert_unchanged(p, snap)
 
 
+@pytest.mark.parametrize("bad", ["a", 0, -3, 2.5])
+@pytest.mark.parametrize("call", ["to_partial_scan", "complete_partial_scan", "denoise"])
+def test_navigation_chunks_is_checked_up_front(call, bad):
+    """Every public function that takes navigation_chunks refuses a non-integer or one below 1, naming it."""
+    p = _partial(True)
+    signal = make_signal((3,), True, 48)
+    snap, snap_p = snapshot(signal), snapshot(p)
+    run = {"to_partial_scan": lambda: hp.to_partial_scan(signal, "spiral", 0.2, seed=0, navigation_chunks=bad),
+           "complete_partial_scan": lambda: hp.complete_partial_scan(p, "linear", navigation_chunks=bad),
+           "denoise": lambda: hp.denoise(signal, "gaussian", navigation_chunks=bad)}[call]
+    with pytest.raises(ValueError, match="^navigation_chunks must be an integer >= 1"):
+        run()
+    assert_unchanged(signal, snap)
+    assert_unchanged(p, snap_p)
+
+
+def test_default_blocks_follow_one_rule():
+    """Without navigation_chunks, the frames per block come from the engine's rule, whatever the function."""
+    from hyperspy_partialscan.engine import default_navigation_chunks
+
+    signal = make_signal((40,), True, 48)
+    partial = hp.to_partial_scan(signal, "spiral", 0.2, seed=0)
+    classical = default_navigation_chunks((48, 48))
+    assert partial.data.chunks[0][0] == classical == 32
+    assert hp.complete_partial_scan(partial, "linear").data.chunks[0][0] == classical
+    assert hp.denoise(signal, "gaussian").data.chunks[0][0] == classical
+    network = hp.denoise(signal, device="cpu").data.chunks[0][0]
+    assert network == default_navigation_chunks((48, 48), 4) == 16
+
+
 @pytest.mark.parametrize("lazy", LAZY)
 @pytest.mark.parametrize("task", ["completion", "denoising"])
 def test_non_finite_network_output_raises(monkeypatch, lazy, task):
