@@ -18,7 +18,7 @@ import numpy as np
 
 from ._docstrings import fill_doc
 from ._signal_tools import check_laziness, deliver, noise_source, validate_signal2d
-from ._validation import check_choice, check_method_arguments, check_number
+from ._validation import check_choice, check_method_arguments, check_number, check_seed
 from ._version import __version__
 from .conversion import check_not_empty, warn_float32_precision
 from .engine import (
@@ -362,7 +362,7 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
     ----------
     signal : hyperspy.signals.Signal2D
         Noisy frames (a single image or a stack; computed if lazy).
-    init : str or None
+    init : str, pathlib.Path or None
         Model to start from (``"default"``: the shipped denoiser; a name or
         path; None: train from scratch).
     epochs : int
@@ -384,8 +384,13 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
         ``"noise2noise"``: the frames must be repeated
         exposures of the same field; the network maps one frame to another.
         The trainer is :func:`hyperspy_partialscan.training.fit_self_supervised`.
-    batch_size, crop, lr : optional
-        Training parameters.
+    batch_size : int
+        Crops per fitting step.
+    crop : int
+        Side of the square training crops in pixels (at least 16; reduced to
+        fit frames smaller than it).
+    lr : float
+        Learning rate of the Adam optimiser.
     sigma : float, optional
         Known noise standard deviation in data units; otherwise the Poisson
         model in ``metadata.Signal.Noise_properties.Variance_linear_model``, else
@@ -415,8 +420,10 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
     ------
     ValueError
         Unknown method, no frames (navigation size 0), a frame with NaN or
-        inf, a non-positive ``sigma``, frames smaller than 32 px, or
-        ``"noise2noise"`` on a single frame.
+        inf, a non-positive ``sigma``, ``epochs`` or ``batch_size`` not an
+        integer >= 1, ``crop`` not an integer >= 16, a non-positive ``lr``,
+        an invalid ``seed``, frames smaller than 32 px, or ``"noise2noise"``
+        on a single frame.
 
     Examples
     --------
@@ -443,8 +450,12 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
     check_not_empty(signal, "fit_denoiser")
     if method not in FIT_METHODS:
         raise ValueError(f"unknown self-supervised method {method!r}; choose one of {', '.join(FIT_METHODS)}")
-    if sigma is not None and not (np.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"sigma must be a positive noise standard deviation, got {sigma}")
+    check_number("sigma", sigma, low=0, low_inclusive=False, allow_none=True)
+    check_number("epochs", epochs, low=1, integer=True)
+    check_number("batch_size", batch_size, low=1, integer=True)
+    check_number("crop", crop, low=16, integer=True)
+    check_number("lr", lr, low=0, low_inclusive=False)
+    check_seed(seed)
     show_progressbar = progressbar_wanted(show_progressbar)
     data = signal.data.compute() if signal._lazy else signal.data
     frames = np.asarray(data, np.float32).reshape((-1,) + data.shape[-2:])

@@ -284,8 +284,15 @@ def test_fit_denoiser_uses_the_known_noise_model(noisy_signal, small_denoiser, t
 def test_fit_denoiser_bad_inputs(noisy_signal, small_denoiser):
     with pytest.raises(ValueError, match="unknown self-supervised"):
         fit_denoiser(noisy_signal, init=small_denoiser, method="magic")
-    with pytest.raises(ValueError, match="sigma must be a positive"):
-        fit_denoiser(noisy_signal, init=small_denoiser, method="sure", sigma=-1.0)
+    for kwargs, message in [({"sigma": -1.0}, "sigma must be a finite number > 0"),
+                            ({"sigma": "a"}, "sigma must be a finite number > 0"),
+                            ({"epochs": 0}, "epochs must be an integer >= 1"),
+                            ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+                            ({"crop": 8}, "crop must be an integer >= 16"),
+                            ({"lr": 0}, "lr must be a finite number > 0"),
+                            ({"seed": -1}, "seed must be in")]:
+        with pytest.raises(ValueError, match=f"^{message}"):
+            fit_denoiser(noisy_signal, init=small_denoiser, method="sure", **kwargs)
     with pytest.raises(ValueError, match="at least two"):
         fit_denoiser(noisy_signal.inav[0], init=small_denoiser, method="noise2noise")
     silent = noisy_signal.deepcopy()  # a variance model without noise: nothing for PURE to estimate
