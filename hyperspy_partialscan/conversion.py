@@ -9,7 +9,7 @@ import numpy as np
 
 from ._docstrings import fill_doc
 from ._signal_tools import signal_like, validate_signal2d
-from ._validation import check_number, seed_or_fresh
+from ._validation import check_number, check_shape, seed_or_fresh
 from ._version import __version__
 from .engine import compute, default_navigation_chunks, map_frames
 from .paths import PATHS, generate_path, validate_coverage
@@ -538,9 +538,7 @@ def from_scan_positions(
         if np.iscomplexobj(a) or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
             raise TypeError(f"{name} must be real numbers, got {a.dtype}")
     pos, val = pos.astype(np.float64), val.astype(np.float64)
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 2 or min(shape) < 1:
-        raise ValueError(f"shape must be two positive integers, got {shape}")
+    shape = check_shape(shape)
     if pos.ndim != 2 or pos.shape[1] != 2:
         raise ValueError(f"positions must have shape (N, 2), got {pos.shape}")
     if val.shape != (pos.shape[0],):

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._validation import check_choice, check_number
+
 __all__ = ["read_frames", "manifest_frames", "default_data_dir"]
 
 _log = logging.getLogger(__name__)
@@ -135,10 +137,8 @@ def read_frames(sources, *, min_size=64, max_frames_per_file=None, on_error="rai
     >>> len(frames), frames[0].shape, frames[0].dtype
     (1, (96, 80), dtype('float32'))
     """
-    if on_error not in ("raise", "warn"):
-        raise ValueError(f"on_error must be 'raise' or 'warn', not {on_error!r}")
-    if max_frames_per_file is not None and max_frames_per_file < 1:
-        raise ValueError("max_frames_per_file must be a positive integer or None")
+    check_choice("on_error", on_error, ("raise", "warn"))
+    check_number("max_frames_per_file", max_frames_per_file, low=1, integer=True, allow_none=True)
     frames = []
     for path in _expand_sources(sources):
         try:

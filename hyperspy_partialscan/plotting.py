@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._validation import check_number
 from .paths import generate_path
 from .simulate import path_rng
 
@@ -134,8 +135,7 @@ def plot_scan_path(signal: BaseSignal, ax: Axes | None = None, *, max_points: in
     """
     import matplotlib.pyplot as plt
 
-    if isinstance(max_points, (bool, np.bool_)) or not isinstance(max_points, (int, np.integer)) or max_points < 1:
-        raise ValueError(f"max_points must be a positive integer, got {max_points!r}")
+    check_number("max_points", max_points, low=1, integer=True)
     pos = scan_path_of(signal)
     frame = signal._get_current_data() if hasattr(signal, "_get_current_data") else signal.data
     frame = np.asarray(frame.compute() if hasattr(frame, "compute") else frame)

@@ -218,8 +218,10 @@ def test_read_frames_on_error_warn(image_folder):
     with pytest.warns(UserWarning, match="corrupt.tif"):
         frames = read_frames(folder, on_error="warn")
     assert len(frames) == 7
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^on_error must be 'raise' or 'warn', not 'ignore'"):
         read_frames(folder, on_error="ignore")
+    with pytest.raises(ValueError, match="^max_frames_per_file must be an integer >= 1 or None, not 2.5"):
+        read_frames(folder, max_frames_per_file=2.5)
 
 
 def test_read_frames_complex_rejected(tmp_path):
