@@ -22,7 +22,7 @@ LAZY_NOTE = "not computed (lazy output)"
 
 
 def validate_signal2d(signal, what="this operation"):
-    """Raise a clear error unless ``signal`` is a real-valued HyperSpy signal with 2 signal dimensions.
+    """Raise a clear error unless ``signal`` is a real-valued HyperSpy signal of 2-D frames, at least one.
 
     Parameters
     ----------
@@ -36,7 +36,18 @@ def validate_signal2d(signal, what="this operation"):
     TypeError
         Not a HyperSpy signal, or complex or non-numeric data.
     ValueError
-        Not two signal dimensions.
+        Not two signal dimensions; no frames (a navigation axis of size 0)
+        or empty frames.
+
+    Examples
+    --------
+    >>> import numpy as np, hyperspy.api as hs
+    >>> from hyperspy_partialscan._signal_tools import validate_signal2d
+    >>> validate_signal2d(hs.signals.Signal2D(np.zeros((2, 4, 4))), "denoise")
+    >>> validate_signal2d(hs.signals.Signal2D(np.zeros((0, 4, 4))), "denoise")
+    Traceback (most recent call last):
+    ...
+    ValueError: denoise: the signal has no frames (navigation size 0), data shape (0, 4, 4)
     """
     from hyperspy.signals import BaseSignal
 
@@ -53,6 +64,11 @@ def validate_signal2d(signal, what="this operation"):
                         "take .real, .amplitude or .phase first")
     if not (np.issubdtype(signal.data.dtype, np.number) or signal.data.dtype == bool):
         raise TypeError(f"{what} needs numeric data, got {signal.data.dtype}")
+    shape = tuple(signal.data.shape)
+    if any(n == 0 for n in shape[:-2]):
+        raise ValueError(f"{what}: the signal has no frames (navigation size 0), data shape {shape}")
+    if any(n == 0 for n in shape[-2:]):
+        raise ValueError(f"{what}: the signal's frames are empty, data shape {shape}")
 
 
 def signal_like(signal, data, *, signal_type=None, title=None, keep_noise_model=True):

@@ -426,10 +426,8 @@ def _settings(coverage, planner, initial_path, initial_fraction, steps, segment_
 def _check_specimen(specimen):
     """A specimen is full frames: an image stack with frames, finite (checked for in-memory data)."""
     from ._signal_tools import validate_signal2d
-    from .conversion import check_not_empty
 
     validate_signal2d(specimen, "adaptive_scan")
-    check_not_empty(specimen, "adaptive_scan")
     if not specimen._lazy and specimen.data.dtype.kind == "f":
         bad = int(np.count_nonzero(~np.isfinite(specimen.data)))
         if bad:

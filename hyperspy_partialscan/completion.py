@@ -11,7 +11,7 @@ from ._docstrings import fill_doc
 from ._signal_tools import LAZY_NOTE, check_laziness, deliver, signal_like, validate_signal2d, variance_model
 from ._validation import check_method_arguments, check_number
 from ._version import __version__
-from .conversion import check_not_empty, warn_float32_precision
+from .conversion import warn_float32_precision
 from .engine import FrameFunction, FrameNetwork, compute, default_navigation_chunks, map_frames, plan_network
 from .inpainting import BIHARMONIC_MAX_PIXELS, CLASSICAL_METHODS, check_frame, complete_frame
 from .uncertainty import MEANING
@@ -262,7 +262,6 @@ def complete_partial_scan(
     import dask.array as da
 
     validate_signal2d(signal, "complete_partial_scan")
-    check_not_empty(signal, "complete_partial_scan")
     if method not in COMPLETION_METHODS:
         raise ValueError(f"unknown completion method {method!r}; choose one of {', '.join(COMPLETION_METHODS)}")
     lazy_output = check_laziness(signal, inplace, lazy_output)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from hyperspy.signals import BaseSignal
 
-__all__ = ["to_partial_scan", "as_partial_scan", "from_scan_positions", "check_not_empty", "warn_float32_precision",
+__all__ = ["to_partial_scan", "as_partial_scan", "from_scan_positions", "warn_float32_precision",
            "FLOAT32_EXACT_INTEGER", "COVERAGE_TOLERANCE"]
 
 #: integers above this magnitude are not all exact in float32 (the package's working dtype)
@@ -28,25 +28,6 @@ FLOAT32_EXACT_INTEGER = 2**24
 
 #: to_partial_scan warns when the path's coverage differs from the request by more than this factor
 COVERAGE_TOLERANCE = 2.0
-
-
-def check_not_empty(signal: BaseSignal, what: str) -> None:
-    """Raise ValueError if ``signal`` has no frames (a navigation axis of size 0).
-
-    Examples
-    --------
-    >>> import numpy as np, hyperspy.api as hs
-    >>> from hyperspy_partialscan.conversion import check_not_empty
-    >>> check_not_empty(hs.signals.Signal2D(np.zeros((0, 4, 4))), "denoise")
-    Traceback (most recent call last):
-    ...
-    ValueError: denoise: the signal has no frames (navigation size 0), data shape (0, 4, 4)
-    """
-    shape = tuple(signal.data.shape)
-    if any(n == 0 for n in shape[:-2]):
-        raise ValueError(f"{what}: the signal has no frames (navigation size 0), data shape {shape}")
-    if any(n == 0 for n in shape[-2:]):
-        raise ValueError(f"{what}: the signal's frames are empty, data shape {shape}")
 
 
 def warn_float32_precision(data: Any, what: str, stacklevel: int = 3) -> int:
@@ -228,7 +209,6 @@ def to_partial_scan(
     0.1
     """
     validate_signal2d(signal, "to_partial_scan")
-    check_not_empty(signal, "to_partial_scan")
     if path not in PATHS:
         raise ValueError(f"unknown scan path {path!r}; choose one of {', '.join(PATHS)}")
     coverage = validate_coverage(coverage)
@@ -410,7 +390,6 @@ def as_partial_scan(
     from .engine import navigation_chunks
 
     validate_signal2d(signal, "as_partial_scan")
-    check_not_empty(signal, "as_partial_scan")
     data = signal.data
     lazy_output = signal._lazy if lazy_output is None else bool(lazy_output)
     m = None

@@ -20,7 +20,7 @@ from ._docstrings import fill_doc
 from ._signal_tools import check_laziness, deliver, noise_source, validate_signal2d
 from ._validation import check_choice, check_method_arguments, check_number, check_seed
 from ._version import __version__
-from .conversion import check_not_empty, warn_float32_precision
+from .conversion import warn_float32_precision
 from .engine import (
     FrameFunction,
     FrameNetwork,
@@ -273,7 +273,6 @@ def denoise(
     ('blind', 'frame', True)
     """
     validate_signal2d(signal, "denoise")
-    check_not_empty(signal, "denoise")
     if method not in DENOISING_METHODS:
         raise ValueError(f"unknown denoising method {method!r}; choose one of {', '.join(DENOISING_METHODS)}")
     lazy_output = check_laziness(signal, inplace, lazy_output)
@@ -447,7 +446,6 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
     from .training.self_supervised import fit_self_supervised
 
     validate_signal2d(signal, "fit_denoiser")
-    check_not_empty(signal, "fit_denoiser")
     if method not in FIT_METHODS:
         raise ValueError(f"unknown self-supervised method {method!r}; choose one of {', '.join(FIT_METHODS)}")
     check_number("sigma", sigma, low=0, low_inclusive=False, allow_none=True)
