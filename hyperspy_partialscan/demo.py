@@ -173,6 +173,7 @@ def run_demo(output_dir, coverage=0.05, methods=None, show_progressbar=True, *, 
     from .completion import complete_partial_scan
     from .conversion import to_partial_scan
     from .paths import PATHS, validate_coverage
+    from .uncertainty import shipped_uncertainty_models
 
     start = time.perf_counter()
     coverage = validate_coverage(coverage)
@@ -201,6 +202,7 @@ def run_demo(output_dir, coverage=0.05, methods=None, show_progressbar=True, *, 
 
     blurred = [blur_target(truth.astype(np.float64)) for _, _, truth, _ in cases]
     rows, completed, sigmas = [], {}, {}
+    with_sigma = "generator" in methods and bool(shipped_uncertainty_models(model.sha256))
     bar = tqdm(total=len(cases) * len(methods), desc="completing", unit="frame", disable=not show_progressbar)
     # one frame per call: dask's synchronous scheduler avoids thread hand-offs that distort the timings
     with bar, dask.config.set(scheduler="synchronous"):
@@ -219,7 +221,7 @@ def run_demo(output_dir, coverage=0.05, methods=None, show_progressbar=True, *, 
                 row[f"rmse_blurred_{method}"] = round(rmse_percent(done.data, blurred[i], data_range=None), 3)
                 bar.update()
             row.update({f"time_{m}_s": round(t, 4) for m, t in times.items()})
-            if "generator" in methods and _has_uncertainty(model):
+            if with_sigma:
                 sigmas[i] = _sigma(ps, model, completed[i, "generator"], blurred[i], row)
             rows.append(row)
 
@@ -292,16 +294,6 @@ def _uncertainty_text(rows):
     return ("\nPer-pixel uncertainty of the generator (`uncertainty=True`; uncertainty.png shows sigma beside the "
             f"actual error): unsampled pixels whose error lies within sigma / 2 sigma: {cases} (a calibrated "
             "sigma gives about 68 % / 95 %).\n")
-
-
-def _has_uncertainty(model):
-    """Whether the shipped uncertainty model belongs to the generator used."""
-    from .models import list_models, load_model
-
-    if not list_models("uncertainty"):
-        return False
-    unc = load_model(list_models("uncertainty")[0], task="uncertainty")
-    return unc.config.get("generator", {}).get("sha256") == load_model(model, task="completion").sha256
 
 
 def _sigma(ps, model, completed, blurred, row):

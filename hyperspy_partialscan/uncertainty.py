@@ -29,8 +29,8 @@ import numpy as np
 from ._signal_tools import noise_source
 from .blocks import block_mean
 
-__all__ = ["UncertaintySpec", "plan_uncertainty", "calibration_scale", "structure_factor", "log_contrast",
-           "detail_energy", "detail_log_ratio", "MEANING"]
+__all__ = ["UncertaintySpec", "plan_uncertainty", "shipped_uncertainty_models", "calibration_scale",
+           "structure_factor", "log_contrast", "detail_energy", "detail_log_ratio", "MEANING"]
 
 #: what the uncertainty means (recorded in the output's metadata)
 MEANING = ("predicted standard deviation of the completion's error at each pixel, in data units, with respect to "
@@ -344,6 +344,27 @@ class UncertaintySpec:
         return (sigma * factor).astype(np.float32)
 
 
+def shipped_uncertainty_models(generator_sha256):
+    """Names of the shipped uncertainty models trained for the generator with this SHA-256.
+
+    An uncertainty model predicts one generator's errors: its JSON records that
+    generator's SHA-256. The first name is the one used by default.
+
+    Examples
+    --------
+    >>> from hyperspy_partialscan.models import load_model
+    >>> from hyperspy_partialscan.uncertainty import shipped_uncertainty_models
+    >>> shipped_uncertainty_models(load_model("completion_default").sha256)
+    ['uncertainty_default']
+    >>> shipped_uncertainty_models("0" * 64)
+    []
+    """
+    from .models import list_models, load_model
+
+    return [n for n in list_models("uncertainty")
+            if (load_model(n).config.get("generator") or {}).get("sha256") == generator_sha256]
+
+
 def plan_uncertainty(generator_plan, model=None, path=None, signal=None):
     """Resolve the uncertainty model matching a generator plan (before any graph is built).
 
@@ -369,11 +390,10 @@ def plan_uncertainty(generator_plan, model=None, path=None, signal=None):
         The uncertainty model was trained for another generator.
     """
     from .engine import NetworkPlan
-    from .models import list_models, load_model
+    from .models import load_model
 
     if model is None:  # the shipped uncertainty model trained for this generator
-        matching = [n for n in list_models("uncertainty")
-                    if (load_model(n).config.get("generator") or {}).get("sha256") == generator_plan.sha256]
+        matching = shipped_uncertainty_models(generator_plan.sha256)
         if not matching:
             raise ValueError(f"no shipped uncertainty model belongs to the generator {generator_plan.name!r}: pass "
                              "uncertainty_model=PATH (trained with hyperspy_partialscan.training.train_uncertainty)")
