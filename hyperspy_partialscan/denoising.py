@@ -58,6 +58,13 @@ def _check_finite(frame, index):
         )
 
 
+def _check_frames_finite(frames):
+    """Raise, as :func:`_check_finite` does, for the first frame of an (n, H, W) stack with NaN or inf."""
+    bad = np.flatnonzero(~np.isfinite(frames).all(axis=(1, 2)))
+    if bad.size:
+        _check_finite(frames[bad[0]], bad[0])
+
+
 @dataclass(frozen=True)
 class NoiseLevel:
     """The noise level given to the denoising network, resolved per frame.
@@ -291,10 +298,7 @@ def denoise(
     frame_shape = signal.axes_manager.signal_shape[::-1]
     if not signal._lazy:
         warn_float32_precision(data, "denoise")
-        flat = data.reshape((-1,) + tuple(frame_shape))
-        bad = ~np.isfinite(flat).all(axis=(1, 2))
-        if bad.any():
-            _check_finite(flat[np.flatnonzero(bad)[0]], np.flatnonzero(bad)[0])
+        _check_frames_finite(data.reshape((-1,) + tuple(frame_shape)))
     record = {"method": method, "package_version": __version__}
     if method == "pca":
         result = _pca(signal, n_components, record)
@@ -331,11 +335,9 @@ def _pca(signal, n_components, record):
     if signal.axes_manager.navigation_size < 2:
         raise ValueError("method='pca' needs a stack (navigation size >= 2): PCA denoises across frames")
     s = signal.deepcopy()
-    if s._lazy:  # the decomposition needs the whole stack in memory
+    if s._lazy:  # the decomposition needs the whole stack in memory; in-memory input was checked by denoise
         s.compute()
-    frames = s.data.reshape((-1,) + s.data.shape[-2:])
-    for i in np.flatnonzero(~np.isfinite(frames).all(axis=(1, 2)))[:1]:
-        _check_finite(frames[i], i)
+        _check_frames_finite(s.data.reshape((-1,) + s.data.shape[-2:]))
     s.change_dtype("float64")
     s.decomposition(algorithm="SVD", output_dimension=None, print_info=False)
     if n_components is None:
@@ -457,8 +459,7 @@ def fit_denoiser(signal: BaseSignal, *, init: str | Path | None = "default", epo
     show_progressbar = progressbar_wanted(show_progressbar)
     data = signal.data.compute() if signal._lazy else signal.data
     frames = np.asarray(data, np.float32).reshape((-1,) + data.shape[-2:])
-    for i, f in enumerate(frames):
-        _check_finite(f, i)
+    _check_frames_finite(frames)
     if min(frames.shape[-2:]) < crop:
         crop = int(min(frames.shape[-2:]) // 8 * 8)
         if crop < 32:

@@ -167,6 +167,18 @@ def test_bad_inputs_fail_clearly(noisy_signal, small_denoiser, tmp_path):
     np.testing.assert_array_equal(noisy_signal.data, before)
 
 
+@pytest.mark.parametrize("call", ["denoise_pca_lazy", "denoise_gaussian", "fit_denoiser"])
+def test_a_frame_with_nan_is_named(noisy_signal, small_denoiser, call):
+    """The first frame with NaN is named, whether the stack is checked up front, after loading, or before fitting."""
+    s = noisy_signal.deepcopy()
+    s.data[2, 5, 5] = np.nan
+    run = {"denoise_pca_lazy": lambda: denoise(s.as_lazy(), "pca", lazy_output=False),
+           "denoise_gaussian": lambda: denoise(s, "gaussian"),
+           "fit_denoiser": lambda: fit_denoiser(s, init=small_denoiser, epochs=1)}[call]
+    with pytest.raises(ValueError, match="^frame 2 has NaN or infinite pixels"):
+        run()
+
+
 @pytest.mark.parametrize("method, kwargs, fragment", [
     ("gaussian", {"sigma": 2.0}, "sigma= is only used by method='generator', not 'gaussian'"),
     ("wiener", {"noise_estimate": "stack"}, "noise_estimate= is only used by method='generator'"),
