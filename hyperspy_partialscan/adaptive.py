@@ -465,17 +465,18 @@ def _scan_one(specimen, settings, shape, acquire, lazy_output, show_progressbar)
     lazy = (specimen is not None and specimen._lazy) if lazy_output is None else bool(lazy_output)
     if specimen is None:
         out = from_scan_positions(scan.positions, scan.values, shape, title=_title(None, settings))
+        image = out.data
         if lazy:
             out = out.as_lazy()
     else:
         image = scan.image(shape)
         out = signal_like(specimen, da.from_array(image) if lazy else image, signal_type="partial_scan",
                           title=_title(specimen, settings), keep_noise_model=settings.noise.is_clean)
-    length, flybacks = _path_stats(scan.positions, max(3.0, settings.max_jump or 3.0))
+    _, length, flybacks, _ = scan.summary(settings.max_jump)
     record = settings.record()
     record.update({"frame_shape": [int(n) for n in shape], "positions": scan.positions,
                    "positions_per_step": scan.per_step, "step_of_position": scan.step_of,
-                   "coverage_measured": float(np.isfinite(scan.image(shape)).mean()), "path_length_px": length,
+                   "coverage_measured": float(np.isfinite(image).mean()), "path_length_px": length,
                    "flybacks": flybacks, "stopped": scan.stopped})
     out.metadata.set_item("Signal.Partial_scan", record)
     return out
