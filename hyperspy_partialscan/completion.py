@@ -100,16 +100,16 @@ def check_partial_frames(data):
     import dask.array as da
 
     frames = data.reshape((-1,) + tuple(data.shape[-2:]))
-    sampled = da.isfinite(frames).sum(axis=(1, 2)) if isinstance(frames, da.Array) else np.isfinite(frames).sum(
-        axis=(1, 2))
-    sampled = np.asarray(sampled.compute() if isinstance(sampled, da.Array) else sampled)
+    xp = da if isinstance(frames, da.Array) else np
+    sampled = np.asarray(xp.isfinite(frames).sum(axis=(1, 2)))  # a dask count is computed here
     size = frames.shape[1] * frames.shape[2]
-    for bad, what in ((sampled == 0, "no sampled pixel (all NaN)"),
-                      (sampled == size, "no unsampled (NaN) pixel")):
+    for bad, what, hint in (
+        (sampled == 0, "no sampled pixel (all NaN)", "nothing can be completed there"),
+        (sampled == size, "no unsampled (NaN) pixel",
+         "nothing to complete (a full scan is not a partial scan; a dense acquisition with zeros at the unscanned "
+         "positions needs as_partial_scan(signal, mask=... or unscanned_value=...) first)"),
+    ):
         if bad.any():
-            hint = "nothing can be completed there" if what.startswith("no sampled") else (
-                "nothing to complete (a full scan is not a partial scan; a dense acquisition with zeros at the "
-                "unscanned positions needs as_partial_scan(signal, mask=... or unscanned_value=...) first)")
             raise ValueError(f"{int(bad.sum())} frame(s) have {what}, first at flat navigation index "
                              f"{int(np.flatnonzero(bad)[0])}: {hint}")
 
@@ -161,8 +161,9 @@ def complete_partial_scan(
         up to rounding).
     tile_size : int
         Generator only: frames larger than this (default {TILE}) go through
-        overlapping tiles ({OVERLAP} px overlap, smoothly blended). The
-        network inputs are built from the whole frame first.
+        overlapping tiles ({OVERLAP} px overlap, or a quarter of the tile if
+        less; smoothly blended). The network inputs are built from the whole
+        frame first.
     uncertainty : bool
         Also return ``sigma``, the completion's calibrated per-pixel
         uncertainty: the predicted standard deviation of its error at each
@@ -219,8 +220,12 @@ def complete_partial_scan(
         Unknown method; no frames (navigation size 0); a frame with no sampled
         pixel or with no unsampled pixel; frames too large for biharmonic
         inpainting; ``model`` or ``network_batch_size`` with a classical
-        method; an invalid ``tile_size``, device or precision; or ``inplace``
-        with a change of laziness.
+        method; ``uncertainty=True`` with a classical method or with
+        ``keep_measured=False``; ``uncertainty_model`` without
+        ``uncertainty=True``; no shipped uncertainty model for the generator
+        (or one trained for another generator); an invalid ``tile_size``,
+        ``navigation_chunks``, device or precision; or ``inplace`` with a
+        change of laziness.
     FloatingPointError
         The method produced non-finite values (e.g. a diverged model); nothing
         is returned and an ``inplace`` signal is left unchanged.
