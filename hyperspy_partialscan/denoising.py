@@ -290,8 +290,7 @@ def denoise(
         what = "is a parameter" if len(method_params) == 1 else "are parameters"
         raise ValueError(f"{'= and '.join(sorted(method_params))}= {what} of the classical filters, "
                          f"not used by method={method!r}")
-    if sigma is not None:
-        check_number("sigma", sigma, low=0, low_inclusive=False)
+    check_number("sigma", sigma, low=0, low_inclusive=False, allow_none=True)
     check_number("navigation_chunks", navigation_chunks, low=1, integer=True, allow_none=True)
     check_choice("noise_estimate", noise_estimate, NOISE_ESTIMATES)
     data = signal.data
