@@ -295,6 +295,39 @@ def specimen(kind, seed, shape=(512, 512), **options):
     return ((f - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
 
 
+def truth_detail(target, unsampled):
+    """The local RMS of the blurred truth's detail finer than the sampling gaps (a reference that knows the truth).
+
+    ``target`` minus itself smoothed at the detail factor's outer scale (``uncertainty.DETAIL_BAND[1]`` times
+    the mean distance from an unsampled pixel to its nearest sample), squared and averaged over 16 px.
+
+    >>> import numpy as np
+    >>> unsampled = np.ones((32, 32), bool); unsampled[::4, ::4] = False
+    >>> float(truth_detail(np.zeros((32, 32)), unsampled).max()), bool(truth_detail(np.eye(32), unsampled).max() > 0)
+    (0.0, True)
+    """
+    from scipy.ndimage import distance_transform_edt, gaussian_filter
+
+    from hyperspy_partialscan.uncertainty import DETAIL_BAND
+
+    gap = float(distance_transform_edt(unsampled)[unsampled].mean())
+    return np.sqrt(gaussian_filter((target - gaussian_filter(target, DETAIL_BAND[1] * gap)) ** 2, 16.0))
+
+
+def power_law_log_ratios(actual, predictor):
+    """log(predicted / actual) when ``actual`` is predicted, with hindsight, by a power law of ``predictor``.
+
+    The law (``log actual = a + b log predictor``) is fitted by least squares on the very values it
+    predicts: a reference for what ``predictor`` could explain at best, not a rule.
+
+    >>> import numpy as np
+    >>> np.round(power_law_log_ratios([2.0, 2.0 * 4**0.5, 2.0 * 9**0.5], [1.0, 4.0, 9.0]), 6).tolist()
+    [0.0, 0.0, 0.0]
+    """
+    y, x = np.log(np.asarray(actual, float)), np.log(np.asarray(predictor, float))
+    return np.polyval(np.polyfit(x, y, 1), x) - y
+
+
 def frame_key(*parts):
     """A stable integer from strings/numbers (to seed one crop's path whatever else is evaluated)."""
     return zlib.crc32("|".join(str(p) for p in parts).encode())

@@ -55,11 +55,8 @@ def _spearman(a, b):
 
 
 def _crop_row(label, x, path, coverage, noise, args, model, unc_model):
-    from scipy.ndimage import distance_transform_edt, gaussian_filter
-
     import hyperspy_partialscan as hps
     from hyperspy_partialscan.metrics import blur_target
-    from hyperspy_partialscan.uncertainty import DETAIL_BAND
 
     p = _scan(x, path, coverage, noise, args.dose, args.seed)
     done, sigma = hps.complete_partial_scan(p, model=model, uncertainty=True, uncertainty_model=unc_model,
@@ -76,8 +73,7 @@ def _crop_row(label, x, path, coverage, noise, args, model, unc_model):
     block_rmse = np.sqrt(np.nanmean(blocks(masked_err) ** 2, axis=(1, 3))).ravel()
     block_sig = np.nanmean(blocks(masked_sig), axis=(1, 3)).ravel()
     ok = np.isfinite(block_rmse) & np.isfinite(block_sig)
-    gap = float(distance_transform_edt(un)[un].mean())
-    truth_detail = np.sqrt(gaussian_filter((target - gaussian_filter(target, DETAIL_BAND[1] * gap)) ** 2, 16.0))
+    truth_detail = C.truth_detail(target, un)
     block_truth = np.nanmean(blocks(np.where(un, truth_detail, np.nan)), axis=(1, 3)).ravel()
     return {"crop": label, "path": path, "coverage": round(coverage, 4), "noise": noise,
             "within_1": float(np.mean(np.abs(e) <= s)), "within_2": float(np.mean(np.abs(e) <= 2 * s)),
@@ -90,17 +86,12 @@ def _crop_row(label, x, path, coverage, noise, args, model, unc_model):
 def _within_25pct_truth_detail(rows):
     """Fraction of crops within ±25 % when each crop's RMSE is predicted, with hindsight, from its truth detail.
 
-    The reference that knows the truth: ``log rmse = a + b log truth_detail_rms`` fitted by least squares
-    on the same crops it is scored on.
-
     >>> rows = [{"rmse": 2.0 * d**0.5, "truth_detail_rms": d} for d in (0.1, 0.2, 0.4)]
     >>> _within_25pct_truth_detail(rows)
     1.0
     """
-    y = np.log([r["rmse"] for r in rows])
-    x = np.log([r["truth_detail_rms"] for r in rows])
-    fit = np.polyval(np.polyfit(x, y, 1), x)
-    return float(np.mean(np.abs(np.exp(fit - y) - 1) <= 0.25))
+    ratios = C.power_law_log_ratios([r["rmse"] for r in rows], [r["truth_detail_rms"] for r in rows])
+    return float(np.mean(np.abs(np.exp(ratios) - 1) <= 0.25))
 
 
 def _reliability(pairs, bins=12):

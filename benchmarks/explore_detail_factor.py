@@ -13,7 +13,10 @@ on the same samples) and the actual mean squared error, and compares, by the spr
 * on top of the shipped rule, a correction learnt from the samples' semivariogram at lags of 1–4 px
   (:func:`variogram`; the specimen's variation at the scales the completion must bridge, noise
   included), by ridge regression of each crop's log ratio on ``log(variogram / sigma)``, fitted with
-  each file left out in turn and scored on it.
+  each file left out in turn and scored on it;
+* for reference, hindsight power laws fitted per case on the crops they score: of the truth's detail
+  finer than the sampling gaps (``_common.truth_detail``, which knows the truth), and of the samples'
+  detail energy alone.
 
 Never the val split.
 
@@ -72,7 +75,7 @@ def _labelled_crops(labelled):
 
 def _records(model, labelled, alpha):
     """Per crop and case of the calibration: mean sigma² (structure factor applied), MSE, detail energies,
-    semivariogram and file."""
+    semivariogram, RMS truth detail and file."""
     import torch
 
     from hyperspy_partialscan.metrics import blur_target
@@ -98,7 +101,8 @@ def _records(model, labelled, alpha):
         rows.append({"case": (path, coverage), "s2": float(np.mean(base[m].astype(np.float64) ** 2)),
                      "e2": float(np.mean((r["completion"] - blur_target(x))[m].astype(np.float64) ** 2)),
                      "energy": r["energy"], "noise_energy": detail_energy(noise_only, gap=mean_gap(inputs[0])),
-                     "variogram": variogram(partial), "file": file_of[id(x)]})
+                     "variogram": variogram(partial), "file": file_of[id(x)],
+                     "truth_detail": float(np.sqrt(np.mean(C.truth_detail(blur_target(x), m)[m] ** 2)))})
     return rows
 
 
@@ -176,6 +180,11 @@ def main(argv=None):
     spread, within = _variogram_score(cases, gamma)
     table.append({"kappa": 0.0, "rule": "shipped gamma + variogram (file left out)", "spread": spread,
                   "crops_within_25pct": within, "gammas": f"{gamma:g}"})
+    for rule, key in (("reference: hindsight power law of the truth detail", "truth_detail"),
+                      ("reference: hindsight power law of the detail energy", "energy")):
+        spread, within = _spread_within([C.power_law_log_ratios([np.sqrt(r["e2"]) for r in rs], [r[key] for r in rs])
+                                         for rs in cases.values()])
+        table.append({"kappa": 0.0, "rule": rule, "spread": spread, "crops_within_25pct": within, "gammas": ""})
     C.write_csv(table, args.out / "explore_detail_factor.csv")
     print(C.markdown_table([{k: v for k, v in r.items() if k != "gammas"} for r in table]))
 
