@@ -61,19 +61,19 @@ def variogram(partial, lags=LAGS):
     return np.array(out)
 
 
-def _labelled_crops(labelled):
+def _labelled_crops(labelled, crop=256):
     """The calibration crops (:func:`~hyperspy_partialscan.training.uncertainty.calibration_crops`), their files."""
     from hyperspy_partialscan.training.crops import normalised_crops
 
     rng, crops, files = np.random.default_rng(2468), [], []
     for label, frame in labelled:  # crop by crop from one generator: the calibration's crops, in order
-        for x in normalised_crops([frame], 256, 2, rng):
+        for x in normalised_crops([frame], crop, 2, rng):
             crops.append(x)
             files.append(label.split("[")[0])
     return crops, files
 
 
-def _records(model, labelled, alpha):
+def _records(model, labelled, alpha, crop=256):
     """Per crop and case of the calibration: mean sigma² (structure factor applied), MSE, detail energies,
     semivariogram, RMS truth detail and file."""
     import torch
@@ -87,7 +87,7 @@ def _records(model, labelled, alpha):
     unc = load_model(model, task="uncertainty")
     gen = load_model(unc.config["generator"]["name"], task="completion")
     gen_net, unc_net = gen.on(torch.device("cpu")), unc.on(torch.device("cpu"))
-    crops, files = _labelled_crops(labelled)
+    crops, files = _labelled_crops(labelled, crop)
     file_of = {id(x): f for x, f in zip(crops, files)}
     noise_rng, rows = np.random.default_rng(5), []
     for path, coverage, x, partial, noise, known in T.calibration_scans(crops):
@@ -155,6 +155,7 @@ def main(argv=None):
     p = C.base_parser(__doc__.splitlines()[0])
     p.add_argument("--model", default="uncertainty_default", help="uncertainty model (name or .safetensors path)")
     p.add_argument("--data", default=None, help="sample data folder (default: ../shared/data)")
+    p.add_argument("--crop", type=int, default=256, help="side of the crops (default: the calibration's 256)")
     args = C.setup(p.parse_args(argv))
     from hyperspy_partialscan.io import default_data_dir
     from hyperspy_partialscan.models import load_model
@@ -162,7 +163,8 @@ def main(argv=None):
 
     calibration = load_model(args.model, task="uncertainty").config["calibration"]
     alpha = float(calibration["structure"]["alpha"])
-    rows = [r for r in _records(args.model, _held_out_frames(args.data or default_data_dir(), labelled=True), alpha)
+    labelled = _held_out_frames(args.data or default_data_dir(), labelled=True)
+    rows = [r for r in _records(args.model, labelled, alpha, args.crop)
             if r["e2"] > 0 and np.isfinite(r["energy"])]
     cases = {}
     for r in rows:
