@@ -282,6 +282,8 @@ _RANGES = {
     "context": ("int", 1, None, True),
     "bin_fraction": ("float", 0, 1, True),
     "attention_heads": ("int", 0, None, True),
+    "adaptive_fraction": ("float", 0, 1, True),
+    "inner_blocks": ("int", 1, None, True),
     "bottleneck_blocks": ("int", 0, None, True),
 }
 

@@ -371,6 +371,8 @@ NUMBERS = [
     (TRAIN + ["--lr", "nan"], "--lr must be a positive number, got nan"),
     (TRAIN + ["--synthetic", "-1"], "--synthetic must be an integer >= 0, got -1"),
     (TRAIN + ["--lattices", "-1"], "--lattices must be an integer >= 0, got -1"),
+    (TRAIN + ["--adaptive-fraction", "2"], "--adaptive-fraction must be a number in [0, 1], got 2"),
+    (TRAIN + ["--inner-blocks", "0"], "--inner-blocks must be an integer >= 1, got 0"),
     (TRAIN + ["--lattice-spacing", "30", "20"], "--lattice-spacing must be LOW <= HIGH, got 30 20"),
     (TRAIN + ["--lattice-spacing", "0", "20"], "--lattice-spacing must be a positive number, got 0"),
     (TRAIN + ["--threads", "0"], "--threads must be an integer >= 1, got 0"),
