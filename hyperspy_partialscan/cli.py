@@ -177,9 +177,11 @@ def _write(signal, tmp, show_progressbar):
         raise OSError(f"the writer did not create {tmp}")
 
 
-def _save(signal, path, overwrite, show_progressbar):
-    """Save ``signal`` as ``path`` atomically: written beside it, renamed over it only when complete."""
-    del overwrite  # checked up front (_check_outputs); the temporary is new
+def _save(signal, path, show_progressbar):
+    """Save ``signal`` as ``path`` atomically: written beside it, renamed over it only when complete.
+
+    Whether ``path`` may be replaced was checked up front (:func:`_check_outputs`).
+    """
     path = Path(path)
     try:
         with atomic_path(path) as tmp:
@@ -223,7 +225,7 @@ def _simulate(a):
         seed = a.seed + i if a.seed is not None else None
         ps = to_partial_scan(s, a.path, coverage, seed=seed, noise=noise, vary_per_frame=a.vary_per_frame,
                              navigation_chunks=a.navigation_chunks, show_progressbar=show)
-        _save(ps, out, a.overwrite, show)
+        _save(ps, out, show)
         md = ps.metadata.Signal.Partial_scan
         shape = "x".join(str(n) for n in ps.data.shape)
         measured = md.get_item("coverage_measured", md.coverage_path)
@@ -272,10 +274,10 @@ def _complete(a):
                                      keep_measured=a.keep_measured, show_progressbar=show,
                                      uncertainty=sigma_out is not None, uncertainty_model=a.uncertainty_model)
         done, sigma = done if sigma_out is not None else (done, None)
-        _save(done, out, a.overwrite, show)
+        _save(done, out, show)
         print(f"wrote {out}: {_describe(done)} ({a.method})")
         if sigma is not None:
-            _save(sigma, sigma_out, a.overwrite, show)
+            _save(sigma, sigma_out, show)
             print(f"wrote {sigma_out}: {_describe(sigma)} (per-pixel uncertainty, sigma in data units)")
 
 
@@ -293,7 +295,7 @@ def _adaptive(a):
         p = adaptive_scan(s, coverage=a.coverage, planner=a.planner, initial_path=a.initial_path,
                           initial_fraction=a.initial_fraction, steps=a.steps, noise=noise, seed=a.seed,
                           device=a.device, navigation_chunks=a.navigation_chunks or 1, show_progressbar=show)
-        _save(p, out, a.overwrite, show)
+        _save(p, out, show)
         print(f"wrote {out}: {_adaptive_summary(p, a.planner)}")
 
 
@@ -383,7 +385,7 @@ def _denoise(a):
         done = denoise(s, a.method, model=a.model, navigation_chunks=a.navigation_chunks,
                        network_batch_size=a.network_batch_size, device=a.device, sigma=a.sigma,
                        noise_estimate=a.noise_estimate, show_progressbar=show)
-        _save(done, out, a.overwrite, show)
+        _save(done, out, show)
         print(f"wrote {out}: {_describe(done)} ({a.method})")
 
 
