@@ -32,7 +32,7 @@ class Model:
     ----------
     name : str
     task : str
-        ``"completion"`` or ``"denoising"``.
+        ``"completion"``, ``"denoising"`` or ``"uncertainty"``.
     network : torch.nn.Module
         In evaluation mode, on the CPU.
     config : dict
@@ -178,7 +178,7 @@ def list_models(task: str | None = None) -> list[str]:
 
     Parameters
     ----------
-    task : {"completion", "denoising"}, optional
+    task : {"completion", "denoising", "uncertainty"}, optional
         Only the models trained for this task.
 
     Returns
@@ -222,7 +222,7 @@ def load_model(name_or_path: str | os.PathLike | Model | None = None, task: str 
         A shipped model name (:func:`list_models`), a ``.safetensors`` or
         ``.json`` path, or a folder holding one model. ``None`` loads the
         default model of ``task``.
-    task : {"completion", "denoising"}, optional
+    task : {"completion", "denoising", "uncertainty"}, optional
         Required task: a model trained for another task is rejected.
 
     Returns

@@ -46,11 +46,13 @@ def interpolate_weights(start, end, fraction):
 
     With ``start`` a trained network and ``end`` its fine-tune, this is WiSE-FT
     (Wortsman et al. 2022): a point between them often keeps most of what each
-    does well. If ``end`` grew a non-local block (:func:`add_attention`) or
-    inner blocks (:func:`deepen_inner`), ``start`` is grown the same way: the
-    grown layers' zero output weights stay zero, their other weights (which
-    then do not change what ``start`` computes) are ``end``'s, so the grown
-    parts add ``end``'s output scaled by ``fraction``. Inputs are unchanged.
+    does well. If ``end`` is a :class:`PartialScanGenerator` that grew a
+    non-local block (:func:`add_attention`) or inner blocks
+    (:func:`deepen_inner`), ``start`` is grown the same way: the grown layers'
+    zero output weights stay zero, their other weights (which then do not
+    change what ``start`` computes) are ``end``'s, so the grown parts add
+    ``end``'s output scaled by ``fraction``. Other architectures must have
+    the same configuration at both ends. Inputs are unchanged.
 
     Examples
     --------

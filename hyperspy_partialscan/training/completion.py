@@ -369,11 +369,13 @@ def train_completion(
         Continue from ``out_dir/checkpoint.pt``.
     overwrite : bool
         Start afresh in a run folder that holds a previous run (its files are
-        moved aside, see :func:`~hyperspy_partialscan.training.fit_network`).
+        moved aside, see :func:`~hyperspy_partialscan.training.run_folder`).
     name : str
         Name of the exported model.
     data_description : str or list, optional
         Recorded in the model's provenance.
+    show_progressbar : bool
+        Show the training progress bar.
     max_seconds : float, optional
         Stop (checkpoint and export) after this wall time.
 

@@ -166,7 +166,11 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
         (:func:`~hyperspy_partialscan.models.growth.add_wiener`). None:
         none (an ``init`` model keeps its own).
 
-    Other parameters as :func:`train_completion`.
+    iterations, batch_size, crop, width, lr, seed, threads : optional
+        Training parameters, as the fields of
+        :class:`~hyperspy_partialscan.training.TrainConfig`.
+
+    The other parameters are those of :func:`train_completion`.
 
     Returns
     -------

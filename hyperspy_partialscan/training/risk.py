@@ -140,7 +140,7 @@ def pure_per_item(net, x, gain, offset=0.0, gain_offset=0.0, probe=None, fractio
     ------
     ValueError
         A noise parameter not finite, negative (``gain``, ``gain_offset``) or
-        of the wrong length, or ``fraction`` outside (0, 1).
+        of the wrong length, or ``fraction`` outside (0, 0.5).
 
     Examples
     --------

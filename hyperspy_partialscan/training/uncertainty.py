@@ -201,7 +201,7 @@ def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch
     val_frames : list of numpy.ndarray, optional
         Frames for the validation log (NLL and fraction within one sigma).
     resume, overwrite, max_seconds : optional
-        As :func:`~hyperspy_partialscan.training.fit_network`.
+        As in :func:`~hyperspy_partialscan.training.train_completion`.
     name : str
         Name of the exported model.
     init : str or Model, optional
