@@ -208,8 +208,8 @@ def sampled_noise_sd(completion, scale, variance_model=None):
         The frame's normalisation scale (data units per normalised unit).
     variance_model : dict or None
         ``gain_factor`` and ``gain_offset`` (variance = gain_factor * signal +
-        gain_offset, data units, signal counted from ``offset``, default 0);
-        None: no noise (zeros).
+        gain_offset, data units, signal counted from ``offset``, default 0;
+        read as :func:`normalised_noise` reads it); None: no noise (zeros).
 
     Returns
     -------
@@ -225,10 +225,8 @@ def sampled_noise_sd(completion, scale, variance_model=None):
     """
     if variance_model is None:
         return np.zeros(np.shape(completion), np.float32)
-    g = float(variance_model.get("gain_factor", 0.0))
-    o = float(variance_model.get("gain_offset", 0.0))
-    signal = np.clip(np.asarray(completion, np.float64) - float(variance_model.get("offset", 0.0)), 0, None)
-    return (np.sqrt(np.clip(g * signal + o, 0, None)) / scale).astype(np.float32)
+    level = noise_level(np.asarray(completion, np.float64) / scale, *normalised_noise(0.0, scale, variance_model))
+    return (level / NOISE_MAP_GAIN).astype(np.float32)
 
 
 def kept_completion(inputs, completion_norm):
