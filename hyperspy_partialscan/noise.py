@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["FrameNoise", "degrade", "estimate_sigma", "estimate_noise_model", "estimate_sampled_noise",
-           "white_noise_variance"]
+__all__ = ["FrameNoise", "dose_variance_model", "degrade", "estimate_sigma", "estimate_noise_model",
+           "estimate_sampled_noise", "white_noise_variance"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,25 @@ class FrameNoise:
 
     def as_dict(self):
         return asdict(self)
+
+
+def dose_variance_model(dose, detector_sigma=0.0):
+    """HyperSpy's ``Variance_linear_model`` of simulated noise, in units where full scale is 1.
+
+    Shot noise at ``dose`` electrons per pixel at full scale (None: none) plus
+    Gaussian detector noise of ``detector_sigma`` (fraction of full scale):
+    variance = x / dose + detector_sigma². The model of a :class:`FrameNoise`
+    or of a scan's :class:`~hyperspy_partialscan.NoiseModel`.
+
+    Examples
+    --------
+    >>> from hyperspy_partialscan.noise import dose_variance_model
+    >>> dose_variance_model(100.0, 0.5)
+    {'gain_factor': 0.01, 'gain_offset': 0.25}
+    >>> dose_variance_model(None)
+    {'gain_factor': 0.0, 'gain_offset': 0.0}
+    """
+    return {"gain_factor": 0.0 if dose is None else 1.0 / dose, "gain_offset": float(detector_sigma) ** 2}
 
 
 def degrade(frame, noise, rng=None):

@@ -106,11 +106,12 @@ class NoisyCropSampler:
     def batch(self, n):
         """Network inputs (n, 2, H, W) and targets (n, 1, H, W)."""
         from ..models.features import denoising_inputs
+        from ..noise import dose_variance_model
 
         ins, tgs = [], []
         for _ in range(n):
             noisy, clean, noise, known = self.pair()
-            vm = {"gain_factor": 1.0 / noise.dose, "gain_offset": noise.detector_sigma**2} if known else None
+            vm = dose_variance_model(noise.dose, noise.detector_sigma) if known else None
             inp, ((lo, s),) = denoising_inputs(noisy[None], variance_model=vm)
             ins.append(inp[0])
             tgs.append((clean - lo) / s)

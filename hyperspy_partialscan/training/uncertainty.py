@@ -44,6 +44,7 @@ from ..models.features import (
     uncertainty_inputs,
 )
 from ..models.networks import UncertaintyUNet
+from ..noise import dose_variance_model
 from ..uncertainty import (
     DETAIL_BAND,
     DETAIL_BOUNDS,
@@ -85,10 +86,7 @@ def coverage_key(coverage):
 
 def noise_variance_model(noise):
     """The variance model, in a training crop's units, of a simulated :class:`~.simulate.NoiseModel` (or None)."""
-    if noise is None:
-        return {"gain_factor": 0.0, "gain_offset": 0.0}
-    gain = 0.0 if noise.dose is None else 1.0 / noise.dose
-    return {"gain_factor": gain, "gain_offset": float(noise.detector_sigma) ** 2}
+    return dose_variance_model(None) if noise is None else dose_variance_model(noise.dose, noise.detector_sigma)
 
 
 def blind_variance_model(partial):
