@@ -179,6 +179,17 @@ def test_train_denoiser_fine_tunes_from_init(clean, small_denoiser, tmp_path):
         assert float(mse_per_item(model.network, batch).mean()) < float(mse_per_item(start.network, batch).mean())
 
 
+def test_train_denoiser_resumed_after_it_finished_records_its_iterations(clean, tmp_path):
+    """A finished run resumed (nothing left to do) exports the iterations it reached, not 0."""
+    from hyperspy_partialscan.training import train_denoiser
+
+    kw = dict(iterations=3, batch_size=2, crop=32, width=4, show_progressbar=False, name="dn")
+    first = load_model(train_denoiser(list(clean), tmp_path / "run", **kw))
+    again = load_model(train_denoiser(list(clean), tmp_path / "run", resume=True, **kw))
+    assert first.config["training"]["iterations"] == again.config["training"]["iterations"] == 3
+    assert again.config["package_version"] and "seconds_this_run" in again.config["training"]
+
+
 def test_noisy_crop_sampler_dose_range(clean):
     from hyperspy_partialscan.training import NoisyCropSampler
 

@@ -33,13 +33,13 @@ from .._validation import check_number
 from .._version import __version__
 from ..metrics import blur_target, rmse_percent
 from ..models import save_model
-from ..models.features import completion_inputs, frame_scale
+from ..models.features import INPUT_CHANNELS, completion_inputs, frame_scale
 from ..models.growth import add_attention, deepen_inner
 from ..models.networks import MultiScaleDiscriminator, PartialScanGenerator
 from ..paths import PATHS, generate_path
 from ..simulate import NoiseModel, sample_frame
 from .adaptive_masks import adaptive_style_path
-from .loop import fit_network, initial_network, last_validation, run_folder
+from .loop import export_run, fit_network, initial_network, run_folder
 
 __all__ = ["TrainConfig", "TRAIN_PATHS", "huberised_mse", "CropSampler", "validation_set", "train_completion",
            "export_checkpoint"]
@@ -443,20 +443,9 @@ def train_completion(
         )
         cfg = asdict(c)
         cfg["coverage_range"] = list(c.coverage_range)
-        extra = {
-            "package_version": __version__,
-            "inputs": ["nearest", "linear", "mask", "distance"],
-            "training": {
-                "iterations": history[-1]["iteration"] if history else start,
-                "config": cfg,
-                "data": data_description,
-                **init_record,
-                "seconds_this_run": round(time.time() - t0, 1),
-            },
-            "validation": last_validation(history, out),
-        }
-        return save_model(net, out / f"{name}.safetensors", task="completion", architecture="PartialScanGenerator",
-                          extra=extra)
+        return export_run(net, out, name, task="completion", history=history, start=start, started=t0,
+                          training={"config": cfg, "data": data_description, **init_record},
+                          extra={"inputs": list(INPUT_CHANNELS)})
 
 
 def export_checkpoint(checkpoint, path, *, task="completion", extra=None):

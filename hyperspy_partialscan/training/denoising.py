@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from .._version import __version__
 from ..metrics import psnr
-from ..models import save_model
 from .crops import normalised_crops
-from .loop import fit_network, initial_network, last_validation, run_folder
+from .loop import export_run, fit_network, initial_network, run_folder
 
 __all__ = ["NoisyCropSampler", "mse_per_item", "train_denoiser", "denoising_validation_set"]
 
@@ -215,20 +212,14 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
                               out_dir=out_dir, resume=resume, max_seconds=max_seconds,
                               evaluate=evaluate,
                               show_progressbar=show_progressbar, desc="denoiser", bf16=bf16)
-        extra = {
-            "package_version": __version__,
-            "inputs": ["noisy", "noise_level"],
-            "training": {"iterations": history[-1]["iteration"] if history else 0, "batch_size": batch_size,
-                         "crop": crop, "lr": lr, "seed": seed, "dose_range": list(sampler.dose_range),
-                         "invert": sampler.invert, "context": sampler.context,
-                         "bin_fraction": sampler.bin_fraction, "bf16": bf16, "attention_heads": attention_heads,
-                         "bottleneck_blocks": bottleneck_blocks,
-                         "wiener": wiener,
-                         "data": data_description, "seconds_this_run": round(time.time() - t0, 1), **init_record},
-            "validation": last_validation(history, out_dir),
-        }
-        return save_model(net, Path(out_dir) / f"{name}.safetensors", task="denoising", architecture="DenoisingUNet",
-                          extra=extra)
+        return export_run(
+            net, out_dir, name, task="denoising", history=history, start=start, started=t0,
+            training={"batch_size": batch_size, "crop": crop, "lr": lr, "seed": seed,
+                      "dose_range": list(sampler.dose_range), "invert": sampler.invert, "context": sampler.context,
+                      "bin_fraction": sampler.bin_fraction, "bf16": bf16, "attention_heads": attention_heads,
+                      "bottleneck_blocks": bottleneck_blocks, "wiener": wiener, "data": data_description,
+                      **init_record},
+            extra={"inputs": ["noisy", "noise_level"]})
 
 
 def denoising_validation_set(frames, crop=256, per_frame=1, doses=(10, 50, 200), seed=4321):

@@ -20,10 +20,11 @@ import torch
 
 from .._atomic import atomic_path, temporary_name
 from .._validation import check_number
-from ..models import Model, load_model
+from .._version import __version__
+from ..models import Model, load_model, save_model
 
 __all__ = ["ALRC", "learning_rate", "fit_network", "prepare_run", "run_folder", "TrainingDiverged", "start_from",
-           "last_validation", "resumed_state", "initial_network"]
+           "last_validation", "resumed_state", "initial_network", "export_run"]
 
 _log = logging.getLogger(__name__)
 
@@ -98,6 +99,27 @@ def last_validation(history, out):
         rows = list(csv.DictReader(open(path)))
         return rows[-1] if rows else None
     return None
+
+
+def export_run(net, out_dir, name, *, task, history, start, started, training, extra=None):
+    """Save the network a training run ends with as ``out_dir/NAME.safetensors`` (+ JSON), with its provenance.
+
+    The record every trainer writes: the package version, ``extra`` (the task's own entries: inputs,
+    generator, ...), ``training`` (the run's settings) with the iterations reached (the last of this run's
+    ``history``, or ``start`` when a resumed run had nothing left to do) and the seconds since ``started``,
+    and the latest validation row (:func:`last_validation`).
+
+    Returns
+    -------
+    pathlib.Path
+        The exported ``.safetensors``.
+    """
+    record = {"package_version": __version__, **(extra or {}),
+              "training": {"iterations": history[-1]["iteration"] if history else start, **training,
+                           "seconds_this_run": round(time.time() - started, 1)},
+              "validation": last_validation(history, out_dir)}
+    return save_model(net, Path(out_dir) / f"{name}.safetensors", task=task, architecture=type(net).__name__,
+                      extra=record)
 
 
 def fit_network(

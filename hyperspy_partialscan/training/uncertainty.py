@@ -33,7 +33,6 @@ import numpy as np
 import torch
 
 from .._validation import check_number
-from .._version import __version__
 from ..metrics import blur_target
 from ..models import load_model, save_model
 from ..models.features import (
@@ -59,7 +58,7 @@ from ..uncertainty import (
 )
 from .completion import CropSampler, TrainConfig
 from .crops import normalised_crops
-from .loop import fit_network, initial_network, last_validation, run_folder
+from .loop import export_run, fit_network, initial_network, run_folder
 
 __all__ = ["UncertaintySampler", "gaussian_nll_per_item", "train_uncertainty", "calibrate_uncertainty",
            "CALIBRATION_COVERAGES", "CALIBRATION_PATHS", "ONE_SIGMA_FRACTION"]
@@ -259,23 +258,16 @@ def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch
         history = fit_network(net, lambda it: sampler.batch(batch_size), loss, iterations=iterations,
                               lr=lr, out_dir=out_dir, resume=resume, max_seconds=max_seconds,
                               evaluate=evaluate, val_every=250, show_progressbar=show_progressbar, desc="uncertainty")
-        extra = {
-            "package_version": __version__,
-            "inputs": list(UNCERTAINTY_CHANNELS),
-            "generator": {"name": gen.name, "sha256": gen.sha256},
-            "target": TARGET,
-            "training": {"iterations": history[-1]["iteration"] if history else start, "batch_size": batch_size,
-                         "crop": crop, "lr": lr, "seed": seed, "noise_fraction": NOISE_FRACTION,
-                         "adaptive_fraction": adaptive_fraction,
-                         "loss": "Gaussian negative log-likelihood with ALRC" + (
-                             f", plus {crop_level_weight:g} x the squared log ratio of each crop's predicted to actual "
-                             "mean squared error" if crop_level_weight else ""), "data": data_description,
-                         "seconds_this_run": round(time.time() - t0, 1), **init_record},
-            "validation": last_validation(history, out_dir),
-            "calibration": None,
-        }
-        return save_model(net, Path(out_dir) / f"{name}.safetensors", task="uncertainty",
-                          architecture="UncertaintyUNet", extra=extra)
+        return export_run(
+            net, out_dir, name, task="uncertainty", history=history, start=start, started=t0,
+            training={"batch_size": batch_size, "crop": crop, "lr": lr, "seed": seed, "noise_fraction": NOISE_FRACTION,
+                      "adaptive_fraction": adaptive_fraction,
+                      "loss": "Gaussian negative log-likelihood with ALRC" + (
+                          f", plus {crop_level_weight:g} x the squared log ratio of each crop's predicted to actual "
+                          "mean squared error" if crop_level_weight else ""), "data": data_description,
+                      **init_record},
+            extra={"inputs": list(UNCERTAINTY_CHANNELS), "generator": {"name": gen.name, "sha256": gen.sha256},
+                   "target": TARGET, "calibration": None})
 
 
 def two_quantile_scale(ratios):
