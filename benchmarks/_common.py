@@ -177,48 +177,6 @@ def model_info(model):
     }
 
 
-#: which architecture a checkpoint's ``network_config`` belongs to (constructor arguments)
-_ARCH_KEYS = {"PartialScanGenerator": {"inner_blocks", "outer_blocks"},
-              "DenoisingUNet": {"in_channels", "width", "attention_heads", "bottleneck_blocks", "wiener"}}
-_TASKS = {"PartialScanGenerator": "completion", "DenoisingUNet": "denoising"}
-
-
-def export_checkpoint_any(checkpoint, path, *, architecture=None, task=None):
-    """Export a training ``checkpoint.pt`` of either network as a loadable model.
-
-    Like :func:`hyperspy_partialscan.training.export_checkpoint`, which only
-    knows the completion generator, but architecture-aware: the architecture is
-    taken from ``architecture`` or recognised from the checkpoint's
-    ``network_config``; the task follows from it unless given.
-
-    Returns
-    -------
-    pathlib.Path
-        The ``.safetensors`` path (its ``.json`` is written beside it).
-    """
-    import torch
-
-    from hyperspy_partialscan import __version__
-    from hyperspy_partialscan.models import save_model
-    from hyperspy_partialscan.models.networks import NETWORKS
-
-    state = torch.load(checkpoint, weights_only=True)
-    cfg = dict(state["network_config"])
-    if architecture is None:
-        if _ARCH_KEYS["PartialScanGenerator"] <= set(cfg):
-            architecture = "PartialScanGenerator"
-        elif set(cfg) <= _ARCH_KEYS["DenoisingUNet"]:
-            architecture = "DenoisingUNet"
-        else:
-            raise ValueError(f"cannot tell the architecture of {checkpoint} from its network_config {cfg}")
-    net = NETWORKS[architecture](**cfg)
-    net.load_state_dict(state["network"])
-    net.eval()
-    extra = {"package_version": __version__, "interim": True,
-             "training": {"iterations": int(state.get("iteration", 0)), "checkpoint": str(checkpoint)}}
-    return save_model(net, path, task=task or _TASKS[architecture], architecture=architecture, extra=extra)
-
-
 def random_model(path, task, seed=0, **config):
     """A randomly initialised model (smoke tests only: the results mean nothing)."""
     import torch
@@ -539,13 +497,19 @@ def _main(argv=None):
     e = sub.add_parser("export", help="export a training checkpoint.pt (either network) as a model")
     e.add_argument("checkpoint")
     e.add_argument("path")
-    e.add_argument("--architecture", choices=sorted(_TASKS), default=None)
+    e.add_argument("--architecture", default=None,
+                   help="PartialScanGenerator, DenoisingUNet or UncertaintyUNet (default: the one the checkpoint "
+                        "records; needed for checkpoints written before it was recorded)")
     r = sub.add_parser("random", help="randomly initialised model (smoke tests only)")
     r.add_argument("path")
     r.add_argument("--task", choices=["completion", "denoising"], required=True)
     a = p.parse_args(argv)
-    out = export_checkpoint_any(a.checkpoint, a.path, architecture=a.architecture) if a.cmd == "export" else \
-        random_model(a.path, a.task)
+    if a.cmd == "export":
+        from hyperspy_partialscan.training import export_checkpoint
+
+        out = export_checkpoint(a.checkpoint, a.path, architecture=a.architecture, extra={"interim": True})
+    else:
+        out = random_model(a.path, a.task)
     print(out)
 
 

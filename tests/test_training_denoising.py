@@ -190,6 +190,26 @@ def test_train_denoiser_resumed_after_it_finished_records_its_iterations(clean, 
     assert again.config["package_version"] and "seconds_this_run" in again.config["training"]
 
 
+def test_export_checkpoint_exports_the_network_the_checkpoint_records(clean, tmp_path):
+    """A checkpoint knows its architecture; an older one without that record needs architecture=."""
+    from hyperspy_partialscan.training import export_checkpoint, train_denoiser
+
+    final = load_model(train_denoiser(list(clean), tmp_path / "run", iterations=3, batch_size=2, crop=32, width=4,
+                                      show_progressbar=False, name="dn"))
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    model = load_model(export_checkpoint(ckpt, tmp_path / "interim.safetensors", extra={"interim": True}))
+    assert model.task == "denoising" and model.config["interim"] and model.config["training"]["iterations"] == 3
+    for k, v in final.network.state_dict().items():
+        assert torch.equal(model.network.state_dict()[k], v)
+    old = torch.load(ckpt, weights_only=True)
+    del old["architecture"]
+    torch.save(old, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="^architecture must be one of PartialScanGenerator, DenoisingUNet"):
+        export_checkpoint(tmp_path / "old.pt", tmp_path / "old.safetensors")
+    assert load_model(export_checkpoint(tmp_path / "old.pt", tmp_path / "old.safetensors",
+                                        architecture="DenoisingUNet")).task == "denoising"
+
+
 def test_noisy_crop_sampler_dose_range(clean):
     from hyperspy_partialscan.training import NoisyCropSampler
 

@@ -26,14 +26,13 @@ from .completion import (
     TRAIN_PATHS,
     CropSampler,
     TrainConfig,
-    export_checkpoint,
     huberised_mse,
     train_completion,
     validation_set,
 )
 from .denoising import NoisyCropSampler, denoising_validation_set, mse_per_item, train_denoiser
 from .frames import training_frames
-from .loop import ALRC, TrainingDiverged, fit_network, learning_rate, prepare_run, run_folder
+from .loop import ALRC, TrainingDiverged, export_checkpoint, fit_network, learning_rate, prepare_run, run_folder
 from .risk import pure_per_item, sure_per_item
 from .self_supervised import fit_self_supervised
 from .uncertainty import calibrate_uncertainty, train_uncertainty

@@ -30,9 +30,7 @@ import torch
 from torch.nn import functional as F
 
 from .._validation import check_number
-from .._version import __version__
 from ..metrics import blur_target, rmse_percent
-from ..models import save_model
 from ..models.features import INPUT_CHANNELS, completion_inputs, frame_scale
 from ..models.growth import add_attention, deepen_inner
 from ..models.networks import MultiScaleDiscriminator, PartialScanGenerator
@@ -41,8 +39,7 @@ from ..simulate import NoiseModel, sample_frame
 from .adaptive_masks import adaptive_style_path
 from .loop import export_run, fit_network, initial_network, run_folder
 
-__all__ = ["TrainConfig", "TRAIN_PATHS", "huberised_mse", "CropSampler", "validation_set", "train_completion",
-           "export_checkpoint"]
+__all__ = ["TrainConfig", "TRAIN_PATHS", "huberised_mse", "CropSampler", "validation_set", "train_completion"]
 
 _log = logging.getLogger(__name__)
 
@@ -446,19 +443,3 @@ def train_completion(
         return export_run(net, out, name, task="completion", history=history, start=start, started=t0,
                           training={"config": cfg, "data": data_description, **init_record},
                           extra={"inputs": list(INPUT_CHANNELS)})
-
-
-def export_checkpoint(checkpoint, path, *, task="completion", extra=None):
-    """Export a training checkpoint (``checkpoint.pt``) as a loadable model.
-
-    The checkpoint is read with ``torch.load(weights_only=True)``.
-    """
-    state = torch.load(checkpoint, weights_only=True)
-    net = PartialScanGenerator(**state["network_config"])
-    net.load_state_dict(state["network"])
-    info = {"package_version": __version__,
-            "training": {"iterations": int(state["iteration"]), "checkpoint": str(checkpoint)}}
-    info.update(extra or {})
-    return save_model(net, path, task=task, architecture="PartialScanGenerator", extra=info)
-
-

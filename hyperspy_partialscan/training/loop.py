@@ -21,10 +21,11 @@ import torch
 from .._atomic import atomic_path, temporary_name
 from .._validation import check_number
 from .._version import __version__
-from ..models import Model, load_model, save_model
+from ..models import ARCHITECTURE_TASKS, Model, load_model, save_model
+from ..models.networks import NETWORKS
 
 __all__ = ["ALRC", "learning_rate", "fit_network", "prepare_run", "run_folder", "TrainingDiverged", "start_from",
-           "last_validation", "resumed_state", "initial_network", "export_run"]
+           "last_validation", "resumed_state", "initial_network", "export_run", "export_checkpoint"]
 
 _log = logging.getLogger(__name__)
 
@@ -120,6 +121,38 @@ def export_run(net, out_dir, name, *, task, history, start, started, training, e
               "validation": last_validation(history, out_dir)}
     return save_model(net, Path(out_dir) / f"{name}.safetensors", task=task, architecture=type(net).__name__,
                       extra=record)
+
+
+def export_checkpoint(checkpoint, path, *, architecture=None, extra=None):
+    """Export a training checkpoint (``checkpoint.pt``) of any network as a loadable model, e.g. mid-run.
+
+    The checkpoint is read with ``torch.load(weights_only=True)``. Its architecture is the one it records
+    (checkpoints written before it was recorded need ``architecture``); the model's task follows from it.
+
+    Parameters
+    ----------
+    checkpoint : str or pathlib.Path
+    path : str or pathlib.Path
+        The ``.safetensors`` to write (its ``.json`` beside it, atomically).
+    architecture : str, optional
+        ``"PartialScanGenerator"``, ``"DenoisingUNet"`` or ``"UncertaintyUNet"``.
+    extra : dict, optional
+        Added to the model's JSON.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    state = torch.load(checkpoint, weights_only=True)
+    architecture = architecture or state.get("architecture")
+    if architecture not in NETWORKS:
+        raise ValueError(f"architecture must be one of {', '.join(NETWORKS)} (the checkpoint {str(checkpoint)!r} "
+                         f"records {state.get('architecture')!r}), got {architecture!r}")
+    net = NETWORKS[architecture](**state["network_config"])
+    net.load_state_dict(state["network"])
+    info = {"package_version": __version__,
+            "training": {"iterations": int(state["iteration"]), "checkpoint": str(checkpoint)}, **(extra or {})}
+    return save_model(net, path, task=ARCHITECTURE_TASKS[architecture], architecture=architecture, extra=info)
 
 
 def fit_network(
@@ -492,8 +525,8 @@ def _validate(net, evaluate, ckpt, plot, t0, row, desc):
 
 def _save_checkpoint(ckpt, net, opt, alrc, iteration, extra_state):
     """Write the checkpoint atomically (a killed run keeps its previous, whole checkpoint)."""
-    state = {"network": net.state_dict(), "network_config": net.config, "optimizer": opt.state_dict(),
-             "alrc": alrc.state_dict(), "iteration": iteration}
+    state = {"network": net.state_dict(), "network_config": net.config, "architecture": type(net).__name__,
+             "optimizer": opt.state_dict(), "alrc": alrc.state_dict(), "iteration": iteration}
     if extra_state is not None:
         state.update(extra_state.state_dict())
     with atomic_path(ckpt) as tmp:
