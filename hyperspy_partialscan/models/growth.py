@@ -17,11 +17,12 @@ from .networks import DenoisingUNet, PartialScanGenerator
 __all__ = ["deepen_inner", "add_attention", "deepen_bottleneck", "add_wiener", "interpolate_weights"]
 
 
-def _grown(net, new_prefix, **changes):
-    """``net``'s class built with its config updated by ``changes``, holding ``net``'s weights; only parameters
-    under ``new_prefix`` may be new (they keep their own initialisation)."""
+def _grown(net, new_prefix, state=None, **changes):
+    """``net``'s class built with its config updated by ``changes``, holding ``net``'s weights (or ``state``, its
+    weights adapted to the change); only parameters under ``new_prefix`` may be new (they keep their own
+    initialisation)."""
     grown = type(net)(**{**net.config, **changes})
-    missing, unexpected = grown.load_state_dict(net.state_dict(), strict=False)
+    missing, unexpected = grown.load_state_dict(net.state_dict() if state is None else state, strict=False)
     if unexpected or not all(k.startswith(new_prefix) for k in missing):
         raise RuntimeError(f"growing {type(net).__name__}: unexpected parameters {unexpected or missing}")
     return grown
@@ -181,11 +182,7 @@ def add_wiener(net, window=48, hop=16):
         raise TypeError(f"add_wiener takes a DenoisingUNet, got {type(net).__name__}")
     if net.wiener is not None:
         raise ValueError(f"the network already has a Wiener channel {net.config['wiener']}")
-    guided = DenoisingUNet(**{**net.config, "wiener": (window, hop)})
     state = dict(net.state_dict())
-    first = "enc.0.0.weight"
+    first = "enc.0.0.weight"  # the first convolution reads one more channel, with zero weights
     state[first] = torch.cat([state[first], torch.zeros_like(state[first][:, :1])], 1)
-    missing, unexpected = guided.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith("gate.") for k in missing):
-        raise RuntimeError(f"add_wiener: unexpected parameters {unexpected or missing}")
-    return guided
+    return _grown(net, "gate.", state, wiener=(window, hop))
