@@ -37,6 +37,7 @@ from ..models.networks import MultiScaleDiscriminator, PartialScanGenerator
 from ..paths import PATHS, generate_path
 from ..simulate import NoiseModel, sample_frame
 from .adaptive_masks import adaptive_style_path
+from .crops import normalised_crops
 from .loop import export_run, fit_network, initial_network, run_folder
 
 __all__ = ["TrainConfig", "TRAIN_PATHS", "huberised_mse", "CropSampler", "validation_set", "train_completion"]
@@ -230,19 +231,10 @@ def validation_set(frames, crop=256, per_frame=2, coverage=1 / 20, paths=("spira
     """
     rng = np.random.default_rng(seed)
     out = []
-    for f in frames:
-        cs = min(crop, *f.shape)  # small frames are used whole
-        for _ in range(per_frame):
-            r = rng.integers(0, f.shape[0] - cs + 1)
-            q = rng.integers(0, f.shape[1] - cs + 1)
-            x = f[r : r + cs, q : q + cs].astype(np.float32)
-            lo, hi = float(x.min()), float(x.max())
-            if hi - lo < 1e-6:
-                continue
-            x = (x - lo) / (hi - lo)
-            for name in paths:
-                partial = sample_frame(x, generate_path(name, x.shape, coverage, rng))
-                out.append((name, partial, blur_target(x), x))
+    for x in normalised_crops(frames, crop, per_frame, rng, shrink=True):  # the paths draw between the crops
+        for name in paths:
+            partial = sample_frame(x, generate_path(name, x.shape, coverage, rng))
+            out.append((name, partial, blur_target(x), x))
     return out
 
 
