@@ -432,6 +432,6 @@ def train_completion(
         )
         cfg = asdict(c)
         cfg["coverage_range"] = list(c.coverage_range)
-        return export_run(net, out, name, task="completion", history=history, start=start, started=t0,
+        return export_run(net, out, name, history=history, start=start, started=t0,
                           training={"config": cfg, "data": data_description, **init_record},
                           extra={"inputs": list(INPUT_CHANNELS)})

@@ -213,7 +213,7 @@ def train_denoiser(frames, out_dir, *, iterations=5000, batch_size=8, crop=128, 
                               evaluate=evaluate,
                               show_progressbar=show_progressbar, desc="denoiser", bf16=bf16)
         return export_run(
-            net, out_dir, name, task="denoising", history=history, start=start, started=t0,
+            net, out_dir, name, history=history, start=start, started=t0,
             training={"batch_size": batch_size, "crop": crop, "lr": lr, "seed": seed,
                       "dose_range": list(sampler.dose_range), "invert": sampler.invert, "context": sampler.context,
                       "bin_fraction": sampler.bin_fraction, "bf16": bf16, "attention_heads": attention_heads,

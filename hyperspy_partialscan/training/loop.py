@@ -102,13 +102,14 @@ def last_validation(history, out):
     return None
 
 
-def export_run(net, out_dir, name, *, task, history, start, started, training, extra=None):
+def export_run(net, out_dir, name, *, history, start, started, training, extra=None):
     """Save the network a training run ends with as ``out_dir/NAME.safetensors`` (+ JSON), with its provenance.
 
-    The record every trainer writes: the package version, ``extra`` (the task's own entries: inputs,
-    generator, ...), ``training`` (the run's settings) with the iterations reached (the last of this run's
-    ``history``, or ``start`` when a resumed run had nothing left to do) and the seconds since ``started``,
-    and the latest validation row (:func:`last_validation`).
+    The task follows from the network's architecture. The record every trainer writes: the package
+    version, ``extra`` (the task's own entries: inputs, generator, ...), ``training`` (the run's settings)
+    with the iterations reached (the last of this run's ``history``, or ``start`` when a resumed run had
+    nothing left to do) and the seconds since ``started``, and the latest validation row
+    (:func:`last_validation`).
 
     Returns
     -------
@@ -119,8 +120,9 @@ def export_run(net, out_dir, name, *, task, history, start, started, training, e
               "training": {"iterations": history[-1]["iteration"] if history else start, **training,
                            "seconds_this_run": round(time.time() - started, 1)},
               "validation": last_validation(history, out_dir)}
-    return save_model(net, Path(out_dir) / f"{name}.safetensors", task=task, architecture=type(net).__name__,
-                      extra=record)
+    architecture = type(net).__name__
+    return save_model(net, Path(out_dir) / f"{name}.safetensors", task=ARCHITECTURE_TASKS[architecture],
+                      architecture=architecture, extra=record)
 
 
 def export_checkpoint(checkpoint, path, *, architecture=None, extra=None):

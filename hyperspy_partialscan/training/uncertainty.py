@@ -259,7 +259,7 @@ def train_uncertainty(frames, out_dir, *, generator=None, iterations=3000, batch
                               lr=lr, out_dir=out_dir, resume=resume, max_seconds=max_seconds,
                               evaluate=evaluate, val_every=250, show_progressbar=show_progressbar, desc="uncertainty")
         return export_run(
-            net, out_dir, name, task="uncertainty", history=history, start=start, started=t0,
+            net, out_dir, name, history=history, start=start, started=t0,
             training={"batch_size": batch_size, "crop": crop, "lr": lr, "seed": seed, "noise_fraction": NOISE_FRACTION,
                       "adaptive_fraction": adaptive_fraction,
                       "loss": "Gaussian negative log-likelihood with ALRC" + (
