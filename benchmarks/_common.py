@@ -272,6 +272,15 @@ def truth_detail(target, unsampled):
     return np.sqrt(gaussian_filter((target - gaussian_filter(target, DETAIL_BAND[1] * gap)) ** 2, 16.0))
 
 
+def within_25pct(ratios):
+    """Fraction of predicted / actual RMSE ratios within ±25 % (issue 12's per-crop bar).
+
+    >>> within_25pct([0.75, 1.0, 1.25, 1.3])
+    0.75
+    """
+    return float(np.mean(np.abs(np.asarray(ratios, float) - 1) <= 0.25))
+
+
 def power_law_log_ratios(actual, predictor):
     """log(predicted / actual) when ``actual`` is predicted, with hindsight, by a power law of ``predictor``.
 

@@ -91,7 +91,7 @@ def _within_25pct_truth_detail(rows):
     1.0
     """
     ratios = C.power_law_log_ratios([r["rmse"] for r in rows], [r["truth_detail_rms"] for r in rows])
-    return float(np.mean(np.abs(np.exp(ratios) - 1) <= 0.25))
+    return C.within_25pct(np.exp(ratios))
 
 
 def _reliability(pairs, bins=12):
@@ -170,7 +170,7 @@ def main(argv=None):
                 "path": path, "coverage": C.coverage_label(coverage), "noise": noise, "crops": len(sel),
                 "within_sigma": float(np.average([r["within_1"] for r in sel], weights=n)),
                 "within_2sigma": float(np.average([r["within_2"] for r in sel], weights=n)),
-                "crops_rmse_within_25pct": float(np.mean(np.abs(ratio - 1) <= 0.25)),
+                "crops_rmse_within_25pct": C.within_25pct(ratio),
                 "within_25pct_truth_detail": _within_25pct_truth_detail(sel),
                 "spearman_blocks": float(np.nanmean([r["spearman_blocks"] for r in sel])),
                 "spearman_truth_detail": float(np.nanmean([r["spearman_blocks_truth_detail"] for r in sel])),

@@ -98,11 +98,12 @@ def _records(model, labelled, alpha, crop=256):
         vm = T.noise_variance_model(noise) if known else T.blind_variance_model(partial)
         sd = sampled_noise_sd(r["completion"], scale, vm) * scale
         noise_only = np.where(np.isfinite(partial), sd * noise_rng.standard_normal(sd.shape), np.nan)
+        target = blur_target(x)
         rows.append({"case": (path, coverage), "s2": float(np.mean(base[m].astype(np.float64) ** 2)),
-                     "e2": float(np.mean((r["completion"] - blur_target(x))[m].astype(np.float64) ** 2)),
+                     "e2": float(np.mean((r["completion"] - target)[m].astype(np.float64) ** 2)),
                      "energy": r["energy"], "noise_energy": detail_energy(noise_only, gap=mean_gap(inputs[0])),
                      "variogram": variogram(partial), "file": file_of[id(x)],
-                     "truth_detail": float(np.sqrt(np.mean(C.truth_detail(blur_target(x), m)[m] ** 2)))})
+                     "truth_detail": float(np.sqrt(np.mean(C.truth_detail(target, m)[m] ** 2)))})
     return rows
 
 
@@ -125,7 +126,7 @@ def _score(cases, gamma_of, kappa):
 def _spread_within(log_ratios):
     """(mean spread, mean fraction within ±25 % once centred on the median) of each case's log ratios."""
     spreads = [np.std(lr) for lr in log_ratios]
-    within = [np.mean(np.abs(np.exp(lr - np.median(lr)) - 1) <= 0.25) for lr in log_ratios]
+    within = [C.within_25pct(np.exp(lr - np.median(lr))) for lr in log_ratios]
     return float(np.mean(spreads)), float(np.mean(within))
 
 

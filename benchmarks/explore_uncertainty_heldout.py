@@ -88,7 +88,7 @@ def main(argv=None):
                              "crops": len(sel),
                              "within_sigma": float(np.average([r["within_1"] for r in sel], weights=n)),
                              "within_2sigma": float(np.average([r["within_2"] for r in sel], weights=n)),
-                             "crops_rmse_within_25pct": float(np.mean(np.abs(ratio - 1) <= 0.25)),
+                             "crops_rmse_within_25pct": C.within_25pct(ratio),
                              "rmse_ratio_median": float(np.median(ratio)),
                              "spearman_blocks": float(np.nanmean([r["spearman_blocks"] for r in sel]))})
         mine = [r for r in rows if r["model"] == model]
