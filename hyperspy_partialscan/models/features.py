@@ -54,8 +54,8 @@ def completion_inputs(frames):
     for i, f in enumerate(frames):
         check_frame(f, i)
         f = np.where(np.isfinite(f), f, np.nan).astype(np.float32)
-        scales.append(frame_scale(f))
-        lo, s = scales[i]
+        lo, s = frame_scale(f)
+        scales.append((lo, s))
         near, dist = nearest_fill(f, return_distance=True)
         out[i, 0] = (near - lo) / s
         out[i, 1] = (linear_fill(f, nearest=near) - lo) / s
